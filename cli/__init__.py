@@ -1,0 +1,1 @@
+"""The `ftwiz` command: the wizard with no arguments, headless subcommands for scripts."""

@@ -1,0 +1,5 @@
+import sys
+
+from ftwiz.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""ftwiz's planning core and training engine: pure Python, never imports Textual."""

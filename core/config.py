@@ -1,0 +1,209 @@
+"""One run configuration: YAML in and out, validated, mapped onto the libraries' own objects.
+
+Field names are those of peft's LoraConfig, transformers' BitsAndBytesConfig and
+TrainingArguments / TRL's SFTConfig, so a user who knows those libraries reads the file
+without a glossary. Validation errors name the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ftwiz.core.errors import UserError
+
+CONFIG_VERSION = 1
+Method = Literal["lora", "qlora", "full"]
+DataFormat = Literal["auto", "alpaca", "chat", "sharegpt", "prompt_completion", "text"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(_Section):
+    name_or_path: str = Field(min_length=1, description="Local directory, Hub id or catalog name.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    trust_remote_code: bool = Field(
+        False, description="Run Python code shipped with the model. Off unless you trust its author."
+    )
+    allow_pickle: bool = Field(
+        False, description="Allow .bin/.pt (pickle) weights, which can run code when loaded."
+    )
+    attn_implementation: str = Field("sdpa", description="sdpa, flash_attention_2 or eager.")
+
+
+class DataSection(_Section):
+    path: str = Field(min_length=1, description="JSONL/JSON/CSV/Parquet file, Hub dataset id, or 'demo'.")
+    subset: str | None = Field(None, description="Hub dataset configuration name.")
+    split: str = Field("train", description="Hub dataset split.")
+    format: DataFormat = Field("auto", description="Row format; auto detects it.")
+    eval_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Share of rows held out for evaluation.")
+    max_rows: int | None = Field(None, gt=0, description="Use only the first N rows.")
+    completion_only_loss: bool = Field(True, description="Compute the loss on answers only, not prompts.")
+
+
+class LoraSection(_Section):
+    """peft.LoraConfig fields."""
+
+    r: int = Field(16, gt=0, le=4096)
+    lora_alpha: int = Field(32, gt=0)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | str = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="Module names, or 'all-linear'.",
+    )
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets_not_empty(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, str):
+            if value != "all-linear":
+                raise ValueError("must be a list of module names or 'all-linear'")
+        elif not value or any(not name.strip() for name in value):
+            raise ValueError("must name at least one module, and no empty names")
+        return value
+
+
+class QuantizationSection(_Section):
+    """transformers.BitsAndBytesConfig fields (used by method: qlora)."""
+
+    load_in_4bit: bool = True
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    upcast: bool = Field(
+        False,
+        description="peft's prepare_model_for_kbit_training (fp32 embeddings, head and norms). "
+        "False freezes the base only, as TRL does, and saves memory.",
+    )
+
+
+class TrainingSection(_Section):
+    """transformers.TrainingArguments / trl.SFTConfig fields."""
+
+    learning_rate: float = Field(2e-4, gt=0.0, le=1.0)
+    num_train_epochs: float = Field(3.0, gt=0.0, le=1000)
+    max_steps: int = Field(-1, ge=-1, description="-1: train for num_train_epochs.")
+    per_device_train_batch_size: int = Field(4, gt=0, le=4096)
+    gradient_accumulation_steps: int = Field(4, gt=0, le=4096)
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    lr_scheduler_type: str = "cosine"
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0)
+    optim: str = "adamw_torch"
+    bf16: bool = False
+    fp16: bool = False
+    gradient_checkpointing: bool = True
+    max_length: int = Field(1024, gt=0, le=1_048_576, description="Maximum tokens per example.")
+    packing: bool = False
+    use_liger_kernel: bool = False
+    seed: int = 42
+    logging_steps: int = Field(1, gt=0)
+    eval_steps: int | None = Field(None, gt=0)
+    save_steps: int = Field(50, gt=0)
+    save_total_limit: int = Field(2, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _one_half_precision(self) -> TrainingSection:
+        if self.bf16 and self.fp16:
+            raise ValueError("bf16 and fp16 cannot both be true")
+        return self
+
+
+class LimitsSection(_Section):
+    max_hours: float | None = Field(None, gt=0, description="Save and stop after this many hours.")
+    max_cost: float | None = Field(None, gt=0, description="Save and stop when this much is spent.")
+    price_per_hour: float | None = Field(None, ge=0, description="GPU price used for the spend so far.")
+    oom_retries: int = Field(3, ge=0, le=10, description="Halve the micro-batch at most this often.")
+
+
+class OutputSection(_Section):
+    runs_dir: str = "runs"
+    merge: bool = Field(False, description="Also write a merged model at the end.")
+    samples: int = Field(4, ge=0, le=64, description="Held-out examples generated before and after.")
+
+
+class RunConfig(_Section):
+    """Everything a training run needs; the run process reads nothing else."""
+
+    version: int = CONFIG_VERSION
+    name: str | None = Field(None, description="Run name; the run directory is runs_dir/name.")
+    method: Method = "lora"
+    model: ModelSection
+    data: DataSection
+    lora: LoraSection = Field(default_factory=LoraSection)
+    quantization: QuantizationSection = Field(default_factory=QuantizationSection)
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+
+    # -- YAML -----------------------------------------------------------------------
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(self.to_yaml(), encoding="utf-8")
+        return path
+
+    # -- mappings onto the libraries ------------------------------------------------
+    def lora_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for peft.LoraConfig."""
+        return {**self.lora.model_dump(), "task_type": "CAUSAL_LM"}
+
+    def bnb_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for transformers.BitsAndBytesConfig (QLoRA only)."""
+        q = self.quantization.model_dump(exclude={"upcast"})
+        return q
+
+    def training_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments shared by TrainingArguments and SFTConfig (minus TRL-only ones)."""
+        t = self.training.model_dump(exclude={"max_length", "packing"})
+        return t
+
+
+def _describe(error: dict[str, Any]) -> str:
+    field = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{field}: unknown key"
+    if kind == "missing":
+        return f"{field}: required but missing"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{field}: {message} (got {error.get('input')!r})"
+
+
+def config_from_dict(data: Any, source: str = "config") -> RunConfig:
+    """Validate a mapping; every problem in one UserError naming the fields."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping of sections (model, data, ...), got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors()[:10])
+        raise UserError(f"{source}: {problems}") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a run config YAML file."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a YAML config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return config_from_dict(data, source=str(path))
