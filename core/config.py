@@ -162,8 +162,18 @@ class RunConfig(_Section):
         return q
 
     def training_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments shared by TrainingArguments and SFTConfig (minus TRL-only ones)."""
+        """Keyword arguments shared by TrainingArguments and SFTConfig (minus TRL-only ones).
+
+        transformers 5.x folded `warmup_ratio` into `warmup_steps` (a float below 1 is a
+        ratio); older releases still have `warmup_ratio`. Pass whichever this one has.
+        """
+        import dataclasses
+
+        from transformers import TrainingArguments
+
         t = self.training.model_dump(exclude={"max_length", "packing"})
+        if "warmup_ratio" not in {f.name for f in dataclasses.fields(TrainingArguments)}:
+            t["warmup_steps"] = t.pop("warmup_ratio")
         return t
 
 
