@@ -1,0 +1,122 @@
+"""Step 6: the final run config as YAML; save it for `ftwiz train`, or start training now."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.syntax import Syntax
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Button, Input, Static
+from textual.worker import Worker, WorkerState
+
+from ftwiz.core.config import RunConfig, config_from_dict
+from ftwiz.tui.messages import RunStarted
+from ftwiz.tui.steps import StepScreen
+from ftwiz.tui.widgets.confirm import ConfirmScreen
+
+
+def demo_config() -> RunConfig:
+    """The demo's run config, pointing at where core.demo builds the tiny model."""
+    from ftwiz.core.demo import DEMO_VERSION, cache_dir, demo_config_dict
+
+    return config_from_dict(demo_config_dict(cache_dir() / f"demo-model-v{DEMO_VERSION}"), "demo")
+
+
+class ReviewScreen(StepScreen):
+    STEP = "review"
+    NEXT_LABEL = "Start training"
+    BINDINGS = [Binding("ctrl+s", "save", "Save config")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config: RunConfig | None = None
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("Your run, as a config file", classes="title")
+        yield Static("", id="summary", classes="hint")
+        yield Static("", id="yaml")
+        with Horizontal(id="save-row"):
+            yield Input(placeholder="file to save to", id="save-path")
+            yield Button("Save (ctrl+s)", id="save")
+        yield Static("", id="reuse", classes="hint")
+
+    def on_mount(self) -> None:
+        if self.state.config is None and self.state.demo:
+            self.state.config = demo_config()
+        self.config = self.state.config
+        summary = self.query_one("#summary", Static)
+        if self.config is None:
+            summary.update("[b]No config yet.[/b] Go back (esc) and finish the Settings step.")
+            summary.set_classes("warn")
+            self.query_one("#next", Button).disabled = True
+            return
+        name = self.config.name or "run"
+        summary.update(
+            f"{self.config.method.upper()} of {self.config.model.name_or_path} on {self.config.data.path}. "
+            f"Start training runs it in its own process: quitting ftwiz leaves it running."
+        )
+        self.query_one("#yaml", Static).update(
+            Syntax(self.config.to_yaml(), "yaml", theme="monokai", background_color="default")
+        )
+        save_path = self.query_one("#save-path", Input)
+        save_path.value = f"{name}.yaml"
+        self.query_one("#reuse", Static).update(
+            f"Reuse it later without the wizard: ftwiz train {save_path.value}"
+        )
+
+    # -- save -----------------------------------------------------------------------------
+    @on(Button.Pressed, "#save")
+    @on(Input.Submitted, "#save-path")
+    def action_save(self) -> None:
+        if self.config is None:
+            return
+        path = Path(self.query_one("#save-path", Input).value.strip() or "run.yaml")
+        if path.is_dir():
+            self.notify(f"{path} is a directory; give a file name", severity="error")
+        elif path.exists():
+            self.app.push_screen(
+                ConfirmScreen(f"{path} already exists. Overwrite it?"),
+                lambda yes: self._write(path) if yes else self.notify("Not saved"),
+            )
+        else:
+            self._write(path)
+
+    def _write(self, path: Path) -> None:
+        try:
+            self.config.save(path)
+        except OSError as exc:
+            self.notify(f"{path}: {exc.strerror}", title="Not saved", severity="error")
+            return
+        self.query_one("#reuse", Static).update(f"Saved. Reuse it later: ftwiz train {path}")
+        self.notify(f"Saved {path}", title="Config saved")
+
+    # -- start ------------------------------------------------------------------------------
+    def commit(self) -> bool:
+        """Next on the last planning step starts the run."""
+        if self.config is not None:
+            self.query_one("#next", Button).disabled = True
+            self.start_training(self.config)
+        return False
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="start-run",
+          description="Starting the training run")
+    def start_training(self, config: RunConfig) -> None:
+        from ftwiz.core.engine import start_run
+
+        if self.state.demo:
+            from ftwiz.core.demo import ensure_demo_model
+
+            ensure_demo_model()
+        self.post_message(RunStarted(start_run(config, self.wizard.runs_dir)))
+
+    @on(Worker.StateChanged)
+    def _start_failed(self, event: Worker.StateChanged) -> None:
+        """The app shows why; here the Start button comes back for another try."""
+        if event.worker.group == "start-run" and event.state == WorkerState.ERROR:
+            self.query_one("#next", Button).disabled = False
+
+    def on_run_started(self, message: RunStarted) -> None:
+        self.wizard.show_run(message.run_dir)

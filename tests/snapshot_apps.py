@@ -1,0 +1,63 @@
+"""Apps with fixed data for the TUI tests and snapshots: recorded hardware, a fixed clock.
+
+The recordings have the shape `ftwiz gpus --json` prints (Hardware.to_dict()), CPU, RAM and
+disk included, so nothing on the test machine leaks into a snapshot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ftwiz.core.hardware import RecordedBackend
+from ftwiz.tui.app import FtwizApp, make_app
+
+GIB = 1024**3
+FIXED_TIME = 1_760_000_000.0
+
+H200 = {
+    "nvml_state": "ok",
+    "message": "1 GPU(s): NVIDIA H200",
+    "driver_version": "570.124.06",
+    "cuda_version": "12.8",
+    "cpu_count": 16,
+    "cpu_name": "Intel(R) Xeon(R) Platinum 8480+",
+    "ram_total_bytes": 128 * GIB,
+    "ram_available_bytes": 120 * GIB,
+    "disk_free_bytes": 60 * GIB,
+    "gpus": [
+        {
+            "index": 0,
+            "name": "NVIDIA H200",
+            "uuid": "GPU-00000000-0000-0000-0000-000000000000",
+            "memory_total_bytes": 150_754_820_096,
+            "memory_used_bytes": 552_337_408,
+            "memory_free_bytes": 150_202_482_688,
+            "driver_version": "570.124.06",
+            "cuda_version": "12.8",
+            "compute_capability": [9, 0],
+            "bf16": True,
+            "utilization_pct": 0.0,
+            "temperature_c": 31.0,
+            "power_w": 75.0,
+            "power_limit_w": 700.0,
+            "processes": [],
+            "mig_mode": False,
+        }
+    ],
+}
+
+CPU_ONLY = {
+    "nvml_state": "no-library",
+    "message": "NVML library not found: no NVIDIA driver on this machine",
+    "cpu_count": 2,
+    "cpu_name": "AMD EPYC 7B13",
+    "ram_total_bytes": 8 * GIB,
+    "ram_available_bytes": 6 * GIB,
+    "disk_free_bytes": 40 * GIB,
+    "gpus": [],
+}
+
+
+def fixed_app(runs_dir: str | Path, recording: dict = H200) -> FtwizApp:
+    """The wizard on recorded hardware with a fixed clock; runs_dir should be a tmp dir."""
+    return make_app(runs_dir=runs_dir, hardware_backend=RecordedBackend(recording), clock=lambda: FIXED_TIME)

@@ -1,0 +1,52 @@
+"""The wizard's choices so far: one plain object the steps read on mount and write on leave.
+
+Screens are rebuilt whenever the user moves between steps, so everything a step must
+remember lives here, never in a widget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DEMO = "demo"
+
+
+@dataclass
+class WizardState:
+    hardware: Any = None
+    """ftwiz.core.hardware.Hardware, once detected."""
+    answers: dict[str, Any] = field(default_factory=dict)
+    """Answers to ftwiz.core.decision's questions, by question key."""
+    method: str = "lora"
+    model_spec: str | None = None
+    """Catalog name, Hub id or local directory, as the user gave it."""
+    trust_remote_code: bool = False
+    data_spec: str | None = None
+    n_examples: int | None = None
+    """Rows in the dataset, once validated (drives the recommended hyperparameters)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Settings the user edited, as 'section.field' -> value, applied over the plan."""
+    config: Any = None
+    """ftwiz.core.config.RunConfig built by the Settings step; Review shows and starts it."""
+    demo: bool = False
+
+    def choose_demo(self) -> None:
+        """The built-in demo: tiny model and dataset, trains on the CPU in about a minute."""
+        self.demo = True
+        self.model_spec = DEMO
+        self.data_spec = DEMO
+        self.method = "lora"
+        self.trust_remote_code = False
+        self.config = None
+
+    @property
+    def gpu_free_bytes(self) -> int | None:
+        """Free memory of the first GPU, or None without one."""
+        gpus = getattr(self.hardware, "gpus", None)
+        return gpus[0].memory_free_bytes if gpus else None
+
+    @property
+    def bf16_ok(self) -> bool:
+        gpus = getattr(self.hardware, "gpus", None)
+        return bool(gpus) and all(g.bf16 for g in gpus)

@@ -1,0 +1,85 @@
+"""The wizard's steps and the screen every step is built on (header, body, back/next, footer)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer
+
+if TYPE_CHECKING:
+    from ftwiz.tui.app import FtwizApp
+    from ftwiz.tui.state import WizardState
+
+STEPS: list[tuple[str, str]] = [
+    ("welcome", "Hardware"),
+    ("decide", "Method"),
+    ("model", "Model"),
+    ("data", "Data"),
+    ("settings", "Settings"),
+    ("review", "Review"),
+    ("train", "Train"),
+]
+"""(key, title) in wizard order; the header shows 'n/7' from this list."""
+
+
+class StepScreen(Screen):
+    """One wizard step. Subclasses compose the body and save their choices in `commit`."""
+
+    STEP: ClassVar[str]
+    NEXT_LABEL: ClassVar[str] = "Next"
+    BINDINGS = [
+        Binding("ctrl+n", "next", "Next step"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    @property
+    def wizard(self) -> FtwizApp:
+        return self.app  # type: ignore[return-value]
+
+    @property
+    def state(self) -> WizardState:
+        return self.wizard.state
+
+    def compose(self) -> ComposeResult:
+        from ftwiz.tui.widgets.step_header import StepHeader
+
+        yield StepHeader(self.STEP)
+        with VerticalScroll(id="body"):
+            yield from self.compose_body()
+        with Horizontal(id="nav"):
+            yield Button("◂ Back (esc)", id="back", disabled=self.STEP == STEPS[0][0])
+            yield Button(f"{self.NEXT_LABEL} (ctrl+n) ▸", id="next", variant="primary")
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    def commit(self) -> bool:
+        """Save this step's choices into the wizard state; False (after telling why) to stay."""
+        return True
+
+    def action_next(self) -> None:
+        if self.commit():
+            self.wizard.next_step()
+
+    def action_back(self) -> None:
+        self.commit_quietly()
+        self.wizard.previous_step()
+
+    def commit_quietly(self) -> None:
+        """Going back keeps what is valid, without complaining about what is not."""
+
+    @on(Button.Pressed, "#next")
+    def _next_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.action_next()
+
+    @on(Button.Pressed, "#back")
+    def _back_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.action_back()
