@@ -1,0 +1,431 @@
+"""What planning needs to know about a model: its config and the shapes of its linear layers.
+
+Shapes and the exact parameter count come from instantiating the model on the meta device
+(no weights, no memory). That needs torch and transformers (seconds to import), so the result
+is stored as a "shape manifest": the bundled catalog ships them precomputed
+(core/catalog/*.json, written by `python -m ftwiz.core.catalog.build`), and a local directory or
+Hub id is computed once and cached under $XDG_CACHE_HOME/ftwiz/shapes/. Reading a manifest needs
+no torch, so `ftwiz params` and `ftwiz plan` answer at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ftwiz.core.errors import UserError
+
+# Bump when the manifest layout or the way shapes are computed changes: old caches are ignored.
+MANIFEST_VERSION = 1
+CATALOG_DIR = Path(__file__).parent / "catalog"
+
+# Queries and values, per architecture family: separate projections or a fused QKV layer.
+_QUERY_NAMES = ("q_proj", "query", "q", "q_lin", "wq")
+_VALUE_NAMES = ("v_proj", "value", "v", "v_lin", "wv")
+_FUSED_QKV_NAMES = ("qkv_proj", "c_attn", "query_key_value", "Wqkv", "W_pack", "qkv", "wqkv")
+_ATTENTION_SCOPE = re.compile(r"attn|attention", re.IGNORECASE)
+
+TARGET_PRESETS: dict[str, str] = {
+    "minimal": "queries and values (the original LoRA paper's choice)",
+    "attention": "all attention projections (queries, keys, values, output)",
+    "all-linear": "every linear layer except the output head (peft's 'all-linear')",
+}
+
+
+@dataclass(frozen=True)
+class LinearGroup:
+    """Linear layers (nn.Linear or GPT-2's Conv1D) sharing leaf name, parent and shape.
+
+    `name` is the leaf name that peft's target_modules matches; `parent` is the enclosing
+    module's leaf name ("self_attn", "mlp", ...), which tells attention from MLP layers that
+    share a leaf name (GPT-2's c_proj). `count` is how many such layers the model has.
+    """
+
+    name: str
+    in_features: int
+    out_features: int
+    count: int
+    bias: bool
+    parent: str = ""
+
+    @property
+    def is_attention(self) -> bool:
+        return bool(_ATTENTION_SCOPE.search(self.parent))
+
+    @property
+    def params_per_layer(self) -> int:
+        return self.in_features * self.out_features + (self.out_features if self.bias else 0)
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    source: str  # "catalog" | "local" | "hub"
+    model_type: str
+    architecture: str
+    hidden_size: int
+    num_layers: int
+    vocab_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    total_params: int
+    linear_groups: list[LinearGroup]
+    config: dict[str, Any]
+    gated: bool | None = None
+    size_on_disk_bytes: int = 0  # the weights in bf16
+    hub_id: str | None = None
+    license: str | None = None
+    note: str | None = None
+    output_head: str | None = None  # the layer LoRA never targets (lm_head, embed_out, ...)
+    embedding_params: int = 0
+
+    def groups_named(self, target: str) -> list[LinearGroup]:
+        """The groups a peft target_modules entry selects: a leaf name or "parent.leaf"."""
+        return [g for g in self.linear_groups if target in (g.name, f"{g.parent}.{g.name}")]
+
+    def linear_names(self) -> list[str]:
+        """Leaf names of the targetable linear layers, in model order, without repeats."""
+        return list(dict.fromkeys(g.name for g in self.linear_groups))
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifests: computed on the meta device, stored as JSON.
+
+
+def compute_manifest(config: dict[str, Any]) -> dict[str, Any]:
+    """Instantiate the model on the meta device and record every linear layer's shape.
+
+    Slow (imports torch and transformers): call it once per config and store the result.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
+
+    config = dict(config)
+    model_type = config.get("model_type")
+    if not model_type:
+        raise UserError("config.json: model_type: missing (cannot tell which architecture to build)")
+    try:
+        hf_config = AutoConfig.for_model(**config)
+    except (ValueError, KeyError) as exc:
+        raise UserError(
+            f"config.json: model_type: {model_type!r} is not an architecture this transformers "
+            f"knows ({exc}); upgrade transformers or pick a catalog model (ftwiz explore --help)"
+        ) from None
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(hf_config)
+    except ValueError as exc:
+        raise UserError(
+            f"config.json: model_type: {model_type!r} has no causal language model class in "
+            f"this transformers ({str(exc).splitlines()[0]})"
+        ) from None
+
+    head = model.get_output_embeddings()
+    head_name = next((n for n, m in model.named_modules() if m is head), None) if head is not None else None
+    groups: dict[tuple, int] = {}
+    for path, module in model.named_modules():
+        if not isinstance(module, (torch.nn.Linear, Conv1D)) or path == head_name:
+            continue
+        parts = path.split(".")
+        leaf, parent = parts[-1], (parts[-2] if len(parts) > 1 else "")
+        if isinstance(module, Conv1D):  # GPT-2 stores the weight as (in, out)
+            in_features, out_features = module.weight.shape
+        else:
+            in_features, out_features = module.in_features, module.out_features
+        key = (leaf, parent, int(in_features), int(out_features), module.bias is not None)
+        groups[key] = groups.get(key, 0) + 1
+
+    embeddings = model.get_input_embeddings()
+    tied = head is not None and head.weight is embeddings.weight
+    num_heads = hf_config.num_attention_heads
+    hidden = hf_config.hidden_size
+    summary = {
+        "model_type": model_type,
+        "architecture": type(model).__name__,
+        "hidden_size": hidden,
+        "num_layers": hf_config.num_hidden_layers,
+        "vocab_size": hf_config.vocab_size,
+        "intermediate_size": _intermediate_size(hf_config, groups),
+        "num_attention_heads": num_heads,
+        "num_key_value_heads": getattr(hf_config, "num_key_value_heads", None) or num_heads,
+        "head_dim": getattr(hf_config, "head_dim", None) or hidden // num_heads,
+        "max_position_embeddings": getattr(hf_config, "max_position_embeddings", 0) or 0,
+        "tie_word_embeddings": bool(tied),
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "embedding_params": embeddings.weight.numel(),
+        "output_head": head_name.rsplit(".", 1)[-1] if head_name else None,
+    }
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "config": config,
+        "summary": summary,
+        "linear_groups": [
+            {"name": n, "parent": p, "in_features": i, "out_features": o, "bias": b, "count": c}
+            for (n, p, i, o, b), c in groups.items()
+        ],
+    }
+
+
+def _intermediate_size(hf_config: Any, groups: dict[tuple, int]) -> int:
+    """The MLP width: from the config where it is named, else the widest non-attention layer."""
+    for attr in ("intermediate_size", "n_inner", "ffn_hidden_size", "ffn_dim"):
+        value = getattr(hf_config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    widths = [o for (_, parent, _, o, _) in groups if not _ATTENTION_SCOPE.search(parent)]
+    return max(widths, default=4 * hf_config.hidden_size)
+
+
+def _info_from_manifest(manifest: dict[str, Any], name: str, source: str) -> ModelInfo:
+    summary = manifest["summary"]
+    groups = [LinearGroup(**g) for g in manifest["linear_groups"]]
+    total = summary["total_params"]
+    return ModelInfo(
+        name=name,
+        source=source,
+        model_type=summary["model_type"],
+        architecture=summary["architecture"],
+        hidden_size=summary["hidden_size"],
+        num_layers=summary["num_layers"],
+        vocab_size=summary["vocab_size"],
+        intermediate_size=summary["intermediate_size"],
+        num_attention_heads=summary["num_attention_heads"],
+        num_key_value_heads=summary["num_key_value_heads"],
+        head_dim=summary["head_dim"],
+        max_position_embeddings=summary["max_position_embeddings"],
+        tie_word_embeddings=summary["tie_word_embeddings"],
+        total_params=total,
+        linear_groups=groups,
+        config=manifest["config"],
+        gated=manifest.get("gated"),
+        size_on_disk_bytes=2 * total,
+        hub_id=manifest.get("hub_id"),
+        license=manifest.get("license"),
+        note=manifest.get("note"),
+        output_head=summary.get("output_head"),
+        embedding_params=summary.get("embedding_params", 0),
+    )
+
+
+def shapes_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ftwiz" / "shapes"
+
+
+def cached_manifest(config: dict[str, Any]) -> dict[str, Any]:
+    """The manifest for this config: from the cache, else computed once and cached."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    key = hashlib.sha256(f"v{MANIFEST_VERSION}:{canonical}".encode()).hexdigest()
+    path = shapes_cache_dir() / f"{key}.json"
+    try:
+        manifest = json.loads(path.read_text())
+        if manifest.get("manifest_version") == MANIFEST_VERSION:
+            return manifest
+    except (OSError, ValueError):
+        pass
+    manifest = compute_manifest(config)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(manifest))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home only costs speed next time
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------
+# The catalog.
+
+
+def _catalog_index() -> dict[str, Path]:
+    """Catalog names and their Hub ids (lower case) -> manifest file (30 small JSON reads)."""
+    index: dict[str, Path] = {}
+    for path in sorted(CATALOG_DIR.glob("*.json")):
+        index[path.stem.lower()] = path
+        for alias in json.loads(path.read_text()).get("aliases", []):
+            index.setdefault(alias.lower(), path)
+    return index
+
+
+def catalog_names() -> list[str]:
+    """The bundled models, by the short names `--model` accepts."""
+    return sorted(p.stem for p in CATALOG_DIR.glob("*.json"))
+
+
+def load_catalog_manifest(name: str) -> dict[str, Any]:
+    path = _catalog_index().get(name.lower())
+    if path is None:
+        raise UserError(f"--model: {name!r} is not in the catalog (known: {', '.join(catalog_names())})")
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a model spec.
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def load_model_info(spec: str | os.PathLike) -> ModelInfo:
+    """A local directory with config.json, a catalog name (or its Hub id), or a Hub id.
+
+    Planning never needs the weights: only config.json is read (or fetched from the Hub).
+    """
+    text = os.fspath(spec).strip()
+    if not text:
+        raise UserError("--model: empty (give a local directory, a catalog name or a Hub id)")
+    path = Path(text).expanduser()
+    if path.exists():
+        return _load_local(path)
+    index = _catalog_index()
+    if text.lower() in index:
+        manifest = json.loads(index[text.lower()].read_text())
+        return _info_from_manifest(manifest, Path(index[text.lower()]).stem, "catalog")
+    if text.startswith((".", "/", "~")) or text.count("/") > 1:
+        raise UserError(f"--model: {text}: no such directory")
+    if _HUB_ID.match(text):
+        return _load_hub(text)
+    raise UserError(
+        f"--model: {text!r} is not a local directory, a catalog name or a Hub id "
+        f"(catalog: {', '.join(catalog_names())})"
+    )
+
+
+def _read_config(path: Path, label: str) -> dict[str, Any]:
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as exc:
+        raise UserError(f"{label}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise UserError(f"{label}: cannot read ({exc.strerror})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{label}: expected a JSON object")
+    return config
+
+
+def _load_local(path: Path) -> ModelInfo:
+    config_path = path / "config.json" if path.is_dir() else path
+    if not config_path.is_file():
+        raise UserError(f"--model: {path}: no config.json in this directory")
+    config = _read_config(config_path, str(config_path))
+    manifest = cached_manifest(config)
+    return _info_from_manifest(manifest, str(path), "local")
+
+
+def _load_hub(repo_id: str) -> ModelInfo:
+    """Only config.json: from the Hub cache when there, else fetched; offline and uncached is a user error."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    try:
+        try:
+            config_path = hf_hub_download(repo_id, "config.json", local_files_only=True)
+        except LocalEntryNotFoundError:
+            if constants.HF_HUB_OFFLINE:
+                raise
+            config_path = hf_hub_download(repo_id, "config.json")
+    except GatedRepoError:
+        raise UserError(
+            f"--model: {repo_id} is gated on the Hub: accept its license on huggingface.co and "
+            f"run `hf auth login`, or pass a local directory holding its config.json"
+        ) from None
+    except RepositoryNotFoundError:
+        raise UserError(f"--model: {repo_id}: no such model on the Hub (or it is private)") from None
+    except LocalEntryNotFoundError:
+        raise UserError(
+            f"--model: {repo_id}: offline (or the Hub is unreachable) and its config.json is not in "
+            f"the Hub cache; pass a local directory holding config.json, or a catalog name"
+        ) from None
+    except EntryNotFoundError:
+        raise UserError(f"--model: {repo_id}: the repository has no config.json") from None
+    except (HFValidationError, OSError) as exc:
+        raise UserError(f"--model: {repo_id}: cannot fetch config.json ({str(exc).splitlines()[0]})") from None
+    config = _read_config(Path(config_path), f"{repo_id}/config.json")
+    manifest = cached_manifest(config)
+    info = _info_from_manifest(manifest, repo_id, "hub")
+    info.hub_id = repo_id
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA targets.
+
+
+def preset_targets(info: ModelInfo, preset: str) -> list[str]:
+    """The target_modules entries for a preset, as peft matches them (leaf or parent.leaf)."""
+    attention = [g for g in info.linear_groups if g.is_attention]
+    if preset == "all-linear":
+        return info.linear_names()
+    if preset == "minimal":
+        names = set(info.linear_names())
+        fused = [n for n in _FUSED_QKV_NAMES if n in names]
+        picked = [n for n in _QUERY_NAMES if n in names][:1] + [n for n in _VALUE_NAMES if n in names][:1]
+        if len(picked) == 2:
+            return picked
+        if fused:
+            return fused[:1]
+        # Unknown naming: fall back to every attention projection.
+        preset = "attention"
+    if preset == "attention":
+        shared = {g.name for g in info.linear_groups if not g.is_attention}
+        targets = [f"{g.parent}.{g.name}" if g.name in shared else g.name for g in attention]
+        targets = list(dict.fromkeys(targets))
+        if not targets:
+            raise UserError(
+                f"--targets: {preset}: found no attention layers in {info.name}; "
+                f"name the modules (available: {', '.join(info.linear_names())})"
+            )
+        return targets
+    raise UserError(f"--targets: unknown preset {preset!r} (allowed: {', '.join(TARGET_PRESETS)})")
+
+
+def resolve_targets(info: ModelInfo, targets: str | Iterable[str]) -> list[str]:
+    """A preset name, a comma list or a list -> peft target_modules names, checked."""
+    if isinstance(targets, str):
+        if targets.strip() in TARGET_PRESETS:
+            return preset_targets(info, targets.strip())
+        items = [t.strip() for t in targets.split(",")]
+    else:
+        items = [str(t).strip() for t in targets]
+    items = [t for t in items if t]
+    if not items:
+        raise UserError(f"--targets: empty (allowed: {', '.join(TARGET_PRESETS)} or module names)")
+    resolved: list[str] = []
+    available = ", ".join(info.linear_names())
+    for item in items:
+        if item in TARGET_PRESETS:
+            resolved.extend(preset_targets(info, item))
+            continue
+        if info.output_head and item == info.output_head:
+            raise UserError(
+                f"--targets: {item} is the output head; LoRA never targets it (available: {available})"
+            )
+        if not info.groups_named(item):
+            raise UserError(f"--targets: {item}: no such linear module in {info.name} (available: {available})")
+        resolved.append(item)
+    return list(dict.fromkeys(resolved))
+
+
+def targeted_groups(info: ModelInfo, targets: list[str]) -> list[LinearGroup]:
+    """Each linear group selected by the (resolved) targets, once."""
+    selected: dict[LinearGroup, None] = {}
+    for target in targets:
+        for group in info.groups_named(target):
+            selected[group] = None
+    return list(selected)
