@@ -1,0 +1,82 @@
+"""`ftwiz data`: check a dataset before any model loads; exit 0 when usable, 2 when not."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ftwiz.core.errors import UserError
+
+
+def _load_tokenizer(model: str):
+    """A tokenizer from a local model directory (or the Hub when online)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model)
+    except Exception as exc:  # missing files, offline, unknown id: the user's input, not a bug
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"--model {model}: could not load its tokenizer ({reason})") from None
+
+
+@click.command()
+@click.argument("source")
+@click.option("--model", "model", default=None, help="Model dir (or Hub id) whose tokenizer counts tokens.")
+@click.option("--subset", default=None, help="Hub dataset configuration name.")
+@click.option("--split", default="train", show_default=True, help="Hub dataset split.")
+@click.option("--format", "fmt", default="auto", show_default=True,
+              help="auto, alpaca, chat, sharegpt, prompt_completion or text.")
+@click.option("--max-length", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Training max_length: how many rows it would truncate.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Problems to list.")
+@click.option("--example/--no-example", default=True, show_default=True, help="Show one rendered example.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def data(source, model, subset, split, fmt, max_length, limit, example, as_json):
+    """Check SOURCE (JSONL/JSON/CSV/Parquet file or Hub dataset id): format, problems, token lengths."""
+    from ftwiz.core.data import prepare_tokenizer, render_example, validate
+
+    tokenizer = _load_tokenizer(model) if model else None
+    notes = prepare_tokenizer(tokenizer) if tokenizer is not None else []
+    report = validate(source, subset, split, format=fmt, tokenizer=tokenizer, max_length=max_length, limit=limit)
+    report.notes += notes
+    rendered = None
+    if example and report.ok:
+        from ftwiz.core.data import load_rows
+
+        first = load_rows(source, subset, split, max_rows=1).rows[0].data
+        rendered = render_example(first, tokenizer, format=report.format, max_length=max_length)
+    if as_json:
+        out = report.to_dict()
+        out["example"] = rendered.to_dict() if rendered else None
+        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+    else:
+        _print_report(report, rendered)
+    if not report.ok:
+        # A UserError is how cli/main.py turns "not usable" into exit code 2 (after the report).
+        raise UserError(f"{report.source}: not usable for training ({report.problems_total} problem(s) listed above)")
+
+
+def _print_report(report, rendered) -> None:
+    verdict = "usable" if report.ok else "NOT usable"
+    click.echo(f"{report.source}: {report.format or 'unknown format'}, {report.rows} rows: {verdict}")
+    stats = report.stats
+    if stats:
+        truncated = (
+            f"; {stats['truncated_share']:.1%} longer than max_length {stats['max_length']}"
+            if stats["truncated_share"] is not None
+            else ""
+        )
+        click.echo(
+            f"lengths ({stats['token_counter']}): p50 {stats['p50']}, p95 {stats['p95']}, max {stats['max']}"
+            f"{truncated}; suggested max_length {stats['suggested_max_length']}"
+        )
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    if report.problems_total:
+        click.echo(f"{report.problems_total} problem(s):")
+        for line in report.problem_lines():
+            click.echo(f"  {line}")
+    if rendered is not None:
+        click.echo("first example as the model sees it ([...] = no loss):")
+        click.echo("".join(s.text if s.trains else f"[{s.text}]" for s in rendered.spans) if rendered.spans else rendered.text)

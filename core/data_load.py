@@ -1,0 +1,436 @@
+"""Reading datasets into rows that remember where they came from (file and line, or row number).
+
+Local JSONL is read line by line here, in bounded memory, so every problem names its line and
+byte offset; JSON arrays are walked element by element for the same reason. CSV, Parquet and
+Hub datasets go through `datasets` (row numbers, 1-based, are their location).
+
+Encodings: UTF-8 with or without BOM; UTF-16 and UTF-32 when a byte-order mark says so for sure.
+Anything else that does not decode is a problem naming the line and the byte offset. NUL bytes
+without such a mark mean binary data, reported once for the file.
+
+One row may be at most `MAX_ROW_BYTES`: a longer line (say a 50 MB single line) is skipped in
+1 MiB chunks and reported, never held in memory whole.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from ftwiz.core.errors import UserError
+
+MAX_ROW_BYTES = 8 * 1024 * 1024
+_SNIFF_BYTES = 8192
+_SKIP_CHUNK = 1024 * 1024
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+JSON_SUFFIXES = (".json",)
+CSV_SUFFIXES = (".csv",)
+PARQUET_SUFFIXES = (".parquet", ".pq")
+ALL_SUFFIXES = JSONL_SUFFIXES + JSON_SUFFIXES + CSV_SUFFIXES + PARQUET_SUFFIXES
+_JSON_CONTAINER_KEYS = ("data", "rows", "examples", "train")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_BOMS = (  # longest first: the UTF-32 LE mark starts with the UTF-16 LE one
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong, printed as `file:line: field: what is wrong`.
+
+    `line` is the 1-based line for text files, or the 1-based row number when `unit` is "row"
+    (CSV, Parquet, Hub, JSON objects); None when the problem concerns the whole source.
+    """
+
+    file: str
+    line: int | None
+    field: str | None
+    message: str
+    unit: str = "line"
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}" if self.unit == "line" else f":row {self.line}"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "text": str(self)}
+
+
+class DataError(UserError):
+    """Data that cannot be used; carries every problem found (up to the report's limit)."""
+
+    def __init__(self, problems: list[Problem], more: int = 0):
+        self.problems = list(problems)
+        self.more = more
+        shown = "; ".join(str(p) for p in self.problems[:3])
+        hidden = len(self.problems) - 3 + more
+        if hidden > 0:
+            shown += f" (and {hidden} more; `ftwiz data` lists them)"
+        super().__init__(shown)
+
+
+@dataclass
+class Row:
+    line: int
+    data: Any
+
+
+@dataclass
+class Loaded:
+    """Rows of one source plus the problems met while reading it (bad lines are left out)."""
+
+    source: str
+    unit: str
+    rows: list[Row] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def load_rows(
+    path_or_hub: str | Path,
+    subset: str | None = None,
+    split: str = "train",
+    *,
+    max_rows: int | None = None,
+    max_row_bytes: int = MAX_ROW_BYTES,
+) -> Loaded:
+    """Read a local file or a Hub dataset. Whole-source failures raise DataError."""
+    spec = str(path_or_hub)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        _fail(spec, f"is a directory, expected a file ({', '.join(ALL_SUFFIXES)}) or a Hub dataset id")
+    if not path.exists():
+        if looks_like_hub_id(spec):
+            return _load_hub(spec, subset, split, max_rows)
+        _fail(spec, "no such file (and not a Hub dataset id such as 'org/name')")
+    suffix = path.suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
+        return _load_tabular(path, "parquet", max_rows)
+    if suffix not in ALL_SUFFIXES:
+        _fail(spec, f"unsupported file type {suffix or '(none)'!r} (allowed: {', '.join(ALL_SUFFIXES)})")
+    encoding, head = _sniff(path)
+    if suffix in CSV_SUFFIXES:
+        if encoding not in ("utf-8", "utf-8-sig"):
+            _fail(spec, f"CSV must be UTF-8; this file has a {encoding.upper()} byte-order mark")
+        return _load_tabular(path, "csv", max_rows)
+    loaded = Loaded(source=spec, unit="line")
+    if encoding.startswith(("utf-16", "utf-32")):
+        loaded.notes.append(f"read as {encoding.upper()} (byte-order mark found)")
+    if suffix in JSON_SUFFIXES and head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] != b"{":
+        return _load_json_document(path, encoding, loaded, max_rows)
+    if suffix in JSON_SUFFIXES:
+        document = _load_json_document(path, encoding, loaded, max_rows, lines_fallback=True)
+        if document is not None:
+            return document
+        loaded.notes.append("a .json file with one object per line: read as JSON lines")
+    _read_json_lines(path, encoding, loaded, max_rows, max_row_bytes)
+    return loaded
+
+
+def looks_like_hub_id(spec: str) -> bool:
+    """'org/name' or 'name' without a data-file suffix; local-looking paths never are."""
+    return bool(_HUB_ID.match(spec)) and not spec.lower().endswith(ALL_SUFFIXES)
+
+
+def _fail(source: str, message: str) -> None:
+    raise DataError([Problem(source, None, None, message)])
+
+
+def _sniff(path: Path) -> tuple[str, bytes]:
+    """Encoding from the byte-order mark; refuse empty, binary and compressed files."""
+    with open(path, "rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    source = str(path)
+    if not head:
+        _fail(source, "empty file (no rows)")
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            return encoding, head
+    if head.startswith(b"\x1f\x8b"):
+        _fail(source, "gzip-compressed data; decompress it first (gunzip)")
+    if head.startswith(b"PAR1"):
+        _fail(source, "this is a Parquet file; rename it to .parquet")
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        _fail(
+            source,
+            f"binary data, not text (NUL byte at byte offset {nul}); expected UTF-8 text "
+            "(UTF-16 is read only with a byte-order mark)",
+        )
+    return "utf-8", head
+
+
+def _decode_problem(source: str, line: int, raw: bytes, exc: UnicodeDecodeError, line_start: int) -> Problem:
+    bad = raw[exc.start : exc.start + 1].hex()
+    return Problem(
+        source,
+        line,
+        None,
+        f"not valid UTF-8: byte 0x{bad} at byte offset {line_start + exc.start} "
+        f"(column {exc.start + 1}); save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+    )
+
+
+def _physical_lines(
+    path: Path, encoding: str, loaded: Loaded, max_row_bytes: int
+) -> Iterator[tuple[int, str]]:
+    """(line number, text) for each line, in bounded memory; bad lines become problems."""
+    source = loaded.source
+    if encoding.startswith(("utf-16", "utf-32")):
+        # Decoded by Python: the byte-order mark told us the encoding for sure.
+        max_chars = max_row_bytes // 2
+        with open(path, encoding=encoding, newline="") as handle:
+            number = 0
+            while True:
+                try:
+                    text = handle.readline(max_chars + 1)
+                except UnicodeDecodeError as exc:
+                    loaded.problems.append(
+                        Problem(source, number + 1, None, f"not valid {encoding.upper()}: {exc.reason}; reading stopped")
+                    )
+                    return
+                if not text:
+                    return
+                number += 1
+                if len(text) > max_chars and not text.endswith("\n"):
+                    total = len(text)
+                    while text and not text.endswith("\n"):
+                        text = handle.readline(_SKIP_CHUNK)
+                        total += len(text)
+                    loaded.problems.append(_too_long(source, number, total, "characters", max_chars))
+                    continue
+                yield number, text
+        return
+    with open(path, "rb") as handle:
+        number = 0
+        offset = 0
+        while True:
+            raw = handle.readline(max_row_bytes + 1)
+            if not raw:
+                return
+            number += 1
+            line_start = offset
+            offset += len(raw)
+            if len(raw) > max_row_bytes and not raw.endswith(b"\n"):
+                total = len(raw)
+                while raw and not raw.endswith(b"\n"):
+                    raw = handle.readline(_SKIP_CHUNK)
+                    total += len(raw)
+                offset = line_start + total
+                loaded.problems.append(_too_long(source, number, total, "bytes", max_row_bytes))
+                continue
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+                line_start += len(codecs.BOM_UTF8)
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                loaded.problems.append(_decode_problem(source, number, raw, exc, line_start))
+
+
+def _too_long(source: str, line: int, size: int, unit: str, limit: int) -> Problem:
+    return Problem(
+        source,
+        line,
+        None,
+        f"line is {size:,} {unit} long, over the limit of {limit:,} per row; "
+        "no training example is that long: split it or remove it",
+    )
+
+
+def _parse_json(text: str) -> tuple[Any, str | None]:
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON: {exc.msg} (column {exc.colno})"
+    except RecursionError:
+        return None, "not valid JSON for ftwiz: nested too deeply"
+
+
+def _read_json_lines(path: Path, encoding: str, loaded: Loaded, max_rows: int | None, max_row_bytes: int) -> None:
+    for number, text in _physical_lines(path, encoding, loaded, max_row_bytes):
+        if not text.strip():
+            continue
+        value, error = _parse_json(text)
+        if error:
+            loaded.problems.append(Problem(loaded.source, number, None, error))
+            continue
+        loaded.rows.append(Row(number, value))
+        if max_rows is not None and len(loaded.rows) >= max_rows:
+            return
+
+
+def _read_text(path: Path, encoding: str, source: str) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        if encoding.startswith("utf-8"):
+            raise DataError([_decode_problem(source, line, raw[line_start:], _shift(exc, line_start), line_start)]) from None
+        raise DataError([Problem(source, line, None, f"not valid {encoding.upper()}: {exc.reason}")]) from None
+
+
+def _shift(exc: UnicodeDecodeError, by: int) -> UnicodeDecodeError:
+    return UnicodeDecodeError(exc.encoding, exc.object, exc.start - by, exc.end - by, exc.reason)
+
+
+def _load_json_document(
+    path: Path, encoding: str, loaded: Loaded, max_rows: int | None, lines_fallback: bool = False
+) -> Loaded | None:
+    """A JSON array of objects (rows keep their line), or {"data": [...]} (rows numbered).
+
+    With `lines_fallback`, a document followed by more documents returns None: it is JSON lines.
+    """
+    source = loaded.source
+    text = _read_text(path, encoding, source).lstrip("\ufeff")
+    decoder = json.JSONDecoder()
+    start = len(text) - len(text.lstrip())
+    if not text.strip():
+        _fail(source, "empty file (no rows)")
+    if text[start] == "[":
+        _walk_array(text, start, decoder, loaded, max_rows)
+        return loaded
+    try:
+        document, end = decoder.raw_decode(text, start)
+    except json.JSONDecodeError as exc:
+        raise DataError([Problem(source, exc.lineno, None, f"not valid JSON: {exc.msg} (column {exc.colno})")]) from None
+    except RecursionError:
+        _fail(source, "not valid JSON for ftwiz: nested too deeply")
+    if text[end:].strip():
+        if lines_fallback and text[end:].lstrip().startswith("{"):
+            return None
+        line = text.count("\n", 0, end) + 1
+        raise DataError([Problem(source, line, None, "not valid JSON: extra data after the document")])
+    lists = [key for key in _JSON_CONTAINER_KEYS if isinstance(document, dict) and isinstance(document.get(key), list)]
+    if not lists:
+        _fail(
+            source,
+            'expected a JSON array of objects, or {"data": [...]}; for one object per line use a .jsonl file',
+        )
+    loaded.unit = "row"
+    loaded.notes.append(f'rows read from the "{lists[0]}" list; locations are row numbers')
+    items = document[lists[0]][:max_rows] if max_rows else document[lists[0]]
+    loaded.rows.extend(Row(i + 1, item) for i, item in enumerate(items))
+    return loaded
+
+
+def _walk_array(text: str, start: int, decoder: json.JSONDecoder, loaded: Loaded, max_rows: int | None) -> None:
+    """Decode a top-level array one element at a time, so each row keeps its line number."""
+    source = loaded.source
+
+    def line_of(position: int) -> int:
+        return text.count("\n", 0, position) + 1
+
+    def skip_space(position: int) -> int:
+        while position < len(text) and text[position] in " \t\r\n":
+            position += 1
+        return position
+
+    position = skip_space(start + 1)
+    if position < len(text) and text[position] == "]":
+        return
+    while True:
+        try:
+            value, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as exc:
+            loaded.problems.append(Problem(source, exc.lineno, None, f"not valid JSON: {exc.msg} (column {exc.colno}); reading stopped"))
+            return
+        except RecursionError:
+            loaded.problems.append(Problem(source, line_of(position), None, "nested too deeply; reading stopped"))
+            return
+        loaded.rows.append(Row(line_of(position), value))
+        if max_rows is not None and len(loaded.rows) >= max_rows:
+            return
+        position = skip_space(end)
+        if position < len(text) and text[position] == ",":
+            position = skip_space(position + 1)
+            continue
+        if position < len(text) and text[position] == "]":
+            if text[position + 1 :].strip():
+                loaded.problems.append(Problem(source, line_of(position + 1), None, "not valid JSON: extra data after the array"))
+            return
+        loaded.problems.append(Problem(source, line_of(position), None, "not valid JSON: expected ',' or ']' after a row; reading stopped"))
+        return
+
+
+def _quiet_datasets():
+    import datasets
+
+    if datasets.is_progress_bar_enabled():
+        datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    return datasets
+
+
+def _load_tabular(path: Path, kind: str, max_rows: int | None) -> Loaded:
+    """CSV (every column read as text, so "42" stays "42") and Parquet, through `datasets`."""
+    datasets = _quiet_datasets()
+    source = str(path)
+    kwargs: dict[str, Any] = {}
+    if kind == "csv":
+        header = _csv_header(path)
+        kwargs["features"] = datasets.Features({name: datasets.Value("string") for name in header})
+    # A throwaway cache: checking a file must not leave copies of it behind.
+    with tempfile.TemporaryDirectory(prefix="ftwiz-data-") as cache_dir:
+        try:
+            dataset = datasets.load_dataset(
+                kind, data_files=str(path), split="train", cache_dir=cache_dir, keep_in_memory=True, **kwargs
+            )
+        except Exception as exc:  # any reader failure is the file's fault here: report it, no traceback
+            _fail(source, f"could not read as {kind.upper()}: {_first_line(exc)}")
+        if max_rows is not None:
+            dataset = dataset.select(range(min(max_rows, len(dataset))))
+        rows = dataset.to_list()
+    return Loaded(source=source, unit="row", rows=[Row(i + 1, r) for i, r in enumerate(rows)])
+
+
+def _csv_header(path: Path) -> list[str]:
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle), None)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        _fail(str(path), f"could not read the CSV header: {exc}")
+    if not header or not any(name.strip() for name in header):
+        _fail(str(path), "CSV has no header row (expected column names such as instruction,output)")
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        raise DataError([Problem(str(path), 1, None, f"duplicate column names: {', '.join(duplicates)}")])
+    return header
+
+
+def _load_hub(dataset_id: str, subset: str | None, split: str, max_rows: int | None) -> Loaded:
+    datasets = _quiet_datasets()
+    what = f"Hub dataset {dataset_id!r} (subset={subset!r}, split={split!r})"
+    try:
+        dataset = datasets.load_dataset(dataset_id, subset, split=split)
+    except Exception as exc:  # offline, unknown id, gated, bad split: all user-facing
+        hint = ""
+        import os
+
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
+            hint = " (offline mode is on: HF_HUB_OFFLINE/HF_DATASETS_OFFLINE; use a local file or go online)"
+        _fail(dataset_id, f"could not load the {what}: {_first_line(exc)}{hint}")
+    if max_rows is not None:
+        dataset = dataset.select(range(min(max_rows, len(dataset))))
+    return Loaded(
+        source=dataset_id, unit="row", rows=[Row(i + 1, r) for i, r in enumerate(dataset.to_list())]
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
