@@ -54,3 +54,11 @@ class CapabilitiesEstimated(Message):
     """Rows of 'what this hardware can train': model, params, then one cell per method."""
 
     rows: list[tuple[str, ...]]
+
+
+@dataclass
+class MethodMemory(Message):
+    """Peak memory per method for a model on this GPU: (method, peak, verdict) rows."""
+
+    model: str
+    rows: list[tuple[str, str, str]]

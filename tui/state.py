@@ -21,6 +21,8 @@ class WizardState:
     method: str = "lora"
     model_spec: str | None = None
     """Catalog name, Hub id or local directory, as the user gave it."""
+    model_info: Any = None
+    """ftwiz.core.models.ModelInfo of model_spec (None for the demo or while loading)."""
     trust_remote_code: bool = False
     data_spec: str | None = None
     n_examples: int | None = None
@@ -35,6 +37,7 @@ class WizardState:
         """The built-in demo: tiny model and dataset, trains on the CPU in about a minute."""
         self.demo = True
         self.model_spec = DEMO
+        self.model_info = None
         self.data_spec = DEMO
         self.method = "lora"
         self.trust_remote_code = False
