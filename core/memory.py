@@ -1,0 +1,412 @@
+"""Peak GPU memory of one fine-tuning step, term by term, from the model's shapes alone.
+
+The estimate follows what PyTorch actually keeps alive, so that each term can be checked and
+calibrated on its own (issue 5):
+
+* weights: bf16 for LoRA; NF4 codes + double-quantised constants for QLoRA's linear layers with
+  embeddings/head/norms in bf16 (fp32 after peft's prepare_model_for_kbit_training); fp32 master
+  weights for full fine-tuning as the transformers Trainer runs it with bf16=True (autocast).
+* trainable parameters, gradients and optimizer states (LoRA adapters are fp32: peft's
+  autocast_adapter_dtype).
+* activations autograd saves for backward, per layer and per token: RMSNorm keeps its fp32 input,
+  SDPA keeps q, k, v, its output (GQA runs natively, no repeated k/v), the gated MLP keeps gate,
+  act(gate) and up; frozen linear layers keep no input; each LoRA module keeps its own copy of its
+  input plus a dropout mask. With gradient checkpointing only each layer's input is kept, plus one
+  layer recomputed at a time during backward.
+* logits and loss: transformers upcasts the logits to fp32 for the cross-entropy.
+* framework overhead: cuBLAS workspaces, ids/labels, rotary tables.
+
+`peak_bytes` is what torch.cuda.max_memory_allocated() reports. `reserved_bytes` adds the caching
+allocator's slack and `nvidia_smi_bytes` adds the CUDA context (which max_memory_allocated never
+sees) and bitsandbytes' paged optimizer states (CUDA managed memory, outside PyTorch's allocator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from ftwiz.core.errors import UserError
+
+GIB = 2**30
+MIB = 2**20
+
+METHODS = ("lora", "qlora", "full")
+DTYPES = ("bf16", "fp16", "fp32")
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit")
+BREAKDOWN_KEYS = (
+    "weights",
+    "weight_copies",
+    "trainable_params",
+    "gradients",
+    "optimizer_states",
+    "activations",
+    "logits_loss",
+    "overhead",
+)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Every constant of the estimate that is not pure arithmetic on the shapes, in one place.
+
+    Where each came from is said beside it. Issue 5 refits these on its measured matrix; the
+    terms they scale are reported separately in the breakdown so each can be compared alone.
+    """
+
+    # Cross-entropy in transformers' ForCausalLMLoss: bf16 logits (2 B) are upcast to fp32; at the
+    # loss backward the fp32 log-softmax kept for backward, its incoming gradient and the fp32
+    # logits' gradient coexist: 3 x 4 B. Total 14 B x vocab per token with bf16 logits, which is
+    # the slope measured on the H200 (LoRA 8B with checkpointing, micro-batch 4 -> 8: +4.0 GiB).
+    loss_fp32_buffers: float = 3.0
+    # RMSNorm/LayerNorm compute in fp32 and keep that fp32 input for backward (LlamaRMSNorm).
+    norm_saved_bytes: float = 4.0
+    # torch's native_dropout keeps one bool per element for backward.
+    dropout_mask_bytes: float = 1.0
+    # During backward of a recomputed layer: gradients of the residual stream (in and out) and of
+    # two MLP intermediates exist beside the layer's activations. Estimated from the op order,
+    # not yet measured alone (issue 5).
+    backward_residual_grads: float = 2.0
+    backward_mlp_grads: float = 2.0
+    # Scale on the per-layer activation sum; 1.0 = the op-by-op count above, which the H200 LoRA
+    # runs without checkpointing (micro-batch 2 and 4: 22.7 and 30.1 GiB) match within 1%.
+    activation_scale: float = 1.0
+    # cuBLAS workspaces (Hopper: 32 MiB per handle/stream), input ids, labels, rotary tables.
+    overhead_bytes: int = 96 * MIB
+    # NF4 with double quantisation: 4-bit codes, an 8-bit absmax per 64 weights and an fp32
+    # constant per 256 absmax blocks: 4 + 8/64 + 32/(64*256) = 4.127 bits per weight. Gives the
+    # measured 5.32 GiB of the 8B model's 4-bit weights (embeddings and head in bf16).
+    nf4_bits_per_param: float = 4 + 8 / 64 + 32 / (64 * 256)
+    # bitsandbytes 8-bit Adam: two 1-byte states plus an fp32 absmax per 256-element block each.
+    adam8bit_bytes_per_param: float = 2 * (1 + 4 / 256)
+    # torch's foreach AdamW allocates sqrt(exp_avg_sq) for every parameter during the step.
+    adamw_foreach_temp_bytes: float = 4.0
+    # Caching allocator with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (ftwiz's engine sets
+    # it): reserved stays within a few percent of peak allocated. Assumed, not yet measured.
+    reserved_ratio: float = 0.03
+    reserved_extra_bytes: int = 256 * MIB
+    # CUDA context + lazily loaded kernels (torch >= 2.1, CUDA_MODULE_LOADING=LAZY) on an
+    # H100/H200-class GPU: 0.5 to 1 GiB in nvidia-smi beyond reserved memory. Assumed 0.6 GiB.
+    cuda_context_bytes: int = int(0.6 * GIB)
+
+
+CALIBRATION = Calibration()
+
+
+@dataclass
+class MemoryEstimate:
+    """The peak step's memory, term by term (bytes), and what the allocator and nvidia-smi add."""
+
+    method: str
+    breakdown: dict[str, int]
+    phase: str  # the moment of the step where the peak occurs
+    reserved_bytes: int
+    cuda_context_bytes: int
+    paged_bytes: int  # paged optimizer states: managed memory, outside max_memory_allocated
+    assumptions: list[str] = field(default_factory=list)
+
+    @property
+    def peak_bytes(self) -> int:
+        return sum(self.breakdown.values())
+
+    @property
+    def peak_gib(self) -> float:
+        return self.peak_bytes / GIB
+
+    @property
+    def reserved_gib(self) -> float:
+        return self.reserved_bytes / GIB
+
+    @property
+    def nvidia_smi_bytes(self) -> int:
+        return self.reserved_bytes + self.cuda_context_bytes + self.paged_bytes
+
+    @property
+    def nvidia_smi_gib(self) -> float:
+        return self.nvidia_smi_bytes / GIB
+
+    @property
+    def required_bytes(self) -> int:
+        """What must fit on the GPU: reserved + context (paged states can spill to host RAM)."""
+        return self.reserved_bytes + self.cuda_context_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "peak_gib": round(self.peak_gib, 3),
+            "reserved_gib": round(self.reserved_gib, 3),
+            "nvidia_smi_gib": round(self.nvidia_smi_gib, 3),
+            "peak_phase": self.phase,
+            "breakdown": {k: round(v / GIB, 3) for k, v in self.breakdown.items()},
+            "paged_optimizer_gib": round(self.paged_bytes / GIB, 3),
+            "assumptions": list(self.assumptions),
+        }
+
+
+@dataclass(frozen=True)
+class _Shapes:
+    """What the estimate needs from a ModelInfo (any object with these attributes works)."""
+
+    hidden: int
+    layers: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+    total_params: int
+    model_type: str
+    groups: tuple  # LinearGroup-like: name, in_features, out_features, count, (parent)
+
+    @classmethod
+    def of(cls, info: Any) -> _Shapes:
+        heads = int(info.num_attention_heads)
+        head_dim = getattr(info, "head_dim", None) or info.hidden_size // heads
+        groups = tuple(getattr(info, "linear_groups", None) or ())
+        return cls(
+            hidden=int(info.hidden_size),
+            layers=int(info.num_layers),
+            intermediate=int(info.intermediate_size),
+            heads=heads,
+            kv_heads=int(getattr(info, "num_key_value_heads", None) or heads),
+            head_dim=int(head_dim),
+            vocab=int(info.vocab_size),
+            tied=bool(getattr(info, "tie_word_embeddings", False)),
+            total_params=int(info.total_params),
+            model_type=str(getattr(info, "model_type", "") or ""),
+            groups=groups,
+        )
+
+    @property
+    def linear_params(self) -> int:
+        """Weights of the layers bitsandbytes quantises (every linear but the output head)."""
+        return sum(g.count * g.in_features * g.out_features for g in self.groups)
+
+    @property
+    def head_params(self) -> int:
+        return self.vocab * self.hidden
+
+    @property
+    def largest_linear(self) -> int:
+        return max((g.in_features * g.out_features for g in self.groups), default=self.hidden * self.intermediate)
+
+    @property
+    def gated_mlp(self) -> bool:
+        """SwiGLU-style (gate and up, 2 x intermediate wide) rather than one fc layer."""
+        mlp_in = [g for g in self.groups if not _is_attention(g) and g.in_features == self.hidden]
+        if not mlp_in:
+            return True
+        return sum(g.out_features for g in mlp_in) >= 2 * self.intermediate
+
+    @property
+    def norms_per_layer(self) -> int:
+        return 4 if self.model_type in ("gemma2", "gemma3", "gemma3_text") else 2
+
+    @property
+    def qk_norm(self) -> bool:
+        return self.model_type in ("qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2")
+
+
+def _is_attention(group: Any) -> bool:
+    flag = getattr(group, "is_attention", None)
+    if flag is not None:
+        return bool(flag)
+    return any(word in getattr(group, "parent", "") for word in ("attn", "attention"))
+
+
+def _selected_groups(shapes: _Shapes, targets: Iterable[Any]) -> list[Any]:
+    """LinearGroups from resolved module names (leaf or parent.leaf) or from groups given as is."""
+    selected: dict[Any, None] = {}
+    for target in targets:
+        if not isinstance(target, str):
+            selected[target] = None
+            continue
+        matches = [g for g in shapes.groups if target in (g.name, f"{getattr(g, 'parent', '')}.{g.name}")]
+        if not matches:
+            available = ", ".join(dict.fromkeys(g.name for g in shapes.groups)) or "none known"
+            raise UserError(f"--targets: {target}: no such linear module (available: {available})")
+        for g in matches:
+            selected[g] = None
+    if not selected:
+        raise UserError("--targets: LoRA needs at least one target module")
+    return list(selected)
+
+
+def _positive_int(value: Any, option: str, hint: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UserError(f"{option}: {value!r}: must be a whole number above 0 ({hint})")
+    return value
+
+
+def default_optim(method: str) -> str:
+    return "paged_adamw_8bit" if method == "qlora" else "adamw_torch"
+
+
+def estimate_memory(
+    info: Any,
+    method: str = "lora",
+    micro_batch: int = 4,
+    seq_len: int = 512,
+    rank: int = 16,
+    targets: Iterable[Any] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+    grad_ckpt: bool = True,
+    optim: str | None = None,
+    qlora_upcast: bool = False,
+    dtype: str = "bf16",
+    lora_dropout: float = 0.05,
+    grad_accum: int = 1,
+    calibration: Calibration = CALIBRATION,
+) -> MemoryEstimate:
+    """Peak memory allocated by PyTorch during a training step (after the first optimizer step).
+
+    `dtype` is the training precision: bf16/fp16 mean autocast (LoRA/QLoRA on a half-precision
+    base; full fine-tuning on fp32 master weights), fp32 means no autocast. Gradients are kept
+    across micro-batches when `grad_accum` > 1 (the Trainer zeroes them with set_to_none).
+    """
+    if method not in METHODS:
+        raise UserError(f"--method: {method!r}: unknown (allowed: {', '.join(METHODS)})")
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype: {dtype!r}: unknown (allowed: {', '.join(DTYPES)})")
+    optim = optim or default_optim(method)
+    if optim not in OPTIMIZERS:
+        raise UserError(f"--optim: {optim!r}: unknown (allowed: {', '.join(OPTIMIZERS)})")
+    if method == "qlora" and dtype == "fp32":
+        raise UserError("--dtype: fp32: QLoRA computes in bf16 or fp16 (allowed: bf16, fp16)")
+    micro_batch = _positive_int(micro_batch, "--batch", "micro-batch per GPU, e.g. 4")
+    seq_len = _positive_int(seq_len, "--seq", "tokens per example, e.g. 512")
+    grad_accum = _positive_int(grad_accum, "--grad-accum", "e.g. 4")
+    if not 0.0 <= lora_dropout < 1.0:
+        raise UserError(f"--lora-dropout: {lora_dropout}: must be in [0, 1)")
+    c = calibration
+    s = _Shapes.of(info)
+    tokens = micro_batch * seq_len
+    h, inter, vocab, layers = s.hidden, s.intermediate, s.vocab, s.layers
+    autocast = dtype != "fp32"
+    act = 2 if autocast else 4  # bytes of a value computed under autocast
+
+    # Residual stream dtype: fp32 when the embeddings are fp32 (full fine-tuning's master weights,
+    # QLoRA after peft's upcast) since every residual add then promotes to fp32.
+    fp32_stream = dtype == "fp32" or method == "full" or (method == "qlora" and qlora_upcast)
+    res = 4 if fp32_stream else 2
+    # bitsandbytes' Linear4bit casts its output back to its input's dtype: the MLP runs in the
+    # stream's dtype under QLoRA; otherwise linear outputs are autocast's half precision.
+    mlp_bytes = res if method == "qlora" else act
+
+    # -- weights ---------------------------------------------------------------------------
+    assumptions: list[str] = []
+    lora_groups: list[Any] = []
+    trainable = 0
+    if method == "full":
+        weights = 4 * s.total_params  # fp32 master weights (Trainer bf16=True: autocast)
+        trainable = s.total_params
+        if autocast:
+            assumptions.append("full fine-tuning: fp32 master weights under bf16/fp16 autocast (Trainer bf16=True)")
+    else:
+        rank = _positive_int(rank, "--rank", "typical: 8, 16, 32, 64")
+        lora_groups = _selected_groups(s, targets)
+        trainable = sum(g.count * rank * (g.in_features + g.out_features) for g in lora_groups)
+        if method == "lora":
+            weights = act * s.total_params
+        else:
+            quantised = s.linear_params
+            rest = s.total_params - quantised
+            weights = int(quantised * c.nf4_bits_per_param / 8) + (4 if qlora_upcast else 2) * rest
+            assumptions.append(
+                "QLoRA: NF4 + double quantisation (4.127 bits/weight); embeddings, head and norms "
+                + ("upcast to fp32 (peft prepare_model_for_kbit_training)" if qlora_upcast else "kept in bf16 (base only frozen)")
+            )
+
+    # Half-precision copies of weights that autograd keeps for backward. Full fine-tuning:
+    # autocast's cast of every linear weight and the head; only the head's survives the forward
+    # when checkpointing (recomputed layers re-cast theirs one at a time). QLoRA with upcast: the
+    # bf16 cast of the fp32 head. QLoRA dequantises one weight at a time (transient).
+    head_copy = act * s.head_params if (autocast and (method == "full" or (method == "qlora" and qlora_upcast))) else 0
+    all_copies = act * s.linear_params + head_copy if (method == "full" and autocast) else head_copy
+    dequant = act * s.largest_linear if method == "qlora" else 0
+    layer_copy = act * s.linear_params / layers if (method == "full" and autocast) else 0
+
+    # -- trainable state -------------------------------------------------------------------
+    trainable_param_bytes = 0 if method == "full" else 4 * trainable  # fp32 adapters
+    grad_bytes = 4 * trainable
+    if optim in ("adamw_torch", "adamw_torch_fused"):
+        state_bytes = 8 * trainable
+        step_temp = c.adamw_foreach_temp_bytes * trainable if optim == "adamw_torch" else 0
+    else:
+        state_bytes = int(c.adam8bit_bytes_per_param * trainable)
+        step_temp = 0
+    paged = state_bytes if optim.startswith("paged_") else 0
+    resident_states = state_bytes - paged
+    if paged:
+        assumptions.append("paged 8-bit optimizer states live in CUDA managed memory: in nvidia-smi, not in PyTorch's peak")
+
+    # -- activations per token per layer ----------------------------------------------------
+    q_dim, kv_dim = s.heads * s.head_dim, s.kv_heads * s.head_dim
+    norm_saved = c.norm_saved_bytes * h + (res * h if method == "full" else 0)  # + normed x for the weight grad
+    per_layer = s.norms_per_layer * norm_saved
+    if s.qk_norm:
+        per_layer += c.norm_saved_bytes * (q_dim + kv_dim)
+    per_layer += act * (2 * q_dim + 2 * kv_dim)  # SDPA keeps q, k, v and its output (+ tiny logsumexp)
+    mlp_saved = 3 if s.gated_mlp else 1  # act(gate) keeps gate; gate*up keeps act(gate) and up
+    per_layer += mlp_saved * inter * mlp_bytes
+    if method == "full":
+        # Every linear keeps its (autocast-cast) input for the weight gradient.
+        per_layer += act * sum(g.count * g.in_features for g in s.groups) / layers
+    else:
+        lora_in = sum(g.count * g.in_features for g in lora_groups) / layers
+        keep = act + (c.dropout_mask_bytes if lora_dropout > 0 else 0)
+        per_layer += keep * lora_in  # each LoRA module: its own half-precision input + dropout mask
+    per_layer *= c.activation_scale
+    layer_activations = per_layer * tokens
+    checkpoint_per_layer = res * h * tokens  # the layer's input, kept by checkpointing
+    final_norm = norm_saved * tokens
+    logits_loss = vocab * (act + 4 * c.loss_fp32_buffers) * tokens
+    backward_transient = (c.backward_residual_grads * res * h + c.backward_mlp_grads * inter * mlp_bytes) * tokens
+
+    grads_kept = grad_bytes if grad_accum > 1 else 0
+
+    def phase(copies: float, grads: float, activations: float, loss: float, states: float = resident_states) -> dict[str, int]:
+        return {
+            "weights": int(weights),
+            "weight_copies": int(copies),
+            "trainable_params": int(trainable_param_bytes),
+            "gradients": int(grads),
+            "optimizer_states": int(states),
+            "activations": int(activations),
+            "logits_loss": int(loss),
+            "overhead": int(c.overhead_bytes),
+        }
+
+    phases: dict[str, dict[str, int]] = {}
+    if grad_ckpt:
+        kept = layers * checkpoint_per_layer
+        phases["loss backward"] = phase(head_copy, grads_kept, kept + final_norm, logits_loss)
+        phases["backward through a recomputed layer"] = phase(
+            head_copy + layer_copy + dequant, grads_kept, kept + layer_activations + backward_transient, 0
+        )
+    else:
+        phases["loss backward"] = phase(all_copies, grads_kept, layers * layer_activations + final_norm, logits_loss)
+    # The step's temporaries (foreach AdamW's sqrt buffer) count with the optimizer states.
+    phases["optimizer step"] = phase(0, grad_bytes, 0, 0, states=resident_states + step_temp)
+    peak_phase = max(phases, key=lambda name: sum(phases[name].values()))
+    breakdown = phases[peak_phase]
+
+    peak = sum(breakdown.values())
+    reserved = int(peak * (1 + c.reserved_ratio) + c.reserved_extra_bytes)
+    assumptions.append(
+        f"reserved = peak allocated +{c.reserved_ratio:.0%} + {c.reserved_extra_bytes // MIB} MiB "
+        "(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)"
+    )
+    assumptions.append(
+        f"nvidia-smi = reserved + CUDA context ~{c.cuda_context_bytes / GIB:.1f} GiB"
+        + (" + paged optimizer states" if paged else "")
+    )
+    return MemoryEstimate(
+        method=method,
+        breakdown=breakdown,
+        phase=peak_phase,
+        reserved_bytes=reserved,
+        cuda_context_bytes=c.cuda_context_bytes,
+        paged_bytes=paged,
+        assumptions=assumptions,
+    )
