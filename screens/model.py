@@ -164,18 +164,19 @@ class ModelScreen(StepScreen):
           description="Estimating memory per method")
     def estimate_methods(self, info) -> None:
         from ftwiz.core.memory import estimate_memory
+        from ftwiz.core.models import resolve_targets
 
         free = self.state.gpu_free_bytes
         rows = []
         for method in METHODS:
             estimate = estimate_memory(
-                info, method, micro_batch=1, seq_len=1024, rank=16, targets="attention",
+                info, method, micro_batch=1, seq_len=1024, rank=16, targets=resolve_targets(info, "attention"),
                 grad_ckpt=True, optim="paged_adamw_8bit" if method == "qlora" else "adamw_torch",
                 qlora_upcast=False,
             )
             if free is None:
                 verdict = "no GPU here"
-            elif estimate.peak_bytes < free:
+            elif estimate.required_bytes < free:
                 verdict = f"[green]fits[/] ({free / GIB:.0f} GiB free)"
             else:
                 verdict = f"[red]too big[/] ({free / GIB:.0f} GiB free)"

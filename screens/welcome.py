@@ -32,7 +32,7 @@ class WelcomeScreen(StepScreen):
         yield Static("", id="host")
         yield Static("What this hardware can train", classes="title")
         yield Static(
-            "micro-batch 1, 1024 tokens, rank 16 on attention, gradient checkpointing on",
+            "GPU memory needed at micro-batch 1, 1024 tokens, rank 16 on attention, checkpointing on",
             classes="hint",
         )
         yield DataTable(id="capabilities", cursor_type="none")
@@ -44,7 +44,7 @@ class WelcomeScreen(StepScreen):
         gpus = self.query_one("#gpus", DataTable)
         gpus.add_columns("#", "GPU", "memory", "free", "driver", "CUDA", "bf16")
         capabilities = self.query_one("#capabilities", DataTable)
-        capabilities.add_columns("model", "params", *(m.upper() if m != "full" else "Full" for m in CAPABILITY_METHODS))
+        capabilities.add_columns("model", "params", "LoRA", "QLoRA", "Full")
         self.show_hardware()
 
     def show_hardware(self) -> None:
@@ -94,7 +94,7 @@ class WelcomeScreen(StepScreen):
           description="Estimating what this hardware can train")
     def estimate_capabilities(self, hardware) -> None:
         from ftwiz.core.memory import estimate_memory
-        from ftwiz.core.models import load_model_info
+        from ftwiz.core.models import load_model_info, resolve_targets
 
         free = hardware.gpus[0].memory_free_bytes if hardware.gpus else 0
         rows = []
@@ -103,13 +103,13 @@ class WelcomeScreen(StepScreen):
             cells = []
             for method in CAPABILITY_METHODS:
                 estimate = estimate_memory(
-                    info, method, micro_batch=1, seq_len=1024, rank=16, targets="attention",
+                    info, method, micro_batch=1, seq_len=1024, rank=16, targets=resolve_targets(info, "attention"),
                     grad_ckpt=True, optim="paged_adamw_8bit" if method == "qlora" else "adamw_torch",
                     qlora_upcast=False,
                 )
-                fits = free and estimate.peak_bytes < free
-                cells.append(f"[green]yes[/] {estimate.peak_gib:.0f} GiB" if fits
-                             else f"[red]no[/]  {estimate.peak_gib:.0f} GiB")
+                fits = free and estimate.required_bytes < free
+                need = estimate.required_bytes / GIB
+                cells.append(f"[green]yes[/] {need:.0f} GiB" if fits else f"[red]no[/]  {need:.0f} GiB")
             rows.append((name, f"{info.total_params / 1e9:.1f}B", *cells))
         self.post_message(CapabilitiesEstimated(rows))
 

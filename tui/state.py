@@ -25,6 +25,7 @@ class WizardState:
     """ftwiz.core.models.ModelInfo of model_spec (None for the demo or while loading)."""
     trust_remote_code: bool = False
     data_spec: str | None = None
+    """Dataset file, Hub id or 'demo'."""
     n_examples: int | None = None
     """Rows in the dataset, once validated (drives the recommended hyperparameters)."""
     overrides: dict[str, Any] = field(default_factory=dict)

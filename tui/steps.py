@@ -56,6 +56,12 @@ class StepScreen(Screen):
             yield Button(f"{self.NEXT_LABEL} (ctrl+n) ▸", id="next", variant="primary")
         yield Footer()
 
+    NARROW_BELOW: ClassVar[int] = 110
+    """Below this width, side-by-side columns stack (class 'narrow' on the screen)."""
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < self.NARROW_BELOW, "narrow")
+
     def compose_body(self) -> ComposeResult:
         yield from ()
 

@@ -1,0 +1,122 @@
+"""Step 2: should you fine-tune at all, and how? The guide's decision framework as questions."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Input, Select, Static
+
+from ftwiz.core.errors import UserError
+from ftwiz.tui.steps import StepScreen
+
+TRAINABLE = ("lora", "qlora", "full")
+"""Methods ftwiz can run; the others are advice (prompting, continued pre-training)."""
+
+
+class DecideScreen(StepScreen):
+    STEP = "decide"
+
+    def compose_body(self) -> ComposeResult:
+        from ftwiz.core.decision import questions_for
+
+        self.questions = questions_for(self.state.hardware)
+        yield Static("Should you fine-tune? A few questions", classes="title")
+        with Horizontal(id="decide-cols"):
+            with Vertical(id="advice"):
+                yield DataTable(id="ranking", cursor_type="row")
+                yield Static("", id="reasons")
+            with Vertical(id="questions"):
+                for question in self.questions:
+                    answer = self.state.answers.get(question.id, question.default)
+                    yield Static(question.text, classes="question")
+                    if question.kind == "number":
+                        yield Input(
+                            "" if answer is None else str(answer), id=f"q-{question.id}",
+                            type="number", compact=True, tooltip=question.help,
+                        )
+                    else:
+                        yield Select(
+                            [(label, value) for value, label in question.choices],
+                            value=answer, allow_blank=False, id=f"q-{question.id}",
+                            compact=True, tooltip=question.help,
+                        )
+        yield Static(
+            "Move to a method with up/down in the table to read why; Next takes the highlighted one.",
+            classes="hint",
+        )
+
+    def on_mount(self) -> None:
+        self.query_one("#ranking", DataTable).add_columns("#", "method", "verdict", "cost", "time", "quality")
+        keep = self.state.method if self.state.answers else None
+        self.recommend()
+        rows = [i for i, rec in enumerate(self.ranking) if rec.method == keep]
+        if rows:
+            self.query_one("#ranking", DataTable).move_cursor(row=rows[0])
+
+    def _answers(self) -> dict:
+        answers = {}
+        for question in self.questions:
+            widget = self.query_one(f"#q-{question.id}")
+            answers[question.id] = widget.value
+        return answers
+
+    @on(Select.Changed)
+    @on(Input.Changed)
+    def recommend(self) -> None:
+        """Every answer re-ranks the methods at once (core.decision is plain, fast logic)."""
+        from ftwiz.core.decision import recommend_method
+
+        table = self.query_one("#ranking", DataTable)
+        reasons = self.query_one("#reasons", Static)
+        self.state.answers = self._answers()
+        try:
+            self.ranking = recommend_method(self.state.answers, self.state.hardware)
+        except UserError as exc:
+            self.ranking = []
+            table.clear()
+            reasons.update(f"[red]{exc}[/]")
+            return
+        table.clear()
+        for rec in self.ranking:
+            quality = "" if rec.quality_vs_full is None else f"~{rec.quality_vs_full:.0%}"
+            verdict = {"recommended": "[green]recommended[/]", "not advised": "[dim]not advised[/]"}.get(
+                rec.verdict, rec.verdict
+            )
+            table.add_row(str(rec.rank), rec.title, verdict, rec.cost_band, rec.time_band, quality)
+        trainable = [i for i, rec in enumerate(self.ranking) if rec.method in TRAINABLE]
+        if trainable:
+            table.move_cursor(row=trainable[0])
+        self._show_reasons(table.cursor_row)
+
+    @on(DataTable.RowHighlighted, "#ranking")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_reasons(event.cursor_row)
+
+    def _show_reasons(self, row: int) -> None:
+        if not 0 <= row < len(self.ranking):
+            return
+        rec = self.ranking[row]
+        lines = [f"[b]{rec.title}[/b]: {rec.verdict}. Needs: {rec.hardware}"]
+        lines += [f"• {reason}" for reason in rec.reasons]
+        self.query_one("#reasons", Static).update("\n".join(lines))
+
+    def commit(self) -> bool:
+        table = self.query_one("#ranking", DataTable)
+        if not self.ranking:
+            self.notify("Fix the answers first", severity="warning")
+            return False
+        rec = self.ranking[table.cursor_row]
+        if rec.method not in TRAINABLE:
+            self.notify(
+                f"{rec.title} needs no training run from ftwiz. To fine-tune, highlight LoRA, QLoRA or "
+                "Full fine-tuning in the table.", severity="warning", timeout=8,
+            )
+            return False
+        if rec.method != self.state.method:
+            self.state.config = None
+        self.state.method = rec.method
+        return True
+
+    def commit_quietly(self) -> None:
+        self.state.answers = self._answers()
