@@ -1,0 +1,115 @@
+"""`ftwiz plan`: method, hyperparameters, memory, fit, time and cost for a model on a GPU.
+
+Fast by design (no torch import): planning reads shapes, never weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ftwiz.core.errors import UserError
+
+
+def _gib(x: float) -> str:
+    return f"{x:6.2f} GiB"
+
+
+def _render(d: dict) -> str:
+    lines = [
+        f"Model    {d['model']['name']} ({d['model']['total_params'] / 1e9:.2f}B parameters)",
+        f"GPU      {d['gpu']['name']}: {d['gpu']['free_gib']:.1f} of {d['gpu']['total_gib']:.1f} GiB free ({d['gpu']['source']})",
+        f"Method   {d['method']}  - {d['method_reason']}",
+    ]
+    if d["method"] == "qlora":
+        lines.append(f"         fp32 upcast of embeddings/head/norms: {'yes' if d['qlora_upcast'] else 'no (base only frozen)'}")
+    if d["method"] != "full":
+        lines.append(f"LoRA     r={d['rank']} on {', '.join(d['targets'])}")
+    lines.append("")
+    lines.append("Hyperparameters")
+    for name, item in d["hyperparameters"].items():
+        lines.append(f"  {name:<28} {str(item['value']):<14} {item['reason']}")
+    lines.append("")
+    lines.append(f"Memory (peak allocated, at the {d['peak_phase']})")
+    for name, gib in d["breakdown"].items():
+        if gib:
+            lines.append(f"  {name:<28} {_gib(gib)}")
+    lines.append(f"  {'peak allocated':<28} {_gib(d['peak_gib'])}")
+    lines.append(f"  {'reserved (allocator)':<28} {_gib(d['reserved_gib'])}")
+    lines.append(f"  {'nvidia-smi would show':<28} {_gib(d['nvidia_smi_gib'])}")
+    fit = d["fit"]
+    lines.append(f"Fits     {'yes' if d['fits'] else 'NO'}: {fit['reasons'][0]}")
+    if fit["suggestion"]:
+        lines.append(f"         {fit['suggestion']}")
+    if d["time"]:
+        lines.append(
+            f"Time     {d['time']['hours']:.2f} h at ~{d['time']['tokens_per_second']:,} tokens/s; "
+            f"cost ${d['cost']['usd']:.2f} at ${d['cost']['price_per_gpu_hour']:g}/h"
+        )
+        for line in d["time_cost_assumptions"]:
+            lines.append(f"         {line}")
+    for note in d["notes"]:
+        lines.append(f"Note     {note}")
+    return "\n".join(lines)
+
+
+def _on_off(value: str | None) -> bool | None:
+    return None if value is None else value == "on"
+
+
+@click.command()
+@click.option("--model", "model", required=True, help="Catalog name, local directory with config.json, or Hub id.")
+@click.option("--data", "data", type=str, default=None, help="Dataset file: examples and lengths come from it.")
+@click.option("--examples", type=int, default=None, help="Number of training examples (without --data).")
+@click.option("--gpu", type=str, default=None, help="Plan for this GPU (e.g. H200, 'A100 80GB', 4090).")
+@click.option("--vram", type=float, default=None, help="Plan for a GPU with this many GiB.")
+@click.option("--method", type=click.Choice(["auto", "lora", "qlora", "full"]), default="auto", show_default=True)
+@click.option("--batch", type=int, default=None, help="Micro-batch per GPU (per_device_train_batch_size).")
+@click.option("--seq", type=int, default=None, help="Maximum tokens per example.")
+@click.option("--rank", type=int, default=None, help="LoRA rank.")
+@click.option("--targets", type=str, default=None, help="minimal | attention | all-linear | q_proj,v_proj,...")
+@click.option("--grad-ckpt", type=click.Choice(["on", "off"]), default=None, help="Force gradient checkpointing.")
+@click.option("--qlora-upcast", type=click.Choice(["on", "off"]), default="off", show_default=True,
+              help="QLoRA: peft's fp32 upcast of embeddings, head and norms (off: base only frozen, as TRL).")
+@click.option("--optim", type=str, default=None, help="adamw_torch, adamw_8bit, paged_adamw_8bit, ...")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--write", "write", type=click.Path(dir_okay=False), default=None, help="Write the run config YAML here.")
+@click.option("--force", is_flag=True, help="Let --write replace an existing file.")
+def plan(model, data, examples, gpu, vram, method, batch, seq, rank, targets, grad_ckpt, qlora_upcast, optim,
+         as_json, write, force):
+    """Plan a fine-tune: method, hyperparameters, memory, fit, time and cost."""
+    from ftwiz.core.plan import make_plan
+
+    if gpu is not None and vram is not None:
+        raise UserError("--gpu/--vram: give one of them, not both")
+    if data is not None and examples is not None:
+        raise UserError("--data/--examples: give one of them, not both")
+    if write and Path(write).exists() and not force:
+        raise UserError(f"{write}: exists; not overwritten (add --force to replace it)")
+    data_stats = None
+    if data is not None:
+        from ftwiz.core.data import validate
+
+        report = validate(data)
+        if not report.ok:
+            first = report.problem_lines()[0] if report.problems else "no usable rows"
+            raise UserError(f"{first} ({report.problems_total} problem(s); see ftwiz data {data})")
+        data_stats = report.stats
+    target = vram if vram is not None else gpu
+    result = make_plan(
+        model, examples=examples, data_stats=data_stats, gpu=target, method=method, batch=batch, seq=seq,
+        rank=rank, targets=targets, grad_ckpt=_on_off(grad_ckpt), qlora_upcast=qlora_upcast == "on", optim=optim,
+    )
+    d = result.to_dict()
+    if write:
+        config = result.to_config(data_path=data or "data.jsonl")
+        config.save(write)
+        d["written"] = str(write)
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+    else:
+        click.echo(_render(d))
+        if write:
+            click.echo(f"Wrote    {write}")

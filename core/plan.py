@@ -1,0 +1,297 @@
+"""A training plan: method, hyperparameters, batch layout, memory, time and cost, with reasons.
+
+`make_plan` is what `ftwiz plan` prints and what the wizard's Review step shows; `to_config`
+turns it into the RunConfig the engine runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftwiz.core.errors import UserError
+from ftwiz.core.memory import GIB
+from ftwiz.core.recommend import Fit, Hyperparams, Recommendation, fit_to_gpu, recommend_hyperparams
+
+# Full fine-tuning is offered by "auto" only for models this small (it needs ~16 bytes per
+# weight; above ~3B LoRA reaches ~98% of its quality at a fraction of the memory), with at least
+# 1K examples (fewer overfit a full fine-tune), and when it needs at most this share of the GPU.
+FULL_MAX_PARAMS = 3e9
+FULL_MIN_EXAMPLES = 1000
+FULL_COMFORT = 0.7
+DEFAULT_SEQ = 1024
+DEFAULT_SEQ_REASON = "no data given: 1024 tokens covers most instruction examples"
+# Without a tokenizer, core/data counts whitespace words; ~1.3 tokens per English word.
+TOKENS_PER_WORD = 1.3
+
+
+@dataclass
+class GpuTarget:
+    """The memory and precision the plan is made for."""
+
+    name: str
+    total_bytes: int
+    free_bytes: int
+    bf16: bool
+    source: str  # "detected" | "--gpu" | "--vram" | "cpu"
+
+    @property
+    def cpu_only(self) -> bool:
+        return self.source == "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "total_gib": round(self.total_bytes / GIB, 2),
+            "free_gib": round(self.free_bytes / GIB, 2),
+            "bf16": self.bf16,
+            "source": self.source,
+        }
+
+
+def resolve_gpu(gpu: Any = None) -> GpuTarget:
+    """A Hardware, GPU, known GPU name, VRAM in GiB (number), or None (detect this machine)."""
+    if gpu is None:
+        from ftwiz.core.hardware import detect_hardware
+
+        gpu = detect_hardware()
+    if isinstance(gpu, (int, float)) and not isinstance(gpu, bool):
+        if gpu <= 0:
+            raise UserError(f"--vram: {gpu}: must be a number of GiB above 0")
+        total = int(gpu * GIB)
+        return GpuTarget(f"{gpu:g} GiB GPU", total, total, True, "--vram")
+    if isinstance(gpu, str):
+        from ftwiz.core.hardware import known_gpu
+
+        gpu = known_gpu(gpu)
+        return GpuTarget(gpu.name, gpu.memory_total_bytes, gpu.memory_total_bytes, gpu.bf16, "--gpu")
+    if hasattr(gpu, "gpus"):  # Hardware
+        if not gpu.gpus:
+            return GpuTarget("CPU only", 0, 0, False, "cpu")
+        source, gpu = "detected", gpu.gpus[0]
+    else:
+        source = "given"
+    free = gpu.memory_free_bytes if gpu.memory_free_bytes is not None else gpu.memory_total_bytes
+    return GpuTarget(gpu.name, gpu.memory_total_bytes, free, bool(gpu.bf16), source)
+
+
+@dataclass
+class Plan:
+    model: Any  # ModelInfo
+    method: str
+    method_reason: str
+    qlora_upcast: bool
+    rank: int
+    targets: list[str]
+    hyperparams: Hyperparams
+    fit: Fit
+    gpu: GpuTarget
+    n_examples: int | None
+    time_cost: Any = None  # core.cost.CostEstimate
+    notes: list[str] = field(default_factory=list)
+    seq_reason: str = DEFAULT_SEQ_REASON
+
+    @property
+    def fits(self) -> bool:
+        return self.fit.fits and not self.gpu.cpu_only
+
+    def to_dict(self) -> dict[str, Any]:
+        est = self.fit.estimate.to_dict()
+        hp = self.hyperparams.to_dict()
+        hp["per_device_train_batch_size"] = {"value": self.fit.micro_batch, "reason": self.fit.reasons[-1] if self.fit.fits else "smallest layout"}
+        hp["gradient_accumulation_steps"] = {"value": self.fit.grad_accum, "reason": "keeps the effective batch"}
+        hp["gradient_checkpointing"] = {"value": self.fit.grad_ckpt, "reason": self.fit.reasons[1] if self.fit.fits else "smallest layout"}
+        hp["max_length"] = {"value": self.fit.max_length, "reason": self.seq_reason}
+        hp["optim"] = {"value": self.fit.optim, "reason": hp.get("optim", {}).get("reason", "")}
+        tc = self.time_cost
+        return {
+            "model": {"name": self.model.name, "total_params": self.model.total_params},
+            "method": self.method,
+            "method_reason": self.method_reason,
+            "qlora_upcast": self.qlora_upcast,
+            "rank": self.rank if self.method != "full" else None,
+            "targets": self.targets if self.method != "full" else None,
+            "examples": self.n_examples,
+            "peak_gib": est["peak_gib"],
+            "reserved_gib": est["reserved_gib"],
+            "nvidia_smi_gib": est["nvidia_smi_gib"],
+            "peak_phase": est["peak_phase"],
+            "breakdown": est["breakdown"],
+            "memory_assumptions": est["assumptions"],
+            "fits": self.fits,
+            "fit": self.fit.to_dict(),
+            "hyperparameters": hp,
+            "time": None if tc is None else {"hours": round(tc.hours, 3), "tokens_per_second": round(tc.tokens_per_second), "tokens": tc.tokens},
+            "cost": None if tc is None else {"usd": round(tc.cost_usd, 2), "price_per_gpu_hour": tc.price_per_gpu_hour, "source": tc.price_source},
+            "time_cost_assumptions": [] if tc is None else tc.assumptions,
+            "gpu": self.gpu.to_dict(),
+            "notes": list(self.notes),
+        }
+
+    def to_config(self, data_path: str = "data.jsonl", name: str | None = None):
+        """The RunConfig the engine runs for this plan."""
+        from ftwiz.core.config import config_from_dict
+
+        hp = self.hyperparams
+        precision = hp["precision"]
+        training = {
+            "learning_rate": hp["learning_rate"],
+            "num_train_epochs": float(hp["num_train_epochs"]),
+            "per_device_train_batch_size": self.fit.micro_batch,
+            "gradient_accumulation_steps": self.fit.grad_accum,
+            "warmup_ratio": hp["warmup_ratio"],
+            "lr_scheduler_type": hp["lr_scheduler_type"],
+            "weight_decay": hp["weight_decay"],
+            "optim": self.fit.optim,
+            "bf16": precision == "bf16",
+            "fp16": precision == "fp16",
+            "gradient_checkpointing": self.fit.grad_ckpt,
+            "max_length": self.fit.max_length,
+        }
+        data: dict[str, Any] = {
+            "name": name,
+            "method": self.method,
+            "model": {"name_or_path": self.model.name},
+            "data": {"path": data_path},
+            "training": training,
+            "quantization": {"upcast": self.qlora_upcast,
+                             "bnb_4bit_compute_dtype": "bfloat16" if precision == "bf16" else "float16"},
+        }
+        if self.method != "full":
+            data["lora"] = {"r": self.rank, "lora_alpha": 2 * self.rank, "lora_dropout": hp["lora_dropout"],
+                            "target_modules": list(self.targets)}
+        return config_from_dict(data, source="plan")
+
+
+def _check_positive(value: Any, option: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        raise UserError(f"{option}: {value!r}: must be a whole number above 0")
+
+
+def _seq_candidates(seq: int | None, data_stats: dict | None) -> tuple[list[int], str]:
+    """max_length candidates, longest first, and the reason for the first."""
+    if seq is not None:
+        return [seq], "as asked (--seq)"
+    if data_stats and data_stats.get("max"):
+        scale = TOKENS_PER_WORD if data_stats.get("estimate") else 1.0
+        up64 = lambda n: max(64, -(-int(n * scale) // 64) * 64)  # noqa: E731
+        longest, p95 = up64(data_stats["max"]), up64(data_stats.get("p95") or data_stats["max"])
+        counted = " (from a word count x1.3: no tokenizer)" if scale != 1.0 else ""
+        return [longest, p95], f"longest example {longest} tokens{counted}; p95 {p95} if memory is short"
+    return [DEFAULT_SEQ], DEFAULT_SEQ_REASON
+
+
+def make_plan(
+    model: Any,
+    *,
+    examples: int | None = None,
+    data_stats: dict | None = None,
+    gpu: Any = None,
+    method: str = "auto",
+    batch: int | None = None,
+    seq: int | None = None,
+    rank: int | None = None,
+    targets: Any = None,
+    grad_ckpt: bool | None = None,
+    qlora_upcast: bool = False,
+    optim: str | None = None,
+) -> Plan:
+    """Plan a fine-tune of `model` (ModelInfo or spec) on `gpu`; overrides are kept as given.
+
+    `batch` is the micro-batch per GPU (per_device_train_batch_size); the effective batch comes
+    from the dataset's size band and gradient accumulation keeps it.
+    """
+    from ftwiz.core.models import load_model_info, resolve_targets
+
+    if method not in ("auto", "lora", "qlora", "full"):
+        raise UserError(f"--method: {method!r}: unknown (allowed: auto, lora, qlora, full)")
+    for value, option in ((examples, "--examples"), (batch, "--batch"), (seq, "--seq"), (rank, "--rank")):
+        _check_positive(value, option)
+    info = load_model_info(model) if isinstance(model, str) else model
+    n_examples = examples if examples is not None else (data_stats or {}).get("rows")
+    target = resolve_gpu(gpu)
+    notes: list[str] = []
+    if target.cpu_only:
+        notes.append("CPU only: no NVIDIA GPU found; fine-tuning this model needs one (plan with --gpu or --vram)")
+    resolved_targets = resolve_targets(info, targets if targets is not None else "attention")
+    seqs, seq_reason = _seq_candidates(seq, data_stats)
+    dtype = "fp32" if target.cpu_only else ("bf16" if target.bf16 else "fp16")
+    free = target.free_bytes
+
+    def plan_for(m: str) -> tuple[Hyperparams, Fit]:
+        hp = recommend_hyperparams(n_examples, m, target.bf16, target.cpu_only)
+        r = rank or (hp["r"] if "r" in hp.items else 16)
+        effective = max(hp["effective_batch_size"], batch or 1)
+        fit = fit_to_gpu(
+            info, m, free, effective, seqs, r, resolved_targets,
+            micro_batch=batch, grad_ckpt=grad_ckpt, optim=optim, qlora_upcast=qlora_upcast,
+            dtype=dtype if not (m == "qlora" and dtype == "fp32") else "bf16", lora_dropout=0.05,
+        )
+        return hp, fit
+
+    size = f"{info.total_params / 1e9:.1f}B"
+    if method != "auto":
+        chosen = method
+        hp, fit = plan_for(method)
+        reason = f"{method}: as asked (--method)"
+    elif target.cpu_only:
+        chosen, (hp, fit) = "lora", plan_for("lora")
+        reason = "lora: no GPU here; QLoRA needs a CUDA GPU, full fine-tuning far more memory"
+    else:
+        chosen, hp, fit, reason = None, None, None, ""
+        if info.total_params <= FULL_MAX_PARAMS and (n_examples or 0) >= FULL_MIN_EXAMPLES:
+            hp, fit = plan_for("full")
+            if fit.fits and fit.estimate.required_bytes <= FULL_COMFORT * fit.usable_bytes:
+                chosen = "full"
+                reason = (f"full: a {size} model with {n_examples:,} examples fits with room to spare "
+                          f"({fit.estimate.required_bytes / GIB:.0f} of {fit.usable_bytes / GIB:.0f} GiB): every weight learns")
+        if chosen is None:
+            hp, fit = plan_for("lora")
+            why_not_full = ("over 3B parameters" if info.total_params > FULL_MAX_PARAMS
+                            else "under 1K examples would overfit it" if (n_examples or 0) < FULL_MIN_EXAMPLES
+                            else "it does not fit comfortably")
+            if fit.fits:
+                chosen = "lora"
+                reason = f"lora: fits in bf16 ({fit.estimate.required_bytes / GIB:.0f} of {fit.usable_bytes / GIB:.0f} GiB), faster than QLoRA; not full: {why_not_full}"
+            else:
+                lora_need = fit.estimate.required_bytes / GIB
+                chosen = "qlora"
+                hp, fit = plan_for("qlora")
+                reason = (f"qlora: LoRA on the bf16 model needs {lora_need:.0f} GiB, more than the "
+                          f"{fit.usable_bytes / GIB:.0f} GiB usable; 4-bit weights take ~1/4 of the memory")
+                if not fit.fits:
+                    reason += "; even QLoRA does not fit"
+    rank_used = rank or (hp["r"] if "r" in hp.items else 16)
+    if rank and "r" in hp.items:
+        hp.items["r"] = Recommendation("r", rank, "as asked (--rank)")
+        hp.items["lora_alpha"] = Recommendation("lora_alpha", 2 * rank, "alpha = 2 x rank, the guide's default scaling")
+    if not fit.fits and fit.suggestion:
+        notes.append(f"does not fit: {fit.suggestion}")
+    if seq is None and fit.max_length != seqs[0]:
+        seq_reason = f"{fit.max_length}: the longest of {', '.join(map(str, seqs))} that fits"
+    plan = Plan(info, chosen, reason, qlora_upcast if chosen == "qlora" else False, rank_used, resolved_targets,
+                hp, fit, target, n_examples, notes=notes, seq_reason=seq_reason)
+    plan.time_cost = _time_cost(plan, data_stats)
+    return plan
+
+
+def _time_cost(plan: Plan, data_stats: dict | None) -> Any:
+    """Time and cost from core.cost for a GPU it knows; None (with a note) otherwise."""
+    from ftwiz.core.cost import estimate_time_cost, find_gpu_spec
+
+    if plan.gpu.cpu_only or plan.n_examples is None:
+        plan.notes.append("time and cost: need a GPU and the number of examples (--examples or --data)")
+        return None
+    spec = find_gpu_spec(plan.gpu.name, plan.gpu.total_bytes)
+    if spec is None:
+        plan.notes.append(f"time and cost: {plan.gpu.name} is not in the GPU table (give --gpu NAME)")
+        return None
+    if data_stats and data_stats.get("mean"):
+        scale = TOKENS_PER_WORD if data_stats.get("estimate") else 1.0
+        per_example = min(data_stats["mean"] * scale, plan.fit.max_length)
+    else:
+        per_example = plan.fit.max_length
+        plan.notes.append("time: assumes every example is max_length tokens (no data given)")
+    tokens = per_example * plan.n_examples * plan.hyperparams["num_train_epochs"]
+    return estimate_time_cost(params=plan.model.total_params, tokens=tokens, gpu=spec.name,
+                              method=plan.method, grad_ckpt=plan.fit.grad_ckpt)

@@ -1,0 +1,242 @@
+"""Hyperparameters from the dataset's size (the guide's table), then a batch layout that fits the GPU.
+
+Every value carries a one-line reason that the UI shows beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from ftwiz.core.cost import flops_per_token
+from ftwiz.core.errors import UserError
+from ftwiz.core.memory import GIB, MemoryEstimate, default_optim, estimate_memory
+
+# Free memory we plan to use: the estimate may be ~10% off (issue 5 holds it to 10%) and the
+# allocator, NCCL or a stray process can take a little more; 1 GiB more covers small GPUs.
+MARGIN_FRACTION = 0.10
+MARGIN_BYTES = 1 * GIB
+
+# A micro-batch of far fewer tokens than this leaves the GPU's matrix units under-filled, so
+# per-token time grows as (1 + SMALL_BATCH_TOKENS / tokens). Heuristic: issue 5's bench
+# calibrates it on the H200 matrix.
+SMALL_BATCH_TOKENS = 256
+SHORTEST_SEQ = 128
+
+
+@dataclass(frozen=True)
+class Band:
+    name: str
+    learning_rate: float
+    lr_range: str
+    epochs: int
+    epochs_range: str
+    batch: int
+    batch_range: str
+    rank: int
+    rank_range: str
+    warmup: float
+
+
+# The guide's table; one value picked per band (the band is quoted in each reason).
+BANDS = (
+    Band("under 1K", 2e-4, "2e-4", 3, "3-5", 8, "4-8", 16, "8-16", 0.1),
+    Band("1K to 10K", 1e-4, "1e-4 to 2e-4", 2, "2-3", 16, "8-16", 32, "16-32", 0.05),
+    Band("over 10K", 5e-5, "5e-5 to 1e-4", 1, "1-2", 32, "16-32", 64, "32-64", 0.03),
+)
+
+
+def dataset_band(n_examples: int | None) -> Band:
+    if n_examples is None or n_examples >= 1000:
+        return BANDS[2] if n_examples is not None and n_examples > 10_000 else BANDS[1]
+    return BANDS[0]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    field: str  # the RunConfig / library field name
+    value: Any
+    reason: str
+
+
+@dataclass
+class Hyperparams:
+    band: str
+    items: dict[str, Recommendation]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.items[name].value
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: {"value": r.value, "reason": r.reason} for name, r in self.items.items()}
+
+
+def recommend_hyperparams(
+    n_examples: int | None, method: str, bf16_ok: bool, cpu_only: bool = False
+) -> Hyperparams:
+    """The guide's values for this dataset size and method, each with its reason."""
+    if n_examples is not None and (isinstance(n_examples, bool) or n_examples <= 0):
+        raise UserError(f"--examples: {n_examples!r}: must be a whole number above 0")
+    if method not in ("lora", "qlora", "full"):
+        raise UserError(f"--method: {method!r}: unknown (allowed: lora, qlora, full)")
+    band = dataset_band(n_examples)
+    size = "size unknown, assumed 1K to 10K" if n_examples is None else f"{n_examples:,} examples ({band.name})"
+    r: list[Recommendation] = []
+    if method == "full":
+        r.append(Recommendation("learning_rate", 2e-5, "full fine-tuning moves every weight: ~10x below LoRA's rates (1e-5 to 5e-5)"))
+    else:
+        r.append(Recommendation("learning_rate", band.learning_rate, f"{size}: the guide's range is {band.lr_range}"))
+    r.append(Recommendation("num_train_epochs", band.epochs, f"{size}: {band.epochs_range} epochs; more overfits"))
+    r.append(Recommendation("effective_batch_size", band.batch, f"{size}: batch {band.batch_range} (micro-batch x accumulation)"))
+    if method != "full":
+        r.append(Recommendation("r", band.rank, f"{size}: rank {band.rank_range}; more data can use more capacity"))
+        r.append(Recommendation("lora_alpha", 2 * band.rank, "alpha = 2 x rank, the guide's default scaling"))
+        r.append(Recommendation("lora_dropout", 0.05, "0.05: light regularisation, the guide's default"))
+    r.append(Recommendation("warmup_ratio", band.warmup, f"{size}: warm up {band.warmup:g} of the steps"))
+    r.append(Recommendation("lr_scheduler_type", "cosine", "cosine decay: the guide's default, gentle at the end"))
+    r.append(Recommendation("weight_decay", 0.01, "0.01: mild regularisation, the guide's default"))
+    if method == "qlora":
+        r.append(Recommendation("optim", "paged_adamw_8bit", "QLoRA: 8-bit states, paged to host RAM under memory spikes"))
+    else:
+        r.append(Recommendation("optim", "adamw_torch", "AdamW: the standard; the states of LoRA's few weights are small"
+                                if method == "lora" else "AdamW: the standard (8-bit AdamW if memory is short)"))
+    if cpu_only:
+        r.append(Recommendation("precision", "fp32", "no GPU: CPUs train in fp32"))
+    elif bf16_ok:
+        r.append(Recommendation("precision", "bf16", "this GPU supports bf16: fp32's range at half the memory"))
+    else:
+        r.append(Recommendation("precision", "fp16", "this GPU lacks bf16 (before Ampere): fp16 with loss scaling"))
+    return Hyperparams(band.name, {rec.field: rec for rec in r})
+
+
+@dataclass
+class Fit:
+    """A batch layout for the GPU and why; `fits` False means no layout fits."""
+
+    micro_batch: int
+    grad_accum: int
+    grad_ckpt: bool
+    max_length: int
+    optim: str
+    estimate: MemoryEstimate
+    fits: bool
+    usable_bytes: int
+    reasons: list[str] = field(default_factory=list)
+    suggestion: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "micro_batch": self.micro_batch,
+            "grad_accum": self.grad_accum,
+            "effective_batch": self.micro_batch * self.grad_accum,
+            "gradient_checkpointing": self.grad_ckpt,
+            "max_length": self.max_length,
+            "optim": self.optim,
+            "fits": self.fits,
+            "usable_gib": round(self.usable_bytes / GIB, 2),
+            "reasons": list(self.reasons),
+            "suggestion": self.suggestion,
+        }
+
+
+def usable_bytes(free_bytes: int) -> int:
+    """Free memory minus the safety margin (10% + 1 GiB)."""
+    return max(0, int(free_bytes * (1 - MARGIN_FRACTION) - MARGIN_BYTES))
+
+
+def relative_step_time(method: str, micro_batch: int, seq_len: int, grad_ckpt: bool) -> float:
+    """Time per token relative to an ideal large batch without checkpointing (lower is faster)."""
+    recompute = flops_per_token(1.0, method, grad_ckpt) / flops_per_token(1.0, method, False)
+    return recompute * (1 + SMALL_BATCH_TOKENS / (micro_batch * seq_len))
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def fit_to_gpu(
+    info: Any,
+    method: str,
+    free_bytes: int,
+    effective_batch: int,
+    seq_lens: Iterable[int],
+    rank: int = 16,
+    targets: Iterable[Any] = ("q_proj", "k_proj", "v_proj", "o_proj"),
+    *,
+    micro_batch: int | None = None,
+    grad_ckpt: bool | None = None,
+    optim: str | None = None,
+    qlora_upcast: bool = False,
+    dtype: str = "bf16",
+    lora_dropout: float = 0.05,
+) -> Fit:
+    """The fastest layout whose estimate fits `free_bytes` with the margin.
+
+    `seq_lens` are the max_length candidates, longest (no truncation) first; the first one for
+    which some layout fits wins. Micro-batches divide the effective batch so accumulation keeps
+    it; `micro_batch` / `grad_ckpt` given by the user are kept as they are.
+    """
+    if effective_batch <= 0:
+        raise UserError(f"--batch: {effective_batch}: must be a whole number above 0")
+    seqs = sorted({int(s) for s in seq_lens}, reverse=True)
+    if not seqs or seqs[-1] <= 0:
+        raise UserError(f"--seq: {seqs}: must be a whole number above 0")
+    usable = usable_bytes(free_bytes)
+    micro_batches = [micro_batch] if micro_batch else _divisors(effective_batch)
+    ckpts = [grad_ckpt] if grad_ckpt is not None else [False, True]
+    targets = list(targets)
+    # Full fine-tuning keeps 8 bytes of AdamW state per weight: 8-bit AdamW (2 bytes) is the
+    # next thing to try when it does not fit. LoRA's states are too small to matter.
+    optims = [optim] if optim else ([default_optim(method), "adamw_8bit"] if method == "full" else [default_optim(method)])
+
+    def estimate(mb: int, seq: int, ckpt: bool, opt: str = optims[-1]) -> MemoryEstimate:
+        return estimate_memory(
+            info, method, mb, seq, rank, targets, ckpt, opt, qlora_upcast, dtype,
+            lora_dropout=lora_dropout, grad_accum=max(1, -(-effective_batch // mb)),
+        )
+
+    margin = f"{usable / GIB:.1f} GiB usable of {free_bytes / GIB:.1f} GiB free (margin 10% + 1 GiB)"
+    for opt in optims:
+        for seq in seqs:
+            options = sorted(
+                ((relative_step_time(method, mb, seq, ckpt), -mb, ckpt) for mb in micro_batches for ckpt in ckpts),
+            )
+            for _, neg_mb, ckpt in options:
+                mb = -neg_mb
+                est = estimate(mb, seq, ckpt, opt)
+                if est.required_bytes <= usable:
+                    accum = max(1, -(-effective_batch // mb))
+                    reasons = [f"needs {est.required_bytes / GIB:.1f} GiB; {margin}"]
+                    reasons.append(
+                        "gradient checkpointing on: the layout without it does not fit"
+                        if ckpt and grad_ckpt is None
+                        else "gradient checkpointing off: fits without it, ~1.5x faster" if not ckpt and grad_ckpt is None
+                        else f"gradient checkpointing {'on' if ckpt else 'off'}: as asked"
+                    )
+                    reasons.append(
+                        f"micro-batch {mb} x accumulation {accum} = effective batch {mb * accum}"
+                        + ("" if micro_batch else ": the fastest layout that fits")
+                    )
+                    if seq != seqs[0]:
+                        reasons.append(f"max_length {seq}: {seqs[0]} does not fit; longer examples are truncated")
+                    if opt != optims[0]:
+                        reasons.append(f"optimizer {opt}: 2-byte states, since {optims[0]}'s 8 bytes per weight do not fit")
+                    return Fit(mb, accum, ckpt, seq, opt, est, True, usable, reasons)
+
+    # Nothing fits: report the smallest layout and what would fit.
+    mb, ckpt, seq = min(micro_batches), (True if grad_ckpt is None else grad_ckpt), seqs[-1]
+    est = estimate(mb, seq, ckpt)
+    shorter = seq // 2
+    suggestion = None
+    while shorter >= SHORTEST_SEQ:
+        if estimate(mb, shorter, ckpt).required_bytes <= usable:
+            suggestion = f"fits with max_length {shorter} (longer examples truncated)"
+            break
+        shorter //= 2
+    if suggestion is None:
+        instead = {"full": "LoRA or QLoRA", "lora": "QLoRA"}.get(method)
+        suggestion = "does not fit even at 128 tokens: use " + (
+            f"{instead} or a smaller model" if instead else "a smaller model or a GPU with more memory"
+        )
+    reasons = [f"needs {est.required_bytes / GIB:.1f} GiB at micro-batch {mb}, {seq} tokens; {margin}"]
+    return Fit(mb, max(1, -(-effective_batch // mb)), ckpt, seq, optims[-1], est, False, usable, reasons, suggestion)
