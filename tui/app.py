@@ -96,12 +96,12 @@ class FtwizApp(App):
     # -- start --------------------------------------------------------------------------
     def on_mount(self) -> None:
         self.detect_hardware()
+        self.goto_step("welcome")
         if self._runs_to_offer():
             from ftwiz.screens.runs import RunsScreen
 
-            self.push_screen(RunsScreen(self.runs_dir), self._after_runs)
-        else:
-            self.goto_step("welcome")
+            # Over Welcome: leaving the list (escape) starts a new fine-tune.
+            self.push_screen(RunsScreen(self.runs_dir, clock=self.clock))
 
     def _runs_to_offer(self) -> bool:
         """Runs exist and the screen that lists them is there to show them."""
@@ -114,13 +114,6 @@ class FtwizApp(App):
         except ImportError:
             return False
         return True
-
-    def _after_runs(self, result: Any) -> None:
-        """RunsScreen closed: a run to follow, or None for a new fine-tune."""
-        if result is None:
-            self.goto_step("welcome")
-        else:
-            self.show_run(result)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="hardware",
           description="Detecting GPUs, CPU, RAM and disk")

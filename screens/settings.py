@@ -1,0 +1,262 @@
+"""Step 5: the hyperparameters, each recommended with its reason and editable; the memory bar,
+time and cost follow every edit; the rank x targets explorer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Grid
+from textual.widgets import Checkbox, DataTable, Input, Select, Static
+
+from ftwiz.core.errors import UserError
+from ftwiz.tui.steps import StepScreen
+from ftwiz.tui.widgets.memory_bar import MemoryBar
+
+GIB = 1024**3
+PRESETS = ("minimal", "attention", "all-linear")
+# (section.field, label, kind); kind: "float", "int", "bool", "preset"
+FIELDS: list[tuple[str, str, str]] = [
+    ("training.learning_rate", "learning rate", "float"),
+    ("training.num_train_epochs", "epochs", "float"),
+    ("training.per_device_train_batch_size", "micro-batch", "int"),
+    ("training.gradient_accumulation_steps", "grad. accumulation", "int"),
+    ("training.max_length", "max length (tokens)", "int"),
+    ("training.gradient_checkpointing", "gradient checkpointing", "bool"),
+    ("training.warmup_ratio", "warmup ratio", "float"),
+    ("lora.r", "LoRA rank r", "int"),
+    ("lora.lora_alpha", "LoRA alpha", "int"),
+    ("lora.lora_dropout", "LoRA dropout", "float"),
+    ("lora.target_modules", "LoRA targets", "preset"),
+]
+
+
+def _widget_id(key: str) -> str:
+    return "f-" + key.replace(".", "-")
+
+
+class SettingsScreen(StepScreen):
+    STEP = "settings"
+
+    def compose_body(self) -> ComposeResult:
+        self.base, self.reasons = self._recommended()
+        values = {**self.base, **self.state.overrides}
+        yield Static("Settings: recommended for your data and GPU; edit any", classes="title")
+        with Grid(id="fields"):
+            for key, label, kind in FIELDS:
+                if key.startswith("lora.") and self.state.method == "full":
+                    continue
+                yield Static(label, classes="field-label")
+                value = values.get(key)
+                if kind == "bool":
+                    yield Checkbox("on", bool(value), id=_widget_id(key), compact=True)
+                elif kind == "preset":
+                    yield Select([(p, p) for p in PRESETS], value=value if value in PRESETS else "attention",
+                                 allow_blank=False, id=_widget_id(key), compact=True)
+                else:
+                    yield Input(str(value), id=_widget_id(key), compact=True,
+                                type="integer" if kind == "int" else "text")
+                yield Static(self.reasons.get(key, ""), id=_widget_id(key) + "-why", classes="reason")
+        yield Static("", id="settings-error", classes="bad")
+        yield Static("Memory on this GPU", classes="title")
+        yield MemoryBar(id="memory")
+        yield Static("", id="time-cost")
+        if self.state.method != "full" and self.state.model_info is not None:
+            yield Static("Rank x targets: trainable parameters (adapter size in bf16)", classes="title")
+            yield DataTable(id="explorer", cursor_type="none")
+
+    # -- recommended values ---------------------------------------------------------------
+    def _recommended(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """Field values and reasons from core.recommend (or the demo's own config)."""
+        if self.state.demo:
+            from ftwiz.core.demo import demo_config_dict
+
+            demo = demo_config_dict("demo")
+            values = {f"{section}.{name}": value for section in ("training", "lora")
+                      for name, value in demo[section].items()}
+            values["lora.target_modules"] = "all-linear"
+            why = "the demo's tuned value: a tiny model learns in ~1 minute on the CPU"
+            return values, {key: why for key, _, _ in FIELDS}
+        from ftwiz.core.recommend import fit_to_gpu, recommend_hyperparams
+
+        state = self.state
+        hardware = state.hardware
+        cpu_only = bool(hardware is None or hardware.cpu_only)
+        hyper = recommend_hyperparams(state.n_examples, state.method, state.bf16_ok, cpu_only=cpu_only)
+        reasons = {}
+        values: dict[str, Any] = {}
+        for name, rec in hyper.items.items():
+            key = ("lora." if name in ("r", "lora_alpha", "lora_dropout") else "training.") + name
+            values[key], reasons[key] = rec.value, rec.reason
+        values["lora.target_modules"] = "attention"
+        reasons["lora.target_modules"] = "q, k, v, o: the usual start; all-linear adds capacity and memory"
+        effective = hyper["effective_batch_size"]
+        values["training.per_device_train_batch_size"], values["training.gradient_accumulation_steps"] = effective, 1
+        values["training.max_length"], values["training.gradient_checkpointing"] = 1024, True
+        if state.model_info is not None and state.gpu_free_bytes:
+            from ftwiz.core.models import resolve_targets
+
+            fit = fit_to_gpu(
+                state.model_info, state.method, state.gpu_free_bytes, effective, [2048, 1024, 512],
+                rank=values.get("lora.r", 16), targets=resolve_targets(state.model_info, "attention"),
+                dtype="bf16" if state.bf16_ok else "fp16",
+            )
+            values["training.per_device_train_batch_size"] = fit.micro_batch
+            values["training.gradient_accumulation_steps"] = fit.grad_accum
+            values["training.max_length"] = fit.max_length
+            values["training.gradient_checkpointing"] = fit.grad_ckpt
+            values["training.optim"] = fit.optim
+            reason = "; ".join(fit.reasons[1:]) or (fit.suggestion or "")
+            for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "gradient_checkpointing"):
+                reasons[f"training.{key}"] = reason
+            reasons["training.max_length"] = fit.reasons[0] if fit.fits else (fit.suggestion or "")
+        return values, reasons
+
+    # -- live updates ---------------------------------------------------------------------
+    def on_mount(self) -> None:
+        if self.query("#explorer"):
+            self._fill_explorer()
+        self.update_plan()
+
+    def _fill_explorer(self) -> None:
+        from ftwiz.core.parameters import explore_table
+
+        table = self.query_one("#explorer", DataTable)
+        table.add_columns("rank", *PRESETS)
+        rows: dict[int, list[str]] = {}
+        for row in explore_table(self.state.model_info):
+            rows.setdefault(row["rank"], []).append(
+                f"{row['trainable'] / 1e6:.1f}M {row['percent']:.2f}% ({row['adapter_mb_bf16']:.0f} MB)"
+            )
+        for rank, cells in rows.items():
+            table.add_row(str(rank), *cells)
+
+    def _values(self) -> dict[str, Any]:
+        values = dict(self.base)
+        for key, _, kind in FIELDS:
+            found = self.query(f"#{_widget_id(key)}")
+            if not found:
+                continue
+            raw = found.first().value
+            if kind in ("bool", "preset"):
+                values[key] = raw
+            else:
+                values[key] = _number(raw, kind)
+        return values
+
+    @on(Input.Changed)
+    @on(Checkbox.Changed)
+    @on(Select.Changed)
+    def update_plan(self) -> None:
+        """Validate the edited values through RunConfig and refresh memory, time and cost."""
+        error = self.query_one("#settings-error", Static)
+        values = self._values()
+        self.state.overrides = {k: v for k, v in values.items() if self.base.get(k) != v}
+        try:
+            config = self._config(values)
+        except UserError as exc:
+            error.update(str(exc).removeprefix("settings: "))
+            self.state.config = None
+            return
+        error.update("")
+        self.state.config = config
+        self._show_memory_and_cost(config)
+
+    def _config(self, values: dict[str, Any]):
+        from ftwiz.core.config import config_from_dict
+
+        state = self.state
+        if state.demo:
+            from ftwiz.core.demo import demo_config_dict
+            from ftwiz.screens.review import demo_config
+
+            data = demo_config_dict(demo_config().model.name_or_path)
+        else:
+            data = {
+                "method": state.method,
+                "model": {"name_or_path": state.model_spec, "trust_remote_code": state.trust_remote_code},
+                "data": {"path": state.data_spec},
+                "training": {},
+                "lora": {},
+            }
+            precision = self.reasons and values.get("training.precision")
+            data["training"]["bf16"] = precision == "bf16"
+            data["training"]["fp16"] = precision == "fp16"
+        for key, value in values.items():
+            section, name = key.split(".")
+            if section == "training" and name in ("precision", "effective_batch_size"):
+                continue
+            if key == "lora.target_modules":
+                value = self._targets(value)
+            if state.method == "full" and section == "lora":
+                continue
+            data.setdefault(section, {})[name] = value
+        return config_from_dict(data, source="settings")
+
+    def _targets(self, preset: str) -> list[str] | str:
+        if self.state.model_info is None:
+            return "all-linear" if preset == "all-linear" else ["q_proj", "k_proj", "v_proj", "o_proj"]
+        from ftwiz.core.models import resolve_targets
+
+        return resolve_targets(self.state.model_info, preset)
+
+    def _show_memory_and_cost(self, config) -> None:
+        state = self.state
+        bar = self.query_one("#memory", MemoryBar)
+        cost = self.query_one("#time-cost", Static)
+        info = state.model_info
+        if info is None:
+            bar.update("The demo's tiny model trains on the CPU: a few hundred MB of RAM, about a minute.")
+            cost.update("")
+            return
+        from ftwiz.core.memory import estimate_memory
+
+        t = config.training
+        estimate = estimate_memory(
+            info, config.method, t.per_device_train_batch_size, t.max_length, config.lora.r,
+            self._targets_list(config), t.gradient_checkpointing, t.optim, config.quantization.upcast,
+            "bf16" if t.bf16 else "fp16" if t.fp16 else "fp32",
+            lora_dropout=config.lora.lora_dropout, grad_accum=t.gradient_accumulation_steps,
+        )
+        bar.show(estimate, state.gpu_free_bytes)
+        cost.update(self._time_cost(config))
+
+    def _targets_list(self, config) -> list[str]:
+        targets = config.lora.target_modules
+        return self._targets("all-linear") if targets == "all-linear" else list(targets)
+
+    def _time_cost(self, config) -> str:
+        from ftwiz.core.cost import estimate_time_cost
+
+        state = self.state
+        if not state.n_examples or not state.gpu_free_bytes:
+            return ""
+        tokens = state.n_examples * config.training.max_length * config.training.num_train_epochs
+        try:
+            estimate = estimate_time_cost(
+                params=state.model_info.total_params, tokens=tokens, gpu=state.hardware.gpus[0].name,
+                method=config.method, grad_ckpt=config.training.gradient_checkpointing,
+            )
+        except UserError as exc:
+            return f"Time and cost: {exc}"
+        return (
+            f"Time ~{estimate.hours:.1f} h at ~{estimate.tokens_per_second:,.0f} tokens/s, "
+            f"cost ~${estimate.cost_usd:.2f} at ${estimate.price_per_gpu_hour:g}/h "
+            f"(upper bound: every example counted at max_length)"
+        )
+
+    def commit(self) -> bool:
+        self.update_plan()
+        if self.state.config is None:
+            self.notify("Fix the settings marked in red first", severity="warning")
+            return False
+        return True
+
+
+def _number(raw: str, kind: str) -> Any:
+    """The typed text as a number; left as text when it is not one, so validation names it."""
+    try:
+        return int(raw) if kind == "int" else float(raw)
+    except ValueError:
+        return raw
