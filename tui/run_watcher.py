@@ -1,0 +1,393 @@
+"""Follow a run directory from outside the run process, without Textual.
+
+The dashboard calls `follow_run` and `sample_hardware` from thread workers; both loop until a
+cancel event is set and hand each batch to a callback (the screen's post_message). Everything
+here only reads the run directory, so it works the same for a run this app started and for one
+started by another shell days ago. `RunTracker` folds events into what the dashboard shows, and
+`IdleWatch` decides when an idle GPU holding memory deserves a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftwiz.core.runs import FINAL_STATES, RunDir, list_runs
+
+LOG_TAIL_BYTES = 64 * 1024
+"""On (re)attach, show only the end of train.log: a long run's log can be hundreds of MB."""
+
+NOTICE_TYPES = frozenset({"oom", "nan", "warning", "error", "limit", "killed"})
+"""Event types that deserve the user's attention (status line, log notice)."""
+
+
+@dataclass
+class RunUpdate:
+    """One poll's news: new events, new log lines, and the status when it changed."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    log_lines: list[str] = field(default_factory=list)
+    status: dict[str, Any] | None = None
+    state: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.log_lines or self.status is not None)
+
+
+class RunFollower:
+    """Reads what is new in events.jsonl and train.log since the last poll (by byte offset)."""
+
+    def __init__(self, run_dir: RunDir, log_tail_bytes: int = LOG_TAIL_BYTES) -> None:
+        self.run_dir = run_dir
+        self.event_offset = 0
+        self.log_offset: int | None = None
+        self.log_tail_bytes = log_tail_bytes
+        self._partial = ""
+        self._last_status: dict[str, Any] | None = None
+        self._last_state: str | None = None
+
+    def poll(self) -> RunUpdate:
+        events, self.event_offset = self.run_dir.read_events(self.event_offset)
+        update = RunUpdate(events=events, log_lines=self._read_log())
+        status = self.run_dir.read_status()
+        state = self.run_dir.state()
+        if status != self._last_status or state != self._last_state:
+            self._last_status, self._last_state = status, state
+            update.status, update.state = status, state
+        return update
+
+    def _read_log(self) -> list[str]:
+        path = self.run_dir.log_path
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return []
+        if self.log_offset is None:
+            self.log_offset = max(0, size - self.log_tail_bytes)
+            skip_first = self.log_offset > 0  # started mid-line
+        else:
+            skip_first = False
+        if size < self.log_offset:  # truncated or replaced: start over
+            self.log_offset, self._partial = 0, ""
+        if size == self.log_offset:
+            return []
+        with open(path, "rb") as handle:
+            handle.seek(self.log_offset)
+            data = handle.read(size - self.log_offset)
+        self.log_offset += len(data)
+        text = self._partial + data.decode("utf-8", errors="replace")
+        lines = text.split("\n")
+        self._partial = lines.pop()
+        if skip_first and lines:
+            lines.pop(0)
+        # Progress bars redraw with carriage returns: keep what the terminal would show last.
+        return [line.rsplit("\r", 1)[-1] for line in lines if line.rsplit("\r", 1)[-1].strip()]
+
+    @property
+    def done(self) -> bool:
+        """The run will write nothing more (final or crashed) and all of it has been read."""
+        return self._last_state in FINAL_STATES or self._last_state == "crashed"
+
+
+def follow_run(
+    run_dir: RunDir,
+    on_update: Callable[[RunUpdate], object],
+    cancel: threading.Event,
+    interval_s: float = 0.25,
+) -> None:
+    """Poll until cancelled or the run is over; one callback per poll that found news.
+
+    Batching per poll is the coalescing: however fast the run writes, the UI gets at most
+    1/interval_s messages a second.
+    """
+    follower = RunFollower(run_dir)
+    while not cancel.is_set():
+        update = follower.poll()
+        if update:
+            on_update(update)
+        elif follower.done:
+            return
+        cancel.wait(interval_s)
+
+
+# -- the dashboard's model of a run ------------------------------------------------------
+
+
+@dataclass
+class RunTracker:
+    """What the dashboard shows, folded from events in order (pure; the screen only renders it)."""
+
+    step: int = 0
+    max_steps: int | None = None
+    epoch: float | None = None
+    eta_s: float | None = None
+    tokens_per_s: float | None = None
+    learning_rate: float | None = None
+    grad_norm: float | None = None
+    spend_usd: float | None = None
+    estimate_usd: float | None = None
+    started_t: float | None = None
+    last_t: float | None = None
+    train_loss: list[tuple[int, float]] = field(default_factory=list)
+    eval_loss: list[tuple[int, float]] = field(default_factory=list)
+    notice: dict[str, Any] | None = None
+    finished: dict[str, Any] | None = None
+    samples_ready: bool = False
+    events_seen: int = 0
+
+    def add(self, events: Iterable[dict[str, Any]]) -> None:
+        for event in events:
+            self.events_seen += 1
+            kind = event.get("type")
+            self.last_t = event.get("t", self.last_t)
+            if kind == "started":
+                self.started_t = event.get("t")
+                self.max_steps = event.get("max_steps", self.max_steps)
+                self.estimate_usd = event.get("estimate_usd", self.estimate_usd)
+            elif kind == "step":
+                self._step(event)
+            elif kind == "eval" and _number(event.get("eval_loss")) is not None:
+                self.eval_loss.append((int(event.get("step", self.step)), float(event["eval_loss"])))
+            elif kind == "samples":
+                self.samples_ready = True
+            elif kind == "finished":
+                self.finished = event
+            if kind in NOTICE_TYPES:
+                self.notice = event
+
+    def _step(self, event: dict[str, Any]) -> None:
+        self.step = int(event.get("step", self.step))
+        for name in ("max_steps", "epoch", "eta_s", "tokens_per_s", "learning_rate", "grad_norm", "spend_usd"):
+            value = event.get(name)
+            if value is not None:
+                setattr(self, name, value)
+        loss = _number(event.get("loss"))
+        if loss is not None:
+            self.train_loss.append((self.step, loss))
+        if _number(event.get("eval_loss")) is not None:
+            self.eval_loss.append((self.step, float(event["eval_loss"])))
+
+    def apply_status(self, status: dict[str, Any]) -> None:
+        """status.json is rewritten with every heartbeat; it fills gaps before the first step event."""
+        if status.get("step") is not None and int(status["step"]) > self.step:
+            self.step = int(status["step"])
+        if status.get("max_steps") and not self.max_steps:
+            self.max_steps = int(status["max_steps"])
+        if status.get("epoch") is not None and self.epoch is None:
+            self.epoch = float(status["epoch"])
+
+    @property
+    def last_loss(self) -> float | None:
+        return self.train_loss[-1][1] if self.train_loss else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def last_step_event(run_dir: RunDir, tail_bytes: int = 16 * 1024) -> dict[str, Any] | None:
+    """The newest step event, reading only the end of events.jsonl (for the runs list)."""
+    try:
+        size = run_dir.events_path.stat().st_size
+    except OSError:
+        return None
+    start = max(0, size - tail_bytes)
+    events, _ = run_dir.read_events(start)  # a cut first line fails to parse and is skipped
+    for event in reversed(events):
+        if event.get("type") == "step":
+            return event
+    return None
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One line of the runs list."""
+
+    name: str
+    state: str
+    step: int | None
+    max_steps: int | None
+    last_loss: float | None
+    age_s: float | None
+    run_dir: RunDir
+
+
+def scan_runs(runs_dir: str | os.PathLike, now: float) -> list[RunRow]:
+    """Every run under runs_dir, newest first, with the figures the runs list shows."""
+    rows = []
+    for run in list_runs(runs_dir):
+        status = run.read_status()
+        last = last_step_event(run)
+        heartbeat = status.get("heartbeat")
+        rows.append(RunRow(
+            name=run.name,
+            state=run.state(now),
+            step=(last or {}).get("step", status.get("step")),
+            max_steps=(last or {}).get("max_steps") or status.get("max_steps"),
+            last_loss=_number((last or {}).get("loss")),
+            age_s=now - float(heartbeat) if isinstance(heartbeat, (int, float)) else None,
+            run_dir=run,
+        ))
+    return rows
+
+
+def watch_runs(
+    runs_dir: str | os.PathLike,
+    on_rows: Callable[[list[RunRow]], object],
+    cancel: threading.Event,
+    interval_s: float = 2.0,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Rescan until cancelled; call back only when something changed."""
+    previous = None
+    while not cancel.is_set():
+        rows = scan_runs(runs_dir, clock())
+        key = [(r.name, r.state, r.step, r.last_loss, None if r.age_s is None else int(r.age_s)) for r in rows]
+        if key != previous:
+            previous = key
+            on_rows(rows)
+        cancel.wait(interval_s)
+
+
+# -- hardware --------------------------------------------------------------------------------
+
+IDLE_UTILIZATION_PCT = 2.0
+IDLE_AFTER_S = 60.0
+HOLDING_MEMORY_BYTES = 512 * 1024**2
+
+
+class IdleWatch:
+    """Warns when a GPU has sat at ~0% utilization for IDLE_AFTER_S while memory is held.
+
+    That is the signature of a run stuck in data loading, a deadlock, or a finished process
+    that never let go: the user pays for the GPU and gets nothing.
+    """
+
+    def __init__(self, idle_after_s: float = IDLE_AFTER_S) -> None:
+        self.idle_after_s = idle_after_s
+        self._idle_since: dict[int, float] = {}
+
+    def update(self, samples: Iterable[Any]) -> list[tuple[int, float]]:
+        """(gpu index, idle seconds) for every GPU idle too long while holding memory."""
+        idle = []
+        for sample in samples:
+            busy = (sample.utilization_pct or 0) > IDLE_UTILIZATION_PCT
+            holding = (sample.memory_used_bytes or 0) > HOLDING_MEMORY_BYTES
+            if busy or not holding:
+                self._idle_since.pop(sample.index, None)
+                continue
+            since = self._idle_since.setdefault(sample.index, sample.t)
+            if sample.t - since >= self.idle_after_s:
+                idle.append((sample.index, sample.t - since))
+        return idle
+
+
+def make_gpu_sampler(backend: Any = None) -> Any | None:
+    """A GpuSampler over the given backend (NVML when None), or None when none can work."""
+    try:
+        from ftwiz.core.hardware import GpuSampler
+
+        return GpuSampler(backend)
+    except Exception:  # noqa: BLE001 - no library/driver/GPU is a state, not an error
+        return None
+
+
+def process_rss_bytes(pid: int | None) -> int | None:
+    """Resident memory of the training process and its children (CPU runs), or None if gone."""
+    if not pid:
+        return None
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        total = process.memory_info().rss
+        for child in process.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+    except psutil.Error:
+        return None
+
+
+@dataclass
+class HardwareSample:
+    """One second of hardware truth: GPU samples, or the run process's RSS on a CPU box."""
+
+    t: float
+    gpus: list[Any]
+    rss_bytes: int | None = None
+
+
+def sample_hardware(
+    sampler: Any | None,
+    pid_of_run: Callable[[], int | None],
+    on_sample: Callable[[HardwareSample], object],
+    cancel: threading.Event,
+    interval_s: float = 1.0,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Sample GPUs (or the process RSS without GPUs) every interval until cancelled."""
+    while not cancel.is_set():
+        gpus: list[Any] = []
+        if sampler is not None:
+            try:
+                gpus = list(sampler.sample())
+            except Exception:  # noqa: BLE001 - a driver hiccup must not end the dashboard
+                gpus = []
+        rss = None if gpus else process_rss_bytes(pid_of_run())
+        on_sample(HardwareSample(t=clock(), gpus=gpus, rss_bytes=rss))
+        cancel.wait(interval_s)
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "--"
+    seconds = int(seconds)
+    if seconds >= 86400:
+        return f"{seconds // 86400}d {seconds % 86400 // 3600}h"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def format_bytes_gib(value: float | None) -> str:
+    return "--" if value is None else f"{value / 1024**3:.1f}"
+
+
+def format_bytes(value: float | None) -> str:
+    """GiB for GPU-sized figures, MiB below one GiB (a CPU demo run's RAM)."""
+    if value is None:
+        return "--"
+    if value < 1024**3:
+        return f"{value / 1024**2:.0f} MiB"
+    return f"{value / 1024**3:.1f} GiB"
+
+
+__all__ = [
+    "HardwareSample",
+    "IdleWatch",
+    "RunFollower",
+    "RunRow",
+    "RunTracker",
+    "RunUpdate",
+    "follow_run",
+    "format_bytes",
+    "format_bytes_gib",
+    "format_duration",
+    "last_step_event",
+    "make_gpu_sampler",
+    "process_rss_bytes",
+    "sample_hardware",
+    "scan_runs",
+    "watch_runs",
+]

@@ -1,0 +1,75 @@
+"""The live log pane: train.log lines plus one-line notices for the events that matter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.widgets import Log
+
+MAX_LINES = 2000
+"""Bounded: a run prints for hours; the full text stays in train.log."""
+
+_ICONS = {
+    "started": "▶",
+    "checkpoint": "✓",
+    "samples": "✓",
+    "finished": "✓",
+    "warning": "⚠",
+    "oom": "⚠",
+    "nan": "⚠",
+    "limit": "■",
+    "error": "✗",
+    "killed": "✗",
+}
+
+_TITLES = {
+    "started": "run started",
+    "checkpoint": "checkpoint saved",
+    "samples": "before/after samples saved",
+    "finished": "run finished",
+    "warning": "warning",
+    "oom": "out of GPU memory",
+    "nan": "loss is NaN",
+    "limit": "limit reached",
+    "error": "error",
+    "killed": "killed",
+}
+
+
+def format_event(event: dict[str, Any]) -> str | None:
+    """One log line for an event worth a line (step and eval events are the chart's job)."""
+    kind = event.get("type")
+    if kind not in _TITLES:
+        return None
+    text = f"{_ICONS[kind]} {_TITLES[kind]}"
+    if event.get("step") is not None:
+        text += f" at step {event['step']}"
+    detail = event.get("message") or event.get("path") or event.get("reason")
+    if detail:
+        text += f": {detail}"
+    if kind == "oom" and event.get("per_device_train_batch_size"):
+        text += f" (micro-batch now {event['per_device_train_batch_size']})"
+    return text
+
+
+class RunLog(Log):
+    """A bounded Log fed in batches (one write per poll, not one per line)."""
+
+    DEFAULT_CSS = """
+    RunLog { height: 1fr; min-height: 4; border: round $panel; }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(max_lines=MAX_LINES, id=id, classes=classes)
+
+    def add(self, log_lines: list[str], events: list[dict[str, Any]]) -> None:
+        lines = list(log_lines)
+        lines.extend(line for line in map(format_event, events) if line)
+        if not lines:
+            return
+        # Follow the tail unless the user scrolled up to read; Log's own check misfires when a
+        # batch lands before the first layout, leaving the pane stuck above the newest lines.
+        following = self.scroll_y >= self.max_scroll_y - 1
+        self.write_lines(lines, scroll_end=False)
+        if following:
+            self.scroll_end(animate=False, x_axis=False)

@@ -1,0 +1,80 @@
+"""Progress of a run: the bar, step/epoch/ETA/throughput, and the money spent against the plan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import ProgressBar, Static
+
+from ftwiz.tui.run_watcher import RunTracker, format_duration
+
+
+def progress_line(tracker: RunTracker, elapsed_s: float | None) -> str:
+    steps = f"step {tracker.step}/{tracker.max_steps}" if tracker.max_steps else f"step {tracker.step}"
+    parts = [steps]
+    if tracker.epoch is not None:
+        parts.append(f"epoch {tracker.epoch:.2f}")
+    parts.append(f"ETA {format_duration(tracker.eta_s)}")
+    if elapsed_s is not None:
+        parts.append(f"elapsed {format_duration(elapsed_s)}")
+    if tracker.tokens_per_s is not None:
+        parts.append(f"{tracker.tokens_per_s:,.0f} tok/s")
+    if tracker.learning_rate is not None:
+        parts.append(f"lr {tracker.learning_rate:.2e}")
+    return " · ".join(parts)
+
+
+def spend_line(spent: float | None, estimate: float | None, budget: float | None) -> str:
+    """The spend so far next to what the plan said and the hard limit, if any."""
+    if spent is None:
+        text = "spent: -- (no GPU price set)"
+    else:
+        text = f"spent ${spent:,.2f}"
+    if estimate is not None:
+        text += f" · plan ${estimate:,.2f}"
+    if budget is not None:
+        text += f" · budget ${budget:,.2f}"
+        if spent is not None:
+            text += f" ({spent / budget:.0%} used)"
+    return text
+
+
+class RunProgress(Vertical):
+    """The top of the dashboard: how far, how fast, how much."""
+
+    DEFAULT_CSS = """
+    RunProgress { height: auto; }
+    RunProgress ProgressBar { width: 1fr; }
+    RunProgress ProgressBar Bar { width: 1fr; }
+    RunProgress #run-progress-spend { color: $text-muted; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield ProgressBar(total=None, show_eta=False, id="run-progress-bar")
+        yield Static("waiting for the first step…", id="run-progress-line", markup=False)
+        yield Static("", id="run-progress-spend", markup=False)
+
+    def show(
+        self,
+        tracker: RunTracker,
+        *,
+        elapsed_s: float | None = None,
+        estimate_usd: float | None = None,
+        budget_usd: float | None = None,
+    ) -> None:
+        bar = self.query_one("#run-progress-bar", ProgressBar)
+        if tracker.max_steps:
+            bar.update(total=tracker.max_steps, progress=min(tracker.step, tracker.max_steps))
+        self.query_one("#run-progress-line", Static).update(progress_line(tracker, elapsed_s))
+        self.query_one("#run-progress-spend", Static).update(
+            spend_line(tracker.spend_usd, estimate_usd, budget_usd)
+        )
+
+
+def first_number(*candidates: Any) -> float | None:
+    for value in candidates:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
