@@ -1,0 +1,95 @@
+"""make_plan: method choice with reasons, overrides, GPU forms, the run config it writes."""
+
+from __future__ import annotations
+
+import pytest
+
+from ftwiz.core.config import RunConfig
+from ftwiz.core.errors import UserError
+from ftwiz.core.hardware import RecordedBackend, detect_hardware
+from ftwiz.core.plan import make_plan, resolve_gpu
+
+GIB = 2**30
+
+
+def test_auto_picks_lora_for_8b_when_it_fits():
+    plan = make_plan("llama-3.1-8b", examples=5000, gpu="H200")
+    assert plan.method == "lora" and plan.fits
+    assert "over 3B" in plan.method_reason
+
+
+def test_auto_picks_qlora_when_lora_does_not_fit():
+    plan = make_plan("llama-3.1-8b", examples=5000, gpu=16)
+    assert plan.method == "qlora" and plan.fits
+    assert "LoRA" in plan.method_reason and "GiB" in plan.method_reason
+
+
+def test_auto_picks_full_for_a_small_model_with_room_and_data():
+    assert make_plan("llama-3.2-1b", examples=5000, gpu="H200").method == "full"
+    few = make_plan("llama-3.2-1b", examples=300, gpu="H200")
+    assert few.method == "lora" and "overfit" in few.method_reason
+
+
+def test_nothing_fits_is_said_with_what_would():
+    plan = make_plan("llama-3.1-70b", examples=5000, gpu="RTX 4090")
+    assert not plan.fits and any("does not fit" in n for n in plan.notes)
+
+
+def test_overrides_are_kept():
+    plan = make_plan("llama-3.1-8b", gpu="H200", method="qlora", batch=8, seq=512, rank=16,
+                     targets="q_proj,v_proj", grad_ckpt=True, qlora_upcast=True)
+    d = plan.to_dict()
+    assert (d["method"], d["qlora_upcast"], d["rank"], d["targets"]) == ("qlora", True, 16, ["q_proj", "v_proj"])
+    assert d["hyperparameters"]["per_device_train_batch_size"]["value"] == 8
+    assert d["hyperparameters"]["max_length"]["value"] == 512
+    assert d["hyperparameters"]["r"] == {"value": 16, "reason": "as asked (--rank)"}
+    assert d["fit"]["gradient_checkpointing"] is True
+
+
+def test_sequence_length_from_data_stats():
+    stats = {"rows": 2000, "p50": 150, "p95": 700, "max": 1900, "mean": 220.0, "estimate": False}
+    plan = make_plan("llama-3.1-8b", data_stats=stats, gpu="H200")
+    assert plan.fit.max_length == 1920 and plan.n_examples == 2000
+    squeezed = make_plan("llama-3.1-8b", data_stats=stats, gpu="RTX 4090", method="lora")
+    assert squeezed.fit.max_length == 704  # p95 when the longest does not fit
+
+
+def test_gpu_forms():
+    assert resolve_gpu(24).total_bytes == 24 * GIB
+    assert resolve_gpu("h200").name == "H200"
+    with pytest.raises(UserError, match="--gpu"):
+        resolve_gpu("no-such-gpu")
+    with pytest.raises(UserError, match="--vram"):
+        resolve_gpu(-1)
+
+
+def test_cpu_only_machine_is_said():
+    cpu = detect_hardware(backend=RecordedBackend({"nvml_state": "no-driver", "gpus": []}))
+    plan = make_plan("smollm2-135m", examples=100, gpu=cpu)
+    assert not plan.fits and plan.gpu.cpu_only
+    assert any("CPU only" in n for n in plan.notes)
+    assert plan.to_dict()["hyperparameters"]["precision"]["value"] == "fp32"
+
+
+def test_time_and_cost_come_from_core_cost():
+    d = make_plan("llama-3.1-8b", examples=5000, gpu="H200").to_dict()
+    assert d["time"]["hours"] > 0 and d["cost"]["usd"] > 0
+
+
+def test_to_config_round_trips():
+    plan = make_plan("llama-3.1-8b", examples=5000, gpu="RTX 4090", method="qlora", qlora_upcast=True)
+    config = plan.to_config("train.jsonl")
+    assert isinstance(config, RunConfig)
+    assert config.method == "qlora" and config.quantization.upcast is True
+    assert config.training.optim == "paged_adamw_8bit" and config.training.bf16
+    assert config.training.per_device_train_batch_size == plan.fit.micro_batch
+    assert config.lora.r == plan.rank and config.lora.lora_alpha == 2 * plan.rank
+    assert config.data.path == "train.jsonl"
+
+
+@pytest.mark.parametrize("kw,field", [({"rank": 0}, "--rank"), ({"batch": 0}, "--batch"), ({"seq": -2}, "--seq"),
+                                      ({"examples": -1}, "--examples"), ({"method": "dora"}, "--method"),
+                                      ({"targets": "nope"}, "--targets")])
+def test_bad_input(kw, field):
+    with pytest.raises(UserError, match=field):
+        make_plan("llama-3.1-8b", gpu="H200", **kw)

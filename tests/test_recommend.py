@@ -1,0 +1,107 @@
+"""The guide's hyperparameter table and the fit of a batch layout to 24, 80 and 141 GB GPUs."""
+
+from __future__ import annotations
+
+import pytest
+
+from ftwiz.core.errors import UserError
+from ftwiz.core.hardware import known_gpu
+from ftwiz.core.models import load_model_info
+from ftwiz.core.recommend import fit_to_gpu, recommend_hyperparams, relative_step_time, usable_bytes
+
+QKVO = ["q_proj", "k_proj", "v_proj", "o_proj"]
+GIB = 2**30
+
+
+@pytest.fixture(scope="module")
+def llama8b():
+    return load_model_info("llama-3.1-8b")
+
+
+@pytest.mark.parametrize(
+    "n,lr,epochs,batch,rank,warmup",
+    [(500, 2e-4, 3, 8, 16, 0.1), (999, 2e-4, 3, 8, 16, 0.1), (1000, 1e-4, 2, 16, 32, 0.05),
+     (10_000, 1e-4, 2, 16, 32, 0.05), (10_001, 5e-5, 1, 32, 64, 0.03)],
+)
+def test_bands_follow_the_guides_table(n, lr, epochs, batch, rank, warmup):
+    hp = recommend_hyperparams(n, "lora", bf16_ok=True)
+    assert (hp["learning_rate"], hp["num_train_epochs"], hp["effective_batch_size"], hp["r"], hp["warmup_ratio"]) == (
+        lr, epochs, batch, rank, warmup)
+    assert hp["lora_alpha"] == 2 * rank and hp["lora_dropout"] == 0.05
+    assert hp["lr_scheduler_type"] == "cosine" and hp["weight_decay"] == 0.01
+    assert all(r.reason and "\n" not in r.reason for r in hp.items.values())
+    assert "examples" in hp.items["learning_rate"].reason  # the band is named in the reason
+
+
+def test_defaults_by_method_and_gpu():
+    assert recommend_hyperparams(5000, "qlora", True)["optim"] == "paged_adamw_8bit"
+    assert recommend_hyperparams(5000, "lora", True)["optim"] == "adamw_torch"
+    assert recommend_hyperparams(5000, "lora", True)["precision"] == "bf16"
+    assert recommend_hyperparams(5000, "lora", False)["precision"] == "fp16"
+    assert recommend_hyperparams(5000, "lora", False, cpu_only=True)["precision"] == "fp32"
+    full = recommend_hyperparams(5000, "full", True)
+    assert "r" not in full.items and full["learning_rate"] < 1e-4
+    assert set(full.to_dict()["learning_rate"]) == {"value", "reason"}
+
+
+def test_bad_dataset_size_or_method():
+    with pytest.raises(UserError, match="--examples"):
+        recommend_hyperparams(0, "lora", True)
+    with pytest.raises(UserError, match="--method"):
+        recommend_hyperparams(10, "dora", True)
+
+
+def test_checkpointing_and_small_batches_are_slower():
+    assert relative_step_time("lora", 4, 512, True) > relative_step_time("lora", 4, 512, False)
+    assert relative_step_time("lora", 1, 512, False) > relative_step_time("lora", 8, 512, False)
+
+
+def fit(info, gpu, method="lora", seqs=(2048, 1024), **kw):
+    return fit_to_gpu(info, method, known_gpu(gpu).memory_total_bytes, 16, seqs, 16, QKVO, **kw)
+
+
+def test_fit_on_24_80_141_gb(llama8b):
+    small, mid, big = fit(llama8b, "RTX 4090"), fit(llama8b, "A100 80GB"), fit(llama8b, "H200")
+    for f in (small, mid, big):
+        assert f.fits and f.estimate.required_bytes <= f.usable_bytes
+        assert f.micro_batch * f.grad_accum == 16  # the effective batch is kept
+    # 24 GB: only with checkpointing, micro-batch 1 and a shorter max_length
+    assert small.grad_ckpt and small.micro_batch == 1 and small.max_length == 1024
+    # 80 and 141 GB: no checkpointing (faster), full length, bigger micro-batch on the bigger GPU
+    assert not mid.grad_ckpt and not big.grad_ckpt
+    assert mid.max_length == big.max_length == 2048
+    assert big.micro_batch > mid.micro_batch
+
+
+def test_fit_prefers_no_checkpointing_when_it_fits(llama8b):
+    f = fit(llama8b, "H200", seqs=(512,))
+    assert not f.grad_ckpt and f.micro_batch == 16
+    assert any("off" in r for r in f.reasons)
+
+
+def test_user_choices_are_kept(llama8b):
+    f = fit(llama8b, "H200", micro_batch=4, grad_ckpt=True, seqs=(512,))
+    assert (f.micro_batch, f.grad_accum, f.grad_ckpt) == (4, 4, True)
+
+
+def test_qlora_fits_where_lora_does_not(llama8b):
+    lora = fit_to_gpu(llama8b, "lora", 16 * GIB, 16, (512,), 16, QKVO)
+    qlora = fit_to_gpu(llama8b, "qlora", 16 * GIB, 16, (512,), 16, QKVO)
+    assert not lora.fits and "QLoRA" in lora.suggestion
+    assert qlora.fits
+
+
+def test_nothing_fits_says_what_would(llama8b):
+    f = fit_to_gpu(llama8b, "qlora", 9 * GIB, 16, (4096,), 16, QKVO)
+    assert not f.fits and "max_length" in f.suggestion
+    hopeless = fit_to_gpu(llama8b, "qlora", 4 * GIB, 16, (512,), 16, QKVO)
+    assert not hopeless.fits and "smaller model" in hopeless.suggestion
+
+
+def test_full_fine_tuning_falls_back_to_8bit_adam(llama8b):
+    f = fit(llama8b, "H200", method="full", seqs=(512,))
+    assert f.fits and f.optim == "adamw_8bit"
+
+
+def test_margin_is_ten_percent_plus_one_gib():
+    assert usable_bytes(100 * GIB) == 89 * GIB
