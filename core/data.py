@@ -315,6 +315,7 @@ def render_example(
     truncated = max_length is not None and len(ids) > max_length
     if truncated:
         ids, labels, spans = ids[:max_length], labels[:max_length], spans[:max_length]
+        text = "".join(span.text for span in spans)
     return RenderedExample(text, spans, ids, labels, truncated, *_prompt_and_reference(text, ranges))
 
 
