@@ -98,7 +98,8 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         est = self.fit.estimate.to_dict()
         hp = self.hyperparams.to_dict()
-        hp["per_device_train_batch_size"] = {"value": self.fit.micro_batch, "reason": self.fit.reasons[-1] if self.fit.fits else "smallest layout"}
+        batch_reason = next((r for r in self.fit.reasons if r.startswith("micro-batch")), "smallest layout: nothing fits")
+        hp["per_device_train_batch_size"] = {"value": self.fit.micro_batch, "reason": batch_reason}
         hp["gradient_accumulation_steps"] = {"value": self.fit.grad_accum, "reason": "keeps the effective batch"}
         hp["gradient_checkpointing"] = {"value": self.fit.grad_ckpt, "reason": self.fit.reasons[1] if self.fit.fits else "smallest layout"}
         hp["max_length"] = {"value": self.fit.max_length, "reason": self.seq_reason}
