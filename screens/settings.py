@@ -70,14 +70,15 @@ class SettingsScreen(StepScreen):
     def _recommended(self) -> tuple[dict[str, Any], dict[str, str]]:
         """Field values and reasons from core.recommend (or the demo's own config)."""
         if self.state.demo:
-            from ftwiz.core.demo import demo_config_dict
+            from ftwiz.screens.review import demo_config
 
-            demo = demo_config_dict("demo")
-            values = {f"{section}.{name}": value for section in ("training", "lora")
-                      for name, value in demo[section].items()}
+            demo = demo_config()
+            values = {key: getattr(getattr(demo, key.split(".")[0]), key.split(".")[1]) for key, _, _ in FIELDS}
             values["lora.target_modules"] = "all-linear"
             why = "the demo's tuned value: a tiny model learns in ~1 minute on the CPU"
-            return values, {key: why for key, _, _ in FIELDS}
+            reasons = {key: why for key, _, _ in FIELDS}
+            reasons["training.num_train_epochs"] = f"unused: the demo stops after max_steps {demo.training.max_steps}"
+            return values, reasons
         from ftwiz.core.recommend import fit_to_gpu, recommend_hyperparams
 
         state = self.state

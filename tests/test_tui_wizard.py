@@ -150,3 +150,92 @@ async def test_command_palette_jumps_to_a_step(tmp_path):
         await pilot.press("enter")
         await pilot.pause()
         assert screen_name(app) == "ModelScreen"
+
+
+async def test_demo_path_walks_every_step_with_the_keyboard_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("FTWIZ_CACHE", str(tmp_path / "cache"))
+    app = fixed_app(tmp_path / "runs", CPU_ONLY)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert screen_name(app) == "WelcomeScreen"
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert screen_name(app) == "DecideScreen"
+        ranking = app.screen.query_one("#ranking", DataTable)
+        assert ranking.row_count == 6
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert app.state.method in ("lora", "qlora")
+        assert screen_name(app) == "ModelScreen"
+        await pilot.press(*"demo", "enter")
+        await settle(pilot)
+        assert app.state.model_spec == "demo"
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert screen_name(app) == "DataScreen"
+        await pilot.press("ctrl+o")
+        await settle(pilot)
+        assert app.state.n_examples == 2000
+        assert "ready to train" in str(app.screen.query_one("#data-status", Static).content)
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert screen_name(app) == "SettingsScreen"
+        rate = app.screen.query_one("#f-training-learning_rate", Input)
+        assert rate.value == "0.005"
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert screen_name(app) == "ReviewScreen"
+        config = app.state.config
+        assert config.data.path == "demo" and config.model.name_or_path.endswith("demo-model-v1")
+        assert config.training.learning_rate == 0.005
+        await pilot.press("escape")
+        await settle(pilot)
+        assert screen_name(app) == "SettingsScreen"
+
+
+async def test_settings_edits_validate_and_move_the_memory_bar(tmp_path):
+    from ftwiz.core.models import load_model_info
+
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.state.model_spec = "llama-3.1-8b"
+        app.state.model_info = load_model_info("llama-3.1-8b")
+        app.state.data_spec, app.state.n_examples = "train.jsonl", 5000
+        app.goto_step("settings")
+        await settle(pilot)
+        memory = lambda: str(app.screen.query_one("#memory").content)  # noqa: E731
+        before = memory()
+        assert "fits" in before and "weights" in before
+        batch = app.screen.query_one("#f-training-per_device_train_batch_size", Input)
+        batch.value = "32"
+        await pilot.pause()
+        assert memory() != before and "DOES NOT FIT" in memory()
+        batch.value = "0"
+        await pilot.pause()
+        error = str(app.screen.query_one("#settings-error", Static).content)
+        assert "per_device_train_batch_size" in error and app.state.config is None
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert screen_name(app) == "SettingsScreen"
+        batch.value = "2"
+        await pilot.pause()
+        assert app.state.config.training.per_device_train_batch_size == 2
+        assert app.state.overrides["training.per_device_train_batch_size"] == 2
+
+
+async def test_decide_answers_rerank_and_a_non_training_choice_does_not_advance(tmp_path):
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.goto_step("decide")
+        await pilot.pause()
+        app.screen.query_one("#q-tried_prompting").value = "no"
+        await pilot.pause()
+        ranking = app.screen.ranking
+        assert ranking[0].method == "prompt_engineering"
+        table = app.screen.query_one("#ranking", DataTable)
+        table.move_cursor(row=0)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert screen_name(app) == "DecideScreen"
