@@ -1,0 +1,131 @@
+"""Checks of a run config against the model and this machine, before anything is written.
+
+The config loader checks each field alone (types, ranges). These checks need the model's
+config.json and the hardware: a sequence longer than the model's context, a method the
+hardware cannot run, weights that would run code when loaded. Each failure is a UserError
+that names the field and says what would work; softer findings come back as warnings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ftwiz.core.config import RunConfig
+from ftwiz.core.errors import UserError
+from ftwiz.core.hardware import Hardware
+from ftwiz.core.memory import OPTIMIZERS, estimate_memory
+from ftwiz.core.models import ModelInfo, resolve_targets
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def check_model_files(config: RunConfig) -> list[str]:
+    """Refuse pickle weights and remote code unless the config opts in; return warnings."""
+    warnings = []
+    path = Path(config.model.name_or_path).expanduser()
+    if path.is_dir():
+        files = [p.name for p in path.iterdir() if p.is_file()]
+        safetensors = [f for f in files if f.endswith(".safetensors")]
+        pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES) and f != "training_args.bin"]
+        if pickles and not safetensors and not config.model.allow_pickle:
+            raise UserError(
+                f"model.allow_pickle: {path} holds only pickle weights ({', '.join(sorted(pickles)[:3])}), "
+                "which can run arbitrary code when loaded; convert them to safetensors or set "
+                "model.allow_pickle: true if you trust their source"
+            )
+        try:
+            model_config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            model_config = {}
+        if isinstance(model_config, dict) and model_config.get("auto_map") and not config.model.trust_remote_code:
+            raise UserError(
+                f"model.trust_remote_code: {path} ships its own Python code (auto_map in config.json); "
+                "it runs with your permissions when loaded. Set model.trust_remote_code: true only if "
+                "you trust its author"
+            )
+    if config.model.trust_remote_code:
+        warnings.append(
+            f"model.trust_remote_code is on: Python code from {config.model.name_or_path} will run "
+            "with your permissions (it can read your files and tokens)"
+        )
+    if config.model.allow_pickle:
+        warnings.append("model.allow_pickle is on: pickle weights can run code when loaded")
+    return warnings
+
+
+def check_against_model(config: RunConfig, max_position_embeddings: int | None) -> None:
+    """The sequence length must fit the model's context window."""
+    if max_position_embeddings and config.training.max_length > max_position_embeddings:
+        raise UserError(
+            f"training.max_length: {config.training.max_length} is longer than the model's context "
+            f"({max_position_embeddings} tokens, max_position_embeddings); use at most {max_position_embeddings}"
+        )
+
+
+def check_against_hardware(config: RunConfig, hardware: Hardware) -> None:
+    """The method and precision must be ones this machine can run."""
+    t = config.training
+    if hardware.cpu_only:
+        if config.method == "qlora":
+            raise UserError(
+                "method: qlora needs an NVIDIA GPU (bitsandbytes 4-bit kernels) and this machine has "
+                "none; use method: lora (slow on a CPU, fine for the demo)"
+            )
+        if t.fp16 or t.bf16:
+            field = "training.fp16" if t.fp16 else "training.bf16"
+            raise UserError(f"{field}: mixed precision needs a GPU; on the CPU set it to false (fp32)")
+        return
+    if t.bf16 and not all(gpu.bf16 for gpu in hardware.gpus):
+        names = ", ".join(sorted({g.name for g in hardware.gpus if not g.bf16}))
+        raise UserError(f"training.bf16: {names} has no bf16 support (compute capability < 8.0); use fp16: true")
+
+
+def _targets(config: RunConfig, info: ModelInfo) -> list[str]:
+    try:
+        return resolve_targets(info, config.lora.target_modules)
+    except UserError as exc:
+        raise UserError(str(exc).replace("--targets:", "lora.target_modules:")) from None
+
+
+def check_fits(config: RunConfig, info: ModelInfo, hardware: Hardware) -> None:
+    """Refuse a method that cannot fit even at micro-batch 1 with checkpointing.
+
+    Anything above that floor is left to the engine's OOM recovery (halve the micro-batch).
+    """
+    if hardware.cpu_only:
+        return
+    targets = config.lora.target_modules
+    floor = estimate_memory(
+        info,
+        method=config.method,
+        micro_batch=1,
+        seq_len=config.training.max_length,
+        rank=config.lora.r,
+        targets=_targets(config, info) if config.method != "full" else (),
+        grad_ckpt=True,
+        optim=config.training.optim if config.training.optim in OPTIMIZERS else None,
+        qlora_upcast=config.quantization.upcast,
+        dtype="bf16" if config.training.bf16 else "fp16" if config.training.fp16 else "fp32",
+    )
+    smallest = min(gpu.memory_total_bytes or 0 for gpu in hardware.gpus)
+    if floor.peak_bytes > smallest:
+        hint = {"full": "use method: lora or qlora", "lora": "use method: qlora"}.get(
+            config.method, "use a smaller model or a shorter training.max_length"
+        )
+        raise UserError(
+            f"method: {config.method} of {info.name} needs at least {floor.peak_gib:.1f} GiB even at "
+            f"micro-batch 1 with checkpointing, more than this GPU's {smallest / 2**30:.0f} GiB; {hint}"
+        )
+
+
+def preflight(config: RunConfig, hardware: Hardware, info: ModelInfo | None) -> list[str]:
+    """All checks a run must pass before its directory is created; returns warnings to show."""
+    if info is not None:
+        check_against_model(config, info.max_position_embeddings)
+        if config.method != "full":
+            _targets(config, info)
+    check_against_hardware(config, hardware)
+    if info is not None:
+        check_fits(config, info, hardware)
+    return check_model_files(config)
