@@ -147,19 +147,20 @@ def compute_manifest(config: dict[str, Any]) -> dict[str, Any]:
 
     embeddings = model.get_input_embeddings()
     tied = head is not None and head.weight is embeddings.weight
-    num_heads = hf_config.num_attention_heads
-    hidden = hf_config.hidden_size
+    text_config = hf_config.get_text_config()  # multimodal configs nest the language model's
+    num_heads = text_config.num_attention_heads
+    hidden = text_config.hidden_size
     summary = {
         "model_type": model_type,
         "architecture": type(model).__name__,
         "hidden_size": hidden,
-        "num_layers": hf_config.num_hidden_layers,
-        "vocab_size": hf_config.vocab_size,
-        "intermediate_size": _intermediate_size(hf_config, groups),
+        "num_layers": text_config.num_hidden_layers,
+        "vocab_size": text_config.vocab_size,
+        "intermediate_size": _intermediate_size(text_config, groups),
         "num_attention_heads": num_heads,
-        "num_key_value_heads": getattr(hf_config, "num_key_value_heads", None) or num_heads,
-        "head_dim": getattr(hf_config, "head_dim", None) or hidden // num_heads,
-        "max_position_embeddings": getattr(hf_config, "max_position_embeddings", 0) or 0,
+        "num_key_value_heads": getattr(text_config, "num_key_value_heads", None) or num_heads,
+        "head_dim": getattr(text_config, "head_dim", None) or hidden // num_heads,
+        "max_position_embeddings": getattr(text_config, "max_position_embeddings", 0) or 0,
         "tie_word_embeddings": bool(tied),
         "total_params": sum(p.numel() for p in model.parameters()),
         "embedding_params": embeddings.weight.numel(),

@@ -168,3 +168,10 @@ def test_resolve_targets_forms_and_errors():
     with pytest.raises(UserError, match="empty"):
         resolve_targets(info, " , ")
     assert set(TARGET_PRESETS) == {"minimal", "attention", "all-linear"}
+
+
+def test_multimodal_config_reports_its_language_model(tmp_path):
+    info = load_model_info(write_model_dir(tmp_path / "mm", "gemma3"))
+    assert (info.architecture, info.hidden_size, info.num_layers, info.vocab_size) == (
+        "Gemma3ForConditionalGeneration", 48, 2, 300)
+    assert "fc1" in info.linear_names()  # the vision tower's layers are targetable, as peft sees them
