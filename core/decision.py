@@ -214,7 +214,7 @@ def recommend_method(answers: dict[str, Any], hardware: Any = None) -> list[Reco
     # Data.
     if n == 0:
         for card in finetunes:
-            card.add(-60, "You have no labeled examples: fine-tuning needs input/output pairs (100+, better 1,000+).")
+            card.add(-150, "You have no labeled examples: fine-tuning needs input/output pairs (100+, better 1,000+).")
     elif n < 100:
         for card in finetunes:
             card.add(-20, f"Only ~{n} examples: fine-tuning may overfit; collect 100+ (1,000+ is better).")

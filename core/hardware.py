@@ -41,12 +41,12 @@ class GPU:
     name: str
     uuid: str
     memory_total_bytes: int
-    memory_used_bytes: int | None
-    memory_free_bytes: int | None
-    driver_version: str | None
-    cuda_version: str | None
-    compute_capability: tuple[int, int] | None
-    bf16: bool
+    memory_used_bytes: int | None = None
+    memory_free_bytes: int | None = None
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    compute_capability: tuple[int, int] | None = None
+    bf16: bool = False
     utilization_pct: float | None = None
     temperature_c: float | None = None
     power_w: float | None = None
