@@ -216,7 +216,7 @@ def token_stats(examples: list[Example], tokenizer: Any = None, max_length: int 
     if len(examples) > STATS_SAMPLE:
         sample = random.Random(0).sample(examples, STATS_SAMPLE)
     if tokenizer is not None:
-        lengths = [len(_encode(e, tokenizer, completion_only_loss=False)[0]) for e in sample]
+        lengths = _token_lengths(sample, tokenizer)
         counter = f"tokenizer {getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__}".strip()
     else:
         lengths = [len(_plain_text(e).split()) for e in sample]
@@ -249,6 +249,21 @@ def token_stats(examples: list[Example], tokenizer: Any = None, max_length: int 
         stats["truncated_rows"] = cut
         stats["truncated_share"] = round(cut / len(ordered), 4)
     return stats
+
+
+def _token_lengths(examples: list[Example], tokenizer: Any) -> list[int]:
+    """Token counts of the full rendered rows: one template call per row, batched tokenizing."""
+    template = getattr(tokenizer, "chat_template", None) or FALLBACK_CHAT_TEMPLATE
+    templated = [e for e in examples if e.messages is not None]
+    plain = [e for e in examples if e.messages is None]
+    lengths = []
+    if templated:
+        texts = [tokenizer.apply_chat_template(e.messages, tokenize=False, chat_template=template) for e in templated]
+        lengths += [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    if plain:
+        texts = [_render_text(e, tokenizer)[0] for e in plain]
+        lengths += [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    return lengths
 
 
 def _histogram(ordered: list[int]) -> dict[str, list[int]]:

@@ -16,6 +16,7 @@ Other fields (ids, metadata) are ignored, unless one is a near-miss of a missing
 from __future__ import annotations
 
 import difflib
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "text": ("text",),
 }
 OPTIONAL: dict[str, tuple[str, ...]] = {"alpaca": ("input", "system"), "sharegpt": ("system",)}
-KNOWN_FIELDS = sorted({f for fields in REQUIRED.values() for f in fields} | {"input", "system"})
+KNOWN_FIELDS = tuple(sorted({f for fields in REQUIRED.values() for f in fields} | {"input", "system"}))
 CHAT_ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 _TURN_KEYS = {"chat": ("role", "content"), "sharegpt": ("from", "value")}
@@ -49,7 +50,12 @@ class Example:
 
 
 def closest_field(name: str, candidates: list[str] | tuple[str, ...] = KNOWN_FIELDS) -> str | None:
-    matches = difflib.get_close_matches(str(name).lower(), candidates, n=1, cutoff=0.75)
+    return _closest(str(name).lower(), tuple(candidates))
+
+
+@functools.lru_cache(maxsize=4096)  # the same few keys repeat on every row
+def _closest(name: str, candidates: tuple[str, ...]) -> str | None:
+    matches = difflib.get_close_matches(name, candidates, n=1, cutoff=0.75)
     return matches[0] if matches else None
 
 
