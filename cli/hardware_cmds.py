@@ -152,13 +152,14 @@ def cost(params, model, tokens, examples, avg_tokens, epochs, gpu, num_gpus, met
     ckpt = _on_off("--grad-ckpt", grad_ckpt)
     if gpu is None:
         gpu, here = _default_gpu()
-        num_gpus = num_gpus or here
+        num_gpus = here if num_gpus is None else num_gpus
     gpu = gpu_spec(gpu).name
     prices, source = load_prices()
     common = dict(params=n_params, tokens=total_tokens, gpu=gpu, grad_ckpt=ckpt, efficiency=efficiency,
                   price_per_hour=price, prices=prices, price_source=source)
-    main = estimate_time_cost(method=method.strip().lower(), num_gpus=num_gpus or 1, **common)
-    scenarios = compare_scenarios(num_gpus=num_gpus or 1, **common)
+    num_gpus = 1 if num_gpus is None else num_gpus
+    main = estimate_time_cost(method=method.strip().lower(), num_gpus=num_gpus, **common)
+    scenarios = compare_scenarios(num_gpus=num_gpus, **common)
     if as_json:
         click.echo(json.dumps({**main.to_dict(), "data": data_text,
                                "scenarios": [s.to_dict() for s in scenarios]}, indent=2))

@@ -397,6 +397,16 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+RECORDING_ENV = "FTWIZ_GPU_RECORDING"
+
+
+def default_backend() -> Backend:
+    """NVML, unless $FTWIZ_GPU_RECORDING names a recording (`ftwiz gpus --json` from another
+    machine) to plan and demo against as if it were this one."""
+    recording = os.environ.get(RECORDING_ENV)
+    return RecordedBackend(recording) if recording else NvmlBackend()
+
+
 _HOST_KEYS = {"cpu_count", "cpu_name", "ram_total_bytes", "ram_available_bytes", "disk_free_bytes"}
 
 
@@ -410,7 +420,7 @@ def _visible_positions(backend: Backend) -> tuple[list[int], int]:
 def detect_hardware(backend: Backend | None = None, path: str | os.PathLike = ".") -> Hardware:
     """Everything the planner needs to know about this machine; never raises for a missing
     GPU, driver or library. `path` is where runs and models will be written (its disk is measured)."""
-    backend = backend if backend is not None else NvmlBackend()
+    backend = backend if backend is not None else default_backend()
     backend.open()
     try:
         positions, count = _visible_positions(backend)
@@ -451,7 +461,7 @@ class GpuSampler:
     Call close() (or use it as a context manager) when done."""
 
     def __init__(self, backend: Backend | None = None, clock: Callable[[], float] = time.time):
-        self._backend = backend if backend is not None else NvmlBackend()
+        self._backend = backend if backend is not None else default_backend()
         self._clock = clock
         self._backend.open()
         self._positions, _ = _visible_positions(self._backend)
