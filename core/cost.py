@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ftwiz.core.errors import UserError
 
@@ -185,7 +186,7 @@ def estimate_time_cost(
     *,
     params: float,
     tokens: float,
-    gpu: str = "H200",
+    gpu: str | Any = "H200",
     num_gpus: int = 1,
     method: str = "lora",
     grad_ckpt: bool = True,
@@ -196,6 +197,7 @@ def estimate_time_cost(
 ) -> CostEstimate:
     """Training time and cost for `tokens` tokens (all epochs) of a `params`-parameter model.
 
+    `gpu` is a name ("H200", "NVIDIA A100-SXM4-80GB") or a core.hardware.GPU.
     `price_per_hour` (per GPU) wins over `prices` (name -> USD/h), which defaults to the built-in
     table overlaid with the user's prices.yaml.
     """
@@ -209,7 +211,7 @@ def estimate_time_cost(
     efficiency = DEFAULT_EFFICIENCY if efficiency is None else efficiency
     if not 0 < efficiency <= 1:
         raise UserError(f"--efficiency: must be in (0, 1], got {efficiency}")
-    spec = gpu_spec(gpu)
+    spec = gpu_spec(getattr(gpu, "name", gpu), getattr(gpu, "memory_total_bytes", None))
     if price_per_hour is not None:
         if price_per_hour < 0:
             raise UserError(f"--price: must be >= 0 USD per hour, got {price_per_hour}")

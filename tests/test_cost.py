@@ -128,3 +128,10 @@ def test_bare_a100_is_told_apart_by_memory():
     assert find_gpu_spec("NVIDIA A100") is None
     assert find_gpu_spec("NVIDIA A100", 81920 * 2**20).name == "A100 80GB"
     assert find_gpu_spec("NVIDIA A100", 40960 * 2**20).name == "A100 40GB"
+
+
+def test_gpu_may_be_a_detected_gpu():
+    from ftwiz.core.hardware import GPU
+
+    bare = GPU(index=0, name="NVIDIA A100", uuid="", memory_total_bytes=40960 * 2**20)
+    assert estimate_time_cost(params=N8B, tokens=1e6, gpu=bare).gpu == "A100 40GB"

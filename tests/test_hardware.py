@@ -28,6 +28,11 @@ FIXTURES = Path(__file__).parent / "fixtures" / "gpus"
 GIB = 2**30
 
 
+@pytest.fixture(autouse=True)
+def no_visible_devices_from_the_test_machine(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
 class NVMLError(Exception):
     def __init__(self, value: int = 3):
         self.value = value
