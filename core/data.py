@@ -352,7 +352,10 @@ def _render_text(example: Example, tokenizer: Any) -> tuple[str, list[tuple[int,
             text += piece
         eos = getattr(tokenizer, "eos_token", None) if tokenizer is not None else None
         if eos and not text.endswith(eos):
-            ranges.append((len(text), len(text) + len(eos)))
+            if ranges and ranges[-1][1] == len(text):  # the end token belongs to the completion
+                ranges[-1] = (ranges[-1][0], len(text) + len(eos))
+            else:
+                ranges.append((len(text), len(text) + len(eos)))
             text += eos
         return text, ranges
     template = (getattr(tokenizer, "chat_template", None) if tokenizer is not None else None) or FALLBACK_CHAT_TEMPLATE

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 from ftwiz.core.errors import UserError
 
 MAX_ROW_BYTES = 8 * 1024 * 1024
+DEMO_DATA = "demo"  # data.path of the built-in demo dataset (core/demo.py), unless a file has that name
 _SNIFF_BYTES = 8192
 _SKIP_CHUNK = 1024 * 1024
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -106,12 +107,17 @@ def load_rows(
     max_rows: int | None = None,
     max_row_bytes: int = MAX_ROW_BYTES,
 ) -> Loaded:
-    """Read a local file or a Hub dataset. Whole-source failures raise DataError."""
+    """Read a local file, the built-in demo rows, or a Hub dataset. Whole-source failures raise DataError."""
     spec = str(path_or_hub)
     path = Path(spec).expanduser()
     if path.is_dir():
         _fail(spec, f"is a directory, expected a file ({', '.join(ALL_SUFFIXES)}) or a Hub dataset id")
     if not path.exists():
+        if spec == DEMO_DATA:
+            from ftwiz.core.demo import train_rows
+
+            rows = train_rows()[:max_rows] if max_rows else train_rows()
+            return Loaded(source=spec, unit="row", rows=[Row(i + 1, r) for i, r in enumerate(rows)])
         if looks_like_hub_id(spec):
             return _load_hub(spec, subset, split, max_rows)
         _fail(spec, "no such file (and not a Hub dataset id such as 'org/name')")

@@ -225,3 +225,15 @@ def test_build_dataset_refuses_bad_rows_with_locations(tmp_path):
     with pytest.raises(DataError) as caught:
         build_dataset(_config(path), make_tiny_tokenizer())
     assert str(caught.value) == f"{path}:2: output: missing (row has: instruction)"
+
+
+def test_demo_dataset_by_name(tmp_path, monkeypatch):
+    from ftwiz.core.demo import train_rows
+
+    monkeypatch.chdir(tmp_path)
+    report = validate("demo", max_rows=100)
+    assert report.ok and report.format == "prompt_completion" and report.rows == 100
+    train, held_out = build_dataset(_config("demo", eval_fraction=0.05, max_rows=200), make_tiny_tokenizer())
+    assert (len(train), len(held_out)) == (190, 10)
+    assert held_out[0]["reference_text"].endswith("</s>")
+    assert any(held_out[0]["prompt_text"] == r["prompt"] for r in train_rows()[:200])
