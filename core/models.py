@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -57,13 +57,11 @@ class LinearGroup:
     def is_attention(self) -> bool:
         return bool(_ATTENTION_SCOPE.search(self.parent))
 
-    @property
-    def params_per_layer(self) -> int:
-        return self.in_features * self.out_features + (self.out_features if self.bias else 0)
-
 
 @dataclass
 class ModelInfo:
+    """Everything planning reads about a model; built from a shape manifest, never from weights."""
+
     name: str
     source: str  # "catalog" | "local" | "hub"
     model_type: str
