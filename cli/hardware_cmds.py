@@ -16,9 +16,9 @@ def _gib(value: int | None) -> str:
     return "?" if value is None else f"{value / GIB:.1f} GiB"
 
 
-def _or(value: object, unit: str = "", missing: str = "?") -> str:
+def _or(value: object, unit: str = "") -> str:
     if value is None:
-        return missing
+        return "?"
     return f"{value:g}{unit}" if isinstance(value, (int, float)) else f"{value}{unit}"
 
 
@@ -36,17 +36,20 @@ def gpus(as_json: bool, path: str) -> None:
     click.echo(hardware.message)
     for gpu in hardware.gpus:
         cc = ".".join(map(str, gpu.compute_capability)) if gpu.compute_capability else "?"
+        mig = {True: "on", False: "off"}.get(gpu.mig_mode, "n/a")
+        power = None if gpu.power_w is None else round(gpu.power_w)
+        limit = None if gpu.power_limit_w is None else round(gpu.power_limit_w)
         click.echo(
             f"GPU {gpu.index}  {gpu.name}  {_gib(gpu.memory_used_bytes)} used of {_gib(gpu.memory_total_bytes)}"
             f" ({_gib(gpu.memory_free_bytes)} free)"
         )
         click.echo(
             f"      driver {_or(gpu.driver_version)}  CUDA {_or(gpu.cuda_version)}  compute {cc}"
-            f"  bf16 {'yes' if gpu.bf16 else 'no (use fp16)'}  MIG {_or(gpu.mig_mode and 'on' or (gpu.mig_mode is False and 'off') or None, missing='n/a')}"
+            f"  bf16 {'yes' if gpu.bf16 else 'no (use fp16)'}  MIG {mig}"
         )
         click.echo(
             f"      utilization {_or(gpu.utilization_pct, '%')}  temperature {_or(gpu.temperature_c, ' C')}"
-            f"  power {_or(gpu.power_w and round(gpu.power_w), ' W')} of {_or(gpu.power_limit_w and round(gpu.power_limit_w), ' W')}"
+            f"  power {_or(power, ' W')} of {_or(limit, ' W')}"
         )
         for proc in gpu.processes:
             click.echo(f"      pid {proc['pid']} {proc.get('name') or '?'}: {_gib(proc.get('used_bytes'))}")
