@@ -58,7 +58,7 @@ def cli(ctx: click.Context, runs_dir: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a UserError is one line on stderr and exit code 2, never a traceback."""
     try:
-        cli.main(args=argv, prog_name="ftwiz", standalone_mode=False)
+        result = cli.main(args=argv, prog_name="ftwiz", standalone_mode=False)
     except UserError as exc:
         click.echo(f"ftwiz: {exc}", err=True)
         return UserError.exit_code
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except KeyboardInterrupt:
         return 130
-    return 0
+    # Without standalone mode click hands back ctx.exit()'s code instead of exiting.
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
