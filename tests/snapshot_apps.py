@@ -61,3 +61,13 @@ CPU_ONLY = {
 def fixed_app(runs_dir: str | Path, recording: dict = H200) -> FtwizApp:
     """The wizard on recorded hardware with a fixed clock; runs_dir should be a tmp dir."""
     return make_app(runs_dir=runs_dir, hardware_backend=RecordedBackend(recording), clock=lambda: FIXED_TIME)
+
+
+async def settle(pilot) -> None:
+    """Wait until no worker is left running (workers may start others) and messages landed."""
+    for _ in range(20):
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        if not any(w.is_running for w in pilot.app.workers):
+            return

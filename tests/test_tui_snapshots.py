@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from snapshot_apps import CPU_ONLY, H200, fixed_app
+from snapshot_apps import CPU_ONLY, H200, fixed_app, settle
 
 SIZES = [(80, 24), (120, 40)]
 
@@ -38,8 +38,6 @@ def goto(step: str, *, model: str | None = None, data: bool = False, demo: bool 
         if data:
             app.state.data_spec, app.state.n_examples = "train.jsonl", 5000
         app.goto_step(step)
-        await settle(pilot)
-        await pilot.press("ctrl+o") if step == "data" else None
         await settle(pilot)
 
     return run_before
