@@ -276,8 +276,13 @@ def test_sampler_reuses_handles_and_is_cheap():
 
 def test_sampler_replays_recording_and_is_empty_without_gpu():
     data = detect_hardware(NvmlBackend(nvml=make_fake_nvml([H200]), visible_devices=None)).to_dict()
-    samples = GpuSampler(RecordedBackend(data), clock=lambda: 5.0).sample()
+    sampler = GpuSampler(RecordedBackend(data), clock=lambda: 5.0)
+    samples = sampler.sample()
     assert [(s.index, s.t, s.memory_used_bytes) for s in samples] == [(0, 5.0, 512 * 2**20)]
+    started = time.perf_counter()
+    for _ in range(20):
+        sampler.sample()
+    assert (time.perf_counter() - started) / 20 < 0.05  # generous sanity bound
     nothing = GpuSampler(NvmlBackend(nvml=make_fake_nvml([], init_error=NVMLError(9))))
     assert nothing.sample() == [] and nothing.state == "no-driver"
 
