@@ -111,6 +111,7 @@ class TrainScreen(Screen):
         clock: Callable[[], float] | None = None,
         poll_interval_s: float = 0.25,
         sample_interval_s: float = 1.0,
+        refresh_interval_s: float = 0.25,
         idle_after_s: float | None = None,
     ) -> None:
         super().__init__()
@@ -126,6 +127,8 @@ class TrainScreen(Screen):
         self._idle = IdleWatch() if idle_after_s is None else IdleWatch(idle_after_s)
         self._cancel = threading.Event()
         self._stop_requested = False
+        self._refresh_interval_s = refresh_interval_s
+        self._dirty = self._chart_dirty = False
 
     # -- layout -----------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -159,6 +162,7 @@ class TrainScreen(Screen):
         self.query_one("#loss-chart", LossChart).border_title = "loss"
         self.query_one("#run-log", RunLog).border_title = "log"
         self._render_progress()
+        self.set_interval(self._refresh_interval_s, self._flush)
         self._follow()
         self._sample()
 
@@ -211,12 +215,23 @@ class TrainScreen(Screen):
             self.query_one("#run-title", Static).update(self._title())
             self.refresh_bindings()
         self.query_one("#run-log", RunLog).add(update.log_lines, update.events)
-        if any(event.get("type") in ("step", "eval") for event in update.events):
+        self._chart_dirty |= any(event.get("type") in ("step", "eval") for event in update.events)
+        self._dirty = True
+        if update.state is not None:
+            self._flush()  # state changes show at once; the rest coalesces in the timer
+
+    def _flush(self) -> None:
+        """Redraw progress, notice and chart at most once per refresh interval, however many
+        events arrived: the chart is the expensive part of a redraw."""
+        if self._chart_dirty:
+            self._chart_dirty = False
             self.query_one("#loss-chart", LossChart).set_series(
                 self.tracker.train_loss, self.tracker.eval_loss, self.tracker.max_steps
             )
-        self._render_progress()
-        self._render_notice()
+        if self._dirty:
+            self._dirty = False
+            self._render_progress()
+            self._render_notice()
 
     def _render_progress(self) -> None:
         started = self.tracker.started_t
@@ -252,7 +267,9 @@ class TrainScreen(Screen):
         sample = message.sample
         self.query_one("#vram", VramPane).show(sample)
         banner = self.query_one("#run-banner", Static)
-        idle = self._idle.update(sample.gpus) if self.state in ACTIVE_STATES else []
+        idle = self._idle.update(sample.gpus)
+        if self.state not in ACTIVE_STATES:
+            idle = []  # a finished run's GPU being idle is expected
         if idle:
             index, seconds = idle[0]
             held = next(s.memory_used_bytes for s in sample.gpus if s.index == index)

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from textual.app import App
+from textual.screen import Screen
+
 from ftwiz.core.config import config_from_dict
 from ftwiz.core.runs import EVENT_SCHEMA_VERSION, RunDir, create_run_dir
 
@@ -119,9 +122,54 @@ class FakeRunWriter(threading.Thread):
             write_json(run.status_path, status)
 
 
-def sleeping_process() -> subprocess.Popen:
-    """A live process whose pid stands in for a training process."""
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+def sleeping_process(ignore_sigterm: bool = False) -> subprocess.Popen:
+    """A live process whose pid stands in for a training process, in its own session like a
+    detached run (RunDir.stop(force=True) kills the process group)."""
+    code = "import signal, time\n"
+    if ignore_sigterm:
+        code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    code += "print('ready', flush=True)\ntime.sleep(120)\n"
+    process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
+                               stdout=subprocess.PIPE, text=True)
+    process.stdout.readline()  # the signal handler is in place
+    return process
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+class HostApp(App):
+    """Hosts one run-side screen for tests until the wizard app is the host; counts 'x' presses."""
+
+    def __init__(self, screen: Screen, clock: Any = None) -> None:
+        super().__init__()
+        self.first_screen = screen
+        self.clock = clock
+        self.presses: list[int] = []
+
+    BINDINGS = [("x", "count", "count")]
+
+    def on_mount(self) -> None:
+        self.push_screen(self.first_screen)
+
+    def action_count(self) -> None:
+        tracker = getattr(self.screen, "tracker", None)
+        self.presses.append(tracker.events_seen if tracker else -1)
+
+
+async def wait_for(pilot: Any, condition: Any, timeout_s: float = 15.0) -> None:
+    """Let the app run until condition() holds (fails the test after timeout_s)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {condition}")
+        await pilot.pause(0.02)
 
 
 SAMPLES = {

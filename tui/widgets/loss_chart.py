@@ -6,7 +6,7 @@ drawing stays in this one widget, so it can be swapped without touching the scre
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from rich.text import Text
 from textual.widget import Widget
@@ -20,6 +20,20 @@ Series = Sequence[tuple[float, float]]
 
 def _label(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def _per_column(dots: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """One dot per x pixel (the mean of its points): a 10,000-step run draws as fast as 100."""
+    merged: list[tuple[int, int]] = []
+    column, total, count = None, 0, 0
+    for x, y in dots:
+        if x != column and count:
+            merged.append((column, round(total / count)))
+            total = count = 0
+        column, total, count = x, total + y, count + 1
+    if count:
+        merged.append((column, round(total / count)))
+    return merged
 
 
 class _Canvas:
@@ -110,8 +124,7 @@ class LossChart(Widget):
 
         for series_id, series in ((1, self.train), (2, self.eval)):
             previous = None
-            for x, y in series:
-                current = to_dot(x, y)
+            for current in _per_column(to_dot(x, y) for x, y in series):
                 if previous is None:
                     canvas.dot(*current, series_id)
                 else:

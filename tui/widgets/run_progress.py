@@ -48,6 +48,7 @@ class RunProgress(Vertical):
     RunProgress { height: auto; }
     RunProgress ProgressBar { width: 1fr; }
     RunProgress ProgressBar Bar { width: 1fr; }
+    RunProgress Static { height: 1; }
     RunProgress #run-progress-spend { color: $text-muted; }
     """
 
@@ -67,10 +68,14 @@ class RunProgress(Vertical):
         bar = self.query_one("#run-progress-bar", ProgressBar)
         if tracker.max_steps:
             bar.update(total=tracker.max_steps, progress=min(tracker.step, tracker.max_steps))
-        self.query_one("#run-progress-line", Static).update(progress_line(tracker, elapsed_s))
-        self.query_one("#run-progress-spend", Static).update(
-            spend_line(tracker.spend_usd, estimate_usd, budget_usd)
-        )
+        self._set("#run-progress-line", progress_line(tracker, elapsed_s))
+        self._set("#run-progress-spend", spend_line(tracker.spend_usd, estimate_usd, budget_usd))
+
+    def _set(self, selector: str, text: str) -> None:
+        """Fixed one-line widgets: skip the screen-wide layout pass an update would cost."""
+        static = self.query_one(selector, Static)
+        if str(static.content) != text:
+            static.update(text, layout=False)
 
 
 def first_number(*candidates: Any) -> float | None:

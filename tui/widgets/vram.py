@@ -36,6 +36,7 @@ class GpuPanel(Vertical):
 
     DEFAULT_CSS = """
     GpuPanel { height: auto; margin-bottom: 1; }
+    GpuPanel .gpu-memory, GpuPanel .gpu-health { height: 1; }
     GpuPanel Sparkline { height: 2; }
     """
 
@@ -54,8 +55,8 @@ class GpuPanel(Vertical):
 
     def show(self, sample: Any) -> None:
         first, second = gpu_lines(sample)
-        self.memory.update(first)
-        self.health.update(second)
+        self.memory.update(first, layout=False)
+        self.health.update(second, layout=False)
         self.history.append((sample.memory_used_bytes or 0) / 1024**3)
         self.sparkline.data = list(self.history)
 
@@ -99,5 +100,5 @@ class VramPane(VerticalScroll):
             line.update("No GPU sampled; training process not running.")
             return
         self.rss_history.append(hardware.rss_bytes / 1024**3)
-        line.update(f"No GPU: training process RAM {format_bytes(hardware.rss_bytes)}")
+        line.update(f"CPU run: process RAM {format_bytes(hardware.rss_bytes)}")
         cpu.query_one(Sparkline).data = list(self.rss_history)
