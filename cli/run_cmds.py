@@ -1,0 +1,220 @@
+"""Run commands: train, runs, attach, stop, resume, merge, sample.
+
+They read and write run directories only (core.runs); the training itself is always its own
+process (core.engine), so closing this terminal never stops a run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from ftwiz.core.errors import UserError
+from ftwiz.core.runs import RunDir, list_runs, open_run
+
+
+def _runs_dir(ctx: click.Context) -> str:
+    return (ctx.obj or {}).get("runs_dir", "runs")
+
+
+@click.command()
+@click.argument("config_path", required=False, type=click.Path(dir_okay=True))
+@click.option("--demo", is_flag=True, help="The built-in demo: tiny model, generated data, ~1 minute on a CPU.")
+@click.option("--detach/--foreground", default=True, show_default=True, help="Return at once, or wait for the run.")
+@click.option("--name", default=None, help="Run name (default: the config's name, or a timestamp).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run directory as JSON.")
+@click.pass_context
+def train(ctx: click.Context, config_path: str | None, demo: bool, detach: bool, name: str | None, as_json: bool) -> None:
+    """Start a training run from CONFIG_PATH (or --demo) in its own process."""
+    from ftwiz.core.config import config_from_dict, load_config
+    from ftwiz.core.engine import start_run
+
+    if demo == bool(config_path):
+        raise UserError("train: give a CONFIG.yaml or --demo (one of them)")
+    if demo:
+        from ftwiz.core import demo as demo_module
+
+        config = config_from_dict(demo_module.demo_config_dict(demo_module.ensure_demo_model()), "demo")
+    else:
+        config = load_config(config_path)
+    run = start_run(config, _runs_dir(ctx), name=name, detach=detach)
+    if as_json:
+        click.echo(json.dumps({"run": run.name, "path": str(run.path), "state": run.state()}))
+    elif detach:
+        click.echo(f"started {run.name} in {run.path} (training goes on if you close this terminal)")
+        click.echo(f"  follow: ftwiz attach {run.name}    stop: ftwiz stop {run.name}")
+    else:
+        _print_summary(run)
+    if not detach and run.state() != "finished":
+        ctx.exit(1)
+
+
+def _last(run: RunDir, kind: str) -> dict | None:
+    last = None
+    for event in run.iter_events():
+        if event.get("type") == kind:
+            last = event
+    return last
+
+
+def run_row(run: RunDir, now: float | None = None) -> dict:
+    """One line of `ftwiz runs`: what a user needs to tell runs apart."""
+    now = now or time.time()
+    status = run.read_status()
+    step_event = _last(run, "step")
+    created = status.get("created") or run.path.stat().st_mtime
+    return {
+        "name": run.name,
+        "state": run.state(now),
+        "step": status.get("step", 0),
+        "max_steps": status.get("max_steps"),
+        "loss": step_event.get("loss") if step_event else None,
+        "age_s": round(now - float(created), 1),
+        "heartbeat_age_s": round(now - float(status["heartbeat"]), 1) if status.get("heartbeat") else None,
+        "path": str(run.path),
+    }
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def runs(ctx: click.Context, as_json: bool) -> None:
+    """Runs in the runs directory: state (running, finished, crashed, ...), progress, loss, age."""
+    rows = [run_row(r) for r in list_runs(_runs_dir(ctx))]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no runs in {_runs_dir(ctx)} (start one with `ftwiz train --demo`)")
+        return
+    click.echo(f"{'NAME':<28} {'STATE':<9} {'STEP':>11} {'LOSS':>8} {'AGE':>5}")
+    for row in rows:
+        steps = f"{row['step']}/{row['max_steps'] if row['max_steps'] not in (None, -1) else '?'}"
+        loss = f"{row['loss']:.4f}" if isinstance(row["loss"], (int, float)) else "-"
+        click.echo(f"{row['name']:<28} {row['state']:<9} {steps:>11} {loss:>8} {_age(row['age_s']):>5}")
+
+
+def format_event(event: dict) -> str:
+    kind = event.get("type")
+    if kind == "step":
+        parts = [f"step {event.get('step')}/{event.get('max_steps')}", f"loss {event.get('loss'):.4f}"]
+        if event.get("eta_s") is not None:
+            parts.append(f"eta {_age(event['eta_s'])}")
+        if event.get("tokens_per_s"):
+            parts.append(f"{event['tokens_per_s']:.0f} tok/s")
+        return "  ".join(parts)
+    fields = {k: v for k, v in event.items() if k not in ("v", "t", "type")}
+    return f"[{kind}] " + " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in fields.items())
+
+
+@click.command()
+@click.argument("run_ref")
+@click.option("--interval", default=0.5, show_default=True, help="Seconds between reads.")
+@click.pass_context
+def attach(ctx: click.Context, run_ref: str, interval: float) -> None:
+    """Follow a run's events until it ends. Ctrl-C detaches; the run goes on."""
+    run = open_run(run_ref, _runs_dir(ctx))
+    offset = 0
+    try:
+        while True:
+            events, offset = run.read_events(offset)
+            for event in events:
+                click.echo(format_event(event))
+            state = run.state()
+            if state not in ("starting", "running", "stopping") and not events:
+                click.echo(f"run {run.name}: {state}")
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        click.echo(f"\ndetached; {run.name} keeps running (ftwiz attach {run.name} to follow again)")
+
+
+@click.command()
+@click.argument("run_ref")
+@click.option("--force", is_flag=True, help="Kill at once (loses the steps since the last checkpoint).")
+@click.pass_context
+def stop(ctx: click.Context, run_ref: str, force: bool) -> None:
+    """Stop a run: first a graceful stop (checkpoint, then exit); a second stop kills it."""
+    run = open_run(run_ref, _runs_dir(ctx))
+    outcome = run.stop(force=force)
+    messages = {
+        "not-running": f"run {run.name} is not running ({run.state()})",
+        "stopping": f"stopping {run.name}: it saves a checkpoint, then exits (stop again to kill it)",
+        "killed": f"killed {run.name}; `ftwiz resume {run.name}` continues from its last checkpoint",
+    }
+    click.echo(messages[outcome])
+
+
+@click.command()
+@click.argument("run_ref")
+@click.option("--detach/--foreground", default=True, show_default=True)
+@click.pass_context
+def resume(ctx: click.Context, run_ref: str, detach: bool) -> None:
+    """Continue a stopped, failed or crashed run from its newest complete checkpoint."""
+    from ftwiz.core.engine import resume_run
+    from ftwiz.core.engine.checkpoints import latest_checkpoint
+
+    run = open_run(run_ref, _runs_dir(ctx))
+    last = latest_checkpoint(run.checkpoints_dir)
+    resume_run(run, detach=detach)
+    click.echo(f"resuming {run.name} from {last.name if last else 'the start (no complete checkpoint)'}")
+    if not detach:
+        _print_summary(run)
+
+
+@click.command()
+@click.argument("run_ref")
+@click.pass_context
+def merge(ctx: click.Context, run_ref: str) -> None:
+    """Write merged/: the base model with the adapter merged in (loadable by from_pretrained)."""
+    from ftwiz.core.engine.results import merge as merge_run
+
+    run = open_run(run_ref, _runs_dir(ctx))
+    path = merge_run(run)
+    click.echo(f"merged model: {path}")
+
+
+@click.command()
+@click.argument("run_ref")
+@click.option("--prompt", required=True, help="Text to continue.")
+@click.option("--max-new-tokens", default=64, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def sample(ctx: click.Context, run_ref: str, prompt: str, max_new_tokens: int, as_json: bool) -> None:
+    """Generate from PROMPT with the base model and with base + adapter, side by side."""
+    from ftwiz.core.engine.results import sample as sample_run
+
+    run = open_run(run_ref, _runs_dir(ctx))
+    out = sample_run(run, prompt, max_new_tokens)
+    if as_json:
+        click.echo(json.dumps({"prompt": prompt, **out}))
+        return
+    click.echo(f"prompt: {prompt!r}")
+    click.echo(f"base:       {out['base']!r}")
+    click.echo(f"fine-tuned: {out['tuned']!r}")
+
+
+def _print_summary(run: RunDir) -> None:
+    finished = _last(run, "finished")
+    error = _last(run, "error")
+    click.echo(f"run {run.name}: {run.state()} ({Path(run.path)})")
+    if error and run.state() == "failed":
+        click.echo(f"  error: {error.get('message')}")
+        if error.get("suggestion"):
+            click.echo(f"  try: {error['suggestion']}")
+    if finished:
+        click.echo(f"  adapter: {run.path / finished['adapter']}  final loss: {finished.get('final_loss')}")
+        score = finished.get("demo_score")
+        if score:
+            before, after = score["before"]["format_match"], score["after"]["format_match"]
+            click.echo(f"  demo: exact-format matches on {score['count']} held-out dates: {before:.0%} before, {after:.0%} after")

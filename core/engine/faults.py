@@ -1,0 +1,63 @@
+"""Fault injection for the reliability tests; inert unless one of these variables is set.
+
+    FTWIZ_FAULT_OOM_AT_STEP=N     raise torch.cuda.OutOfMemoryError when step N begins
+    FTWIZ_FAULT_OOM_TIMES=K       ... at most K times in this run (default 1; counted in status.json)
+    FTWIZ_FAULT_NAN_AT_STEP=N     poison a trainable weight with NaN when step N begins
+    FTWIZ_FAULT_SLOW_STEP_S=S     sleep S seconds in every step (gives kill tests a window)
+    FTWIZ_FAULT_SLOW_SAVE_S=S     sleep S seconds inside a checkpoint write, before it is complete
+    FTWIZ_FAULT_FSIZE_BYTES=B     RLIMIT_FSIZE for the run process: a write past B bytes fails
+                                  like a full disk (EFBIG)
+
+The run process reads them from its environment; nothing here runs in a normal run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+
+def _int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else None
+
+
+def _float(name: str) -> float:
+    return float(os.environ.get(name) or 0.0)
+
+
+def install_process_limits() -> None:
+    """Apply the file-size limit (the 'disk full' fault) to this process."""
+    limit = _int("FTWIZ_FAULT_FSIZE_BYTES")
+    if limit is not None:
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG from write() instead of dying
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def on_step_begin(step: int, model: Any, oom_fired: int) -> None:
+    """Called by the engine's callback as each optimizer step begins."""
+    slow = _float("FTWIZ_FAULT_SLOW_STEP_S")
+    if slow:
+        time.sleep(slow)
+    if _int("FTWIZ_FAULT_OOM_AT_STEP") == step and oom_fired < (_int("FTWIZ_FAULT_OOM_TIMES") or 1):
+        import torch
+
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by FTWIZ_FAULT_OOM_AT_STEP)")
+    if _int("FTWIZ_FAULT_NAN_AT_STEP") == step:
+        import torch
+
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if parameter.requires_grad:
+                    parameter.fill_(float("nan"))
+                    break
+
+
+def in_checkpoint_write() -> None:
+    slow = _float("FTWIZ_FAULT_SLOW_SAVE_S")
+    if slow:
+        time.sleep(slow)

@@ -1,0 +1,580 @@
+"""The run process: `python -m ftwiz.core.engine RUN_DIR` reads RUN_DIR/config.yaml and trains.
+
+It owns nothing but its run directory: status.json (with a heartbeat thread), events.jsonl
+(written from a TrainerCallback, schema in docs/events.md), checkpoints/ (atomic, see
+checkpoints.py), adapter/, samples.json. Under `accelerate launch` every rank runs this;
+only rank 0 writes status and events.
+
+Signals: SIGHUP is ignored (a dropped SSH connection must not stop training); SIGTERM asks for
+a graceful stop (checkpoint, then state "stopped"); SIGKILL is what a second `ftwiz stop` sends.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import signal
+import statistics
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftwiz.core.config import RunConfig, load_config
+from ftwiz.core.engine import checkpoints, faults
+from ftwiz.core.errors import UserError
+from ftwiz.core.runs import RunDir
+
+HEARTBEAT_EVERY_S = 2.0
+EXPLODE_FACTOR = 10.0
+"""A loss above this many times its running median counts as exploding."""
+OOM_SUGGESTION = (
+    "use method: qlora, a shorter training.max_length, training.gradient_checkpointing: true, "
+    "or a smaller model"
+)
+NAN_SUGGESTION = "lower training.learning_rate (e.g. by 10x), keep max_grad_norm at 1.0, or use bf16 instead of fp16"
+
+
+class RunFailure(Exception):
+    """A failure the run reports as an error event with a suggestion, then exits with code 1."""
+
+    def __init__(self, message: str, suggestion: str = "") -> None:
+        super().__init__(message)
+        self.suggestion = suggestion
+
+
+@dataclass
+class Flags:
+    """What the signal handler, the callback and the main loop tell each other."""
+
+    stop_requested: bool = False
+    nan: dict[str, Any] | None = None
+    limit: dict[str, Any] | None = None
+    oom_count: int = 0
+    losses: deque = field(default_factory=lambda: deque(maxlen=50))
+
+
+class Status:
+    """status.json writes from the main thread and the heartbeat thread, never interleaved."""
+
+    def __init__(self, run: RunDir, enabled: bool) -> None:
+        self.run, self.enabled = run, enabled
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def update(self, **fields: Any) -> None:
+        if self.enabled:
+            with self._lock:
+                self.run.write_status(**fields)
+
+    def start_heartbeat(self) -> None:
+        """Beat even while one training step takes minutes, so watchers can tell slow from dead."""
+
+        def beat() -> None:
+            while not self._stop.wait(HEARTBEAT_EVERY_S):
+                self.update()
+
+        threading.Thread(target=beat, name="ftwiz-heartbeat", daemon=True).start()
+
+    def stop_heartbeat(self) -> None:
+        self._stop.set()
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+# -- precision, model, trainer -----------------------------------------------------------------
+def choose_precision(config: RunConfig, cuda: bool, bf16_ok: bool) -> tuple[str, list[str]]:
+    """bf16 / fp16 / fp32 from the hardware: the CPU trains in fp32; a GPU without bf16 gets fp16."""
+    t = config.training
+    if not cuda:
+        return "fp32", (["mixed precision needs a GPU: training in fp32"] if (t.bf16 or t.fp16) else [])
+    if t.bf16 and not bf16_ok:
+        return "fp16", ["this GPU has no bf16: training in fp16"]
+    if t.bf16:
+        return "bf16", []
+    if t.fp16:
+        return "fp16", []
+    return ("bf16" if bf16_ok else "fp16"), []
+
+
+def load_model(config: RunConfig, precision: str, cuda: bool):
+    """Base model as the config says: safetensors only unless allow_pickle; remote code only when on."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    kwargs: dict[str, Any] = {
+        "trust_remote_code": config.model.trust_remote_code,
+        "revision": config.model.revision,
+        "attn_implementation": config.model.attn_implementation,
+        # Full fine-tuning keeps fp32 master weights (mixed precision runs in autocast).
+        "dtype": torch.float32 if config.method == "full" else half,
+    }
+    if not config.model.allow_pickle:
+        kwargs["use_safetensors"] = True
+    if config.method == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(**config.bnb_kwargs())
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(config.model.name_or_path, **kwargs)
+    except OSError as exc:
+        if "safetensors" in str(exc) and not config.model.allow_pickle:
+            raise UserError(
+                f"model.allow_pickle: {config.model.name_or_path} has no safetensors weights; pickle "
+                "weights can run code when loaded. Set model.allow_pickle: true only if you trust them"
+            ) from None
+        raise
+    model.config.use_cache = False
+    return model
+
+
+def wrap_model(model: Any, config: RunConfig) -> Any:
+    """LoRA / QLoRA adapters exactly once; full fine-tuning trains every weight."""
+    if config.method == "full":
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if config.method == "qlora" and config.quantization.upcast:
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=config.training.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    return get_peft_model(model, LoraConfig(**config.lora_kwargs()))
+
+
+def training_arguments(config: RunConfig, run: RunDir, precision: str, micro: int, accum: int, has_eval: bool):
+    """SFTConfig from the run config; no hub, no token, no reporting services, our own rotation."""
+    import dataclasses
+
+    from trl import SFTConfig
+
+    names = {f.name for f in dataclasses.fields(SFTConfig)}
+    t = config.training_kwargs()  # maps warmup_ratio onto this transformers' field
+    eval_steps = t.pop("eval_steps") or config.training.save_steps
+    t.pop("save_total_limit")  # rotation is ours: it must only ever count complete checkpoints
+    t.update(
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accum,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        output_dir=str(run.checkpoints_dir),
+        save_strategy="steps",
+        save_total_limit=None,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=eval_steps if has_eval else None,
+        per_device_eval_batch_size=micro,
+        report_to="none",
+        push_to_hub=False,
+        hub_token=None,
+        disable_tqdm=True,
+        logging_nan_inf_filter=False,  # a NaN loss must reach our callback, not be averaged away
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        max_length=config.training.max_length,
+        packing=config.training.packing,
+        completion_only_loss=config.data.completion_only_loss,
+        dataset_num_proc=None,
+        use_cpu=not _cuda(),
+    )
+    return SFTConfig(**{k: v for k, v in t.items() if k in names})
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def make_trainer_class():
+    """SFTTrainer whose checkpoints appear only when complete (see checkpoints.py)."""
+    from trl import SFTTrainer
+
+    class AtomicCheckpointTrainer(SFTTrainer):
+        ftwiz_hooks: Any = None
+        _ftwiz_staging: Path | None = None
+
+        def _get_output_dir(self, trial: Any) -> str:
+            if self._ftwiz_staging is not None:
+                return str(self._ftwiz_staging)
+            return super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            hooks = self.ftwiz_hooks
+            step = self.state.global_step
+            if hooks.weights_not_finite(self.model):
+                hooks.on_nan(step, "non-finite weights", None)
+                self.control.should_training_stop = True
+                return  # never save garbage over good work
+            root_dir = Path(self.args.output_dir)
+            root = checkpoints.staging_root(root_dir, step)
+            self._ftwiz_staging = root
+            try:
+                super()._save_checkpoint(model, trial)
+                faults.in_checkpoint_write()
+            except OSError as exc:
+                checkpoints.remove_partial(root_dir)
+                last = checkpoints.latest_checkpoint(root_dir)
+                raise RunFailure(
+                    f"could not write checkpoint-{step}: {exc.strerror or exc} (disk full?); "
+                    f"last complete checkpoint: {last.name if last else 'none'}, kept",
+                    "free disk space (df -h), lower training.save_total_limit, then `ftwiz resume`",
+                ) from exc
+            finally:
+                self._ftwiz_staging = None
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                final = checkpoints.finalize(root / f"checkpoint-{step}", root_dir / f"checkpoint-{step}")
+                root.rmdir()
+                checkpoints.rotate(root_dir, hooks.config.training.save_total_limit)
+                hooks.emit("checkpoint", path=str(final.relative_to(hooks.run.path)), step=step)
+            self.accelerator.wait_for_everyone()
+
+    return AtomicCheckpointTrainer
+
+
+def make_callback(hooks: Hooks):
+    from transformers import TrainerCallback
+
+    class EventCallback(TrainerCallback):
+        """Turns the Trainer's life into events, enforces limits and stops, injects test faults."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            hooks.train_begin(state)
+
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            faults.on_step_begin(state.global_step, model, hooks.flags.oom_count)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            hooks.step_end(state, control)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            hooks.log(state, control, logs or {})
+
+    return EventCallback()
+
+
+class Hooks:
+    """The engine's side of the callback: events, status, limits, NaN detection."""
+
+    def __init__(self, run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main: bool, spent_s: float):
+        self.run, self.config, self.flags, self.status, self.is_main = run, config, flags, status, is_main
+        self.spent_before_s = spent_s
+        self.process_t0 = time.time()
+        self.t0 = time.time()
+        self.step0 = 0
+        self.max_steps = 0
+        self.last_tokens: tuple[float, float] | None = None
+
+    def emit(self, type: str, **fields: Any) -> None:
+        if self.is_main:
+            self.run.emit(type, **fields)
+
+    def spent_s(self) -> float:
+        return self.spent_before_s + (time.time() - self.process_t0)
+
+    def spend_usd(self) -> float | None:
+        price = self.config.limits.price_per_hour
+        return None if price is None else round(self.spent_s() / 3600 * price, 4)
+
+    def train_begin(self, state: Any) -> None:
+        self.t0, self.step0, self.max_steps = time.time(), state.global_step, state.max_steps
+        self.status.update(state="running", step=state.global_step, max_steps=state.max_steps)
+
+    def step_end(self, state: Any, control: Any) -> None:
+        self.status.update(step=state.global_step, epoch=state.epoch, spent_s=round(self.spent_s(), 1))
+        limits = self.config.limits
+        hours = self.spent_s() / 3600
+        spend = self.spend_usd()
+        reason = None
+        if limits.max_hours is not None and hours >= limits.max_hours:
+            reason = {"limit": "max_hours", "value": limits.max_hours, "hours": round(hours, 4)}
+        elif limits.max_cost is not None and spend is not None and spend >= limits.max_cost:
+            reason = {"limit": "max_cost", "value": limits.max_cost, "spend_usd": spend}
+        if reason and self.flags.limit is None:
+            self.flags.limit = reason
+            self.emit("limit", step=state.global_step, **reason)
+        if self.flags.limit or self.flags.stop_requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def memory(self) -> dict[str, Any]:
+        import torch
+
+        if torch.cuda.is_available():
+            gpus = [
+                {
+                    "index": i,
+                    "alloc_gib": round(torch.cuda.memory_allocated(i) / 2**30, 3),
+                    "reserved_gib": round(torch.cuda.memory_reserved(i) / 2**30, 3),
+                    "peak_gib": round(torch.cuda.max_memory_allocated(i) / 2**30, 3),
+                }
+                for i in range(torch.cuda.device_count())
+            ]
+            return {
+                "gpu_mem_alloc_gib": max(g["alloc_gib"] for g in gpus),
+                "gpu_mem_reserved_gib": max(g["reserved_gib"] for g in gpus),
+                "gpus": gpus,
+            }
+        import psutil
+
+        return {"rss_gib": round(psutil.Process().memory_info().rss / 2**30, 3)}
+
+    def log(self, state: Any, control: Any, logs: dict[str, Any]) -> None:
+        step = state.global_step
+        if "eval_loss" in logs:
+            self.emit("eval", step=step, eval_loss=float(logs["eval_loss"]), epoch=state.epoch)
+        if "loss" not in logs:
+            return
+        loss = float(logs["loss"])
+        grad_norm = logs.get("grad_norm")
+        grad_norm = None if grad_norm is None else float(grad_norm)
+        now = time.time()
+        done = step - self.step0
+        eta = (now - self.t0) / done * (self.max_steps - step) if done > 0 else None
+        tokens_per_s = None
+        if "num_tokens" in logs:
+            tokens = float(logs["num_tokens"])
+            if self.last_tokens is not None and now > self.last_tokens[1] and tokens >= self.last_tokens[0]:
+                tokens_per_s = round((tokens - self.last_tokens[0]) / (now - self.last_tokens[1]), 1)
+            self.last_tokens = (tokens, now)
+        self.emit(
+            "step",
+            step=step,
+            max_steps=self.max_steps,
+            epoch=state.epoch,
+            loss=loss,
+            learning_rate=logs.get("learning_rate"),
+            grad_norm=grad_norm,
+            tokens_per_s=tokens_per_s,
+            eta_s=None if eta is None else round(eta, 1),
+            spend_usd=self.spend_usd(),
+            **self.memory(),
+        )
+        bad = None
+        if not math.isfinite(loss):
+            bad = f"loss is {loss}"
+        elif grad_norm is not None and not math.isfinite(grad_norm):
+            bad = f"gradient norm is {grad_norm}"
+        elif len(self.flags.losses) >= 5 and loss > EXPLODE_FACTOR * statistics.median(self.flags.losses):
+            bad = f"loss {loss:.4g} is over {EXPLODE_FACTOR:g}x its running median {statistics.median(self.flags.losses):.4g}"
+        if bad:
+            self.on_nan(step, bad, loss)
+            control.should_save = False
+            control.should_training_stop = True
+        else:
+            self.flags.losses.append(loss)
+
+    def on_nan(self, step: int, reason: str, loss: float | None) -> None:
+        if self.flags.nan is None:
+            self.flags.nan = {"step": step, "reason": reason}
+            self.emit("nan", step=step, reason=reason, loss=loss, suggestion=NAN_SUGGESTION)
+
+    @staticmethod
+    def weights_not_finite(model: Any) -> bool:
+        import torch
+
+        return any(not torch.isfinite(p).all() for p in model.parameters() if p.requires_grad)
+
+
+# -- datasets ---------------------------------------------------------------------------------------
+def datasets_for(config: RunConfig, run: RunDir, tokenizer: Any, notes: list[str]):
+    """data.build_dataset on the configured data; the demo's rows are generated into the run dir first."""
+    from ftwiz.core import data, demo
+
+    if config.data.path == demo.DEMO_DATA:
+        path = run.path / "demo_data.jsonl"
+        if not path.exists():
+            demo.write_rows(path, demo.train_rows())
+        config = config.model_copy(update={"data": config.data.model_copy(update={"path": str(path)})})
+    return data.build_dataset(config, tokenizer, notes)
+
+
+# -- the run ---------------------------------------------------------------------------------------
+def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main: bool) -> str:
+    """Train until done, stopped, limited or failed; returns the final state."""
+    import torch
+    from transformers import AutoTokenizer, set_seed
+
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        # Tiny models gain nothing from intra-op threads; on a shared 2-core box they lose 10x.
+        torch.set_num_threads(int(os.environ.get("FTWIZ_CPU_THREADS", "1")))
+    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    precision, precision_notes = choose_precision(config, cuda, bf16_ok)
+    prior = run.read_status()
+    hooks = Hooks(run, config, flags, status, is_main, float(prior.get("spent_s") or 0.0))
+    for note in precision_notes:
+        hooks.emit("warning", message=note)
+    if config.model.trust_remote_code:
+        hooks.emit("warning", message=f"trust_remote_code is on: code shipped with {config.model.name_or_path} runs with your permissions")
+    if config.model.allow_pickle:
+        hooks.emit("warning", message="allow_pickle is on: pickle weights can run code when loaded")
+    removed = checkpoints.remove_partial(run.checkpoints_dir) if is_main else []
+    for name in removed:
+        hooks.emit("warning", message=f"removed a partial checkpoint left by an interrupted save: {name}")
+
+    set_seed(config.training.seed)
+    tokenizer = AutoTokenizer.from_pretrained(
+        config.model.name_or_path, trust_remote_code=config.model.trust_remote_code, revision=config.model.revision
+    )
+    notes: list[str] = []
+    train_ds, eval_ds = datasets_for(config, run, tokenizer, notes)
+    for note in notes:
+        hooks.emit("warning", message=note)
+
+    micro = int(prior.get("micro_batch") or config.training.per_device_train_batch_size)
+    accum = int(prior.get("grad_accum") or config.training.gradient_accumulation_steps)
+    flags.oom_count = int(prior.get("oom_count") or 0)
+    resume_from = checkpoints.latest_checkpoint(run.checkpoints_dir)
+    hooks.emit(
+        "started",
+        method=config.method,
+        model=config.model.name_or_path,
+        precision=precision,
+        device="cuda" if cuda else "cpu",
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        train_examples=len(train_ds),
+        eval_examples=len(eval_ds) if eval_ds is not None else 0,
+        micro_batch=micro,
+        grad_accum=accum,
+        resumed_from=str(resume_from.relative_to(run.path)) if resume_from else None,
+        pid=os.getpid(),
+    )
+    trainer_class = make_trainer_class()
+    while True:
+        model = wrap_model(load_model(config, precision, cuda), config)
+        model.train()
+        args = training_arguments(config, run, precision, micro, accum, eval_ds is not None)
+        trainer = trainer_class(
+            model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer
+        )
+        trainer.ftwiz_hooks = hooks
+        trainer.add_callback(make_callback(hooks))
+        resume_from = checkpoints.latest_checkpoint(run.checkpoints_dir)
+        try:
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            break
+        except Exception as exc:  # noqa: BLE001 - only OOM is handled here, the rest re-raised
+            if not is_oom(exc):
+                raise
+            flags.oom_count += 1
+            attempt = flags.oom_count
+            step = trainer.state.global_step
+            can_retry = attempt <= config.limits.oom_retries and micro > 1
+            new_micro, new_accum = (micro // 2, accum * 2) if can_retry else (micro, accum)
+            hooks.emit(
+                "oom",
+                step=step,
+                attempt=attempt,
+                max_attempts=config.limits.oom_retries,
+                micro_batch_old=micro,
+                micro_batch_new=new_micro,
+                grad_accum_old=accum,
+                grad_accum_new=new_accum,
+                resume_from=str(resume_from.relative_to(run.path)) if resume_from else None,
+                message=str(exc).splitlines()[0][:300],
+            )
+            if not can_retry:
+                why = "micro-batch is already 1" if micro <= 1 else f"{config.limits.oom_retries} retries used"
+                raise RunFailure(f"out of GPU memory at step {step} ({why})", OOM_SUGGESTION) from None
+            micro, accum = new_micro, new_accum
+            status.update(micro_batch=micro, grad_accum=accum, oom_count=flags.oom_count)
+            del trainer, model
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+
+    step = trainer.state.global_step
+    if flags.nan:
+        raise RunFailure(f"training stopped at step {step}: {flags.nan['reason']}", NAN_SUGGESTION)
+    if flags.stop_requested and not flags.limit:
+        last = checkpoints.latest_checkpoint(run.checkpoints_dir)
+        hooks.emit("stopped", step=step, checkpoint=str(last.relative_to(run.path)) if last else None)
+        return "stopped"
+    from ftwiz.core.engine import results
+
+    if is_main:
+        results.save_adapter(trainer, run)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    final_loss = losses[-1] if losses else None
+    if flags.limit:
+        hooks.emit("stopped", step=step, reason=flags.limit["limit"], adapter=str(run.adapter_dir.relative_to(run.path)))
+        return "stopped"
+    demo_score = None
+    if is_main and config.output.samples > 0 and eval_ds is not None:
+        summary = results.before_after_samples(trainer.model, tokenizer, eval_ds, config, run)
+        hooks.emit("samples", path=run.samples_path.name, count=summary["count"], before=summary["before"], after=summary["after"])
+        if config.data.path == "demo":
+            demo_score = summary
+    if is_main and config.output.merge and config.method != "full":
+        results.merge(run)
+    hooks.emit(
+        "finished",
+        step=step,
+        adapter=str(run.adapter_dir.relative_to(run.path)),
+        final_loss=final_loss,
+        duration_s=round(time.time() - hooks.process_t0, 1),
+        spend_usd=hooks.spend_usd(),
+        demo_score=demo_score,
+    )
+    return "finished"
+
+
+def main(run_path: str) -> int:
+    os.umask(0o077)  # everything the run writes is the user's only
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    faults.install_process_limits()
+    run = RunDir(Path(run_path))
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    status = Status(run, is_main)
+    flags = Flags()
+
+    def on_term(signum: int, frame: Any) -> None:
+        flags.stop_requested = True
+        status.update(state="stopping")
+
+    signal.signal(signal.SIGTERM, on_term)
+    status.update(state="running", worker_pid=os.getpid(), exit_code=None)
+    status.start_heartbeat()
+    code = 1
+    try:
+        config = load_config(run.config_path)
+        final = train(run, config, flags, status, is_main)
+        code = 0
+        status.stop_heartbeat()
+        status.update(state=final, exit_code=0)
+    except (UserError, RunFailure) as exc:
+        code = 2 if isinstance(exc, UserError) else 1
+        message = str(exc)
+        suggestion = getattr(exc, "suggestion", "") or None
+        print(f"ftwiz: {message}", file=sys.stderr)
+        _fail(run, status, is_main, code, message, suggestion)
+    except Exception as exc:  # noqa: BLE001 - report every crash as an event, then exit non-zero
+        traceback.print_exc()
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        _fail(run, status, is_main, code, message, "see train.log for the full traceback")
+    return code
+
+
+def _fail(run: RunDir, status: Status, is_main: bool, code: int, message: str, suggestion: str | None) -> None:
+    status.stop_heartbeat()
+    if is_main:
+        try:
+            run.emit("error", message=message, suggestion=suggestion)
+        except OSError:
+            pass
+    try:
+        status.update(state="failed", exit_code=code)
+    except OSError:
+        pass
