@@ -114,8 +114,10 @@ def usage_snippets(run_dir: RunDir, config: dict[str, Any], prompt: str) -> dict
         f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(merged)})"
     )
     commands = (
-        f"ftwiz sample {ref} --prompt {shlex.quote(prompt)}   # base vs base + adapter\n"
-        f"ftwiz merge {ref}                                  # one standalone model in merged/"
+        "# the base model and base + adapter, side by side\n"
+        f"ftwiz sample {ref} --prompt {shlex.quote(prompt)}\n"
+        "# base + adapter as one standalone model, in merged/\n"
+        f"ftwiz merge {ref}"
     )
     return {"load": load + generate, "commands": commands, "merged": merged_code}
 
@@ -147,6 +149,10 @@ class DoneScreen(Screen):
             what = "Model" if full else "Adapter"
             yield Static(f"{what}: {self.run_dir.adapter_dir.resolve()}", id="done-adapter", markup=False)
             yield Static(self._merged_text(), id="done-merged", markup=False)
+            with Horizontal(id="done-actions"):
+                if not full:
+                    yield Button("Merge into one model (m)", id="done-merge", variant="primary")
+                yield Static("", id="done-merge-status", markup=False)
             yield Static("Before / after on held-out examples", classes="done-heading")
             if self.samples.scores:
                 yield Static(
@@ -167,10 +173,6 @@ class DoneScreen(Screen):
             if "merged" in snippets:
                 yield Static("After merging (no peft needed)", classes="done-heading")
                 yield Static(snippets["merged"], id="done-code-merged", classes="done-code", markup=False)
-            with Horizontal(id="done-actions"):
-                if not full:
-                    yield Button("Merge into one model (m)", id="done-merge", variant="primary")
-            yield Static("", id="done-merge-status", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:

@@ -48,7 +48,7 @@ class RunProgress(Vertical):
     RunProgress { height: auto; }
     RunProgress ProgressBar { width: 1fr; }
     RunProgress ProgressBar Bar { width: 1fr; }
-    RunProgress Static { height: 1; }
+    RunProgress Static { height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     RunProgress #run-progress-spend { color: $text-muted; }
     """
 
