@@ -1,12 +1,13 @@
 """Fault injection for the reliability tests; inert unless one of these variables is set.
 
-    FTWIZ_FAULT_OOM_AT_STEP=N     raise torch.cuda.OutOfMemoryError when step N begins
-    FTWIZ_FAULT_OOM_TIMES=K       ... at most K times in this run (default 1; counted in status.json)
+    FTWIZ_FAULT_OOM_AT_STEP=N[,M] raise torch.cuda.OutOfMemoryError when step N (M, ...) begins,
+                                  once per step and process
     FTWIZ_FAULT_NAN_AT_STEP=N     poison a trainable weight with NaN when step N begins
     FTWIZ_FAULT_SLOW_STEP_S=S     sleep S seconds in every step (gives kill tests a window)
     FTWIZ_FAULT_SLOW_SAVE_S=S     sleep S seconds inside a checkpoint write, before it is complete
     FTWIZ_FAULT_FSIZE_BYTES=B     RLIMIT_FSIZE for the run process: a write past B bytes fails
-                                  like a full disk (EFBIG)
+                                  like a full disk (EFBIG) ...
+    FTWIZ_FAULT_FSIZE_AT_STEP=N   ... from step N on (default: from the start)
 
 The run process reads them from its environment; nothing here runs in a normal run.
 """
@@ -27,10 +28,16 @@ def _float(name: str) -> float:
     return float(os.environ.get(name) or 0.0)
 
 
-def install_process_limits() -> None:
-    """Apply the file-size limit (the 'disk full' fault) to this process."""
+def _steps(name: str) -> set[int]:
+    return {int(part) for part in (os.environ.get(name) or "").split(",") if part.strip()}
+
+
+def install_process_limits(step: int | None = None) -> None:
+    """Apply the file-size limit (the 'disk full' fault) when its step is reached."""
     limit = _int("FTWIZ_FAULT_FSIZE_BYTES")
-    if limit is not None:
+    at_step = _int("FTWIZ_FAULT_FSIZE_AT_STEP")
+    due = (at_step is None and step is None) or (at_step is not None and step == at_step)
+    if limit is not None and due:
         import resource
         import signal
 
@@ -38,12 +45,14 @@ def install_process_limits() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
-def on_step_begin(step: int, model: Any, oom_fired: int) -> None:
+def on_step_begin(step: int, model: Any, oom_fired: set[int]) -> None:
     """Called by the engine's callback as each optimizer step begins."""
     slow = _float("FTWIZ_FAULT_SLOW_STEP_S")
     if slow:
         time.sleep(slow)
-    if _int("FTWIZ_FAULT_OOM_AT_STEP") == step and oom_fired < (_int("FTWIZ_FAULT_OOM_TIMES") or 1):
+    install_process_limits(step)
+    if step in _steps("FTWIZ_FAULT_OOM_AT_STEP") and step not in oom_fired:
+        oom_fired.add(step)
         import torch
 
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by FTWIZ_FAULT_OOM_AT_STEP)")

@@ -56,6 +56,7 @@ class Flags:
     nan: dict[str, Any] | None = None
     limit: dict[str, Any] | None = None
     oom_count: int = 0
+    oom_fault_steps: set = field(default_factory=set)
     losses: deque = field(default_factory=lambda: deque(maxlen=50))
 
 
@@ -249,11 +250,11 @@ def make_callback(hooks: Hooks):
     class EventCallback(TrainerCallback):
         """Turns the Trainer's life into events, enforces limits and stops, injects test faults."""
 
-        def on_train_begin(self, args, state, control, **kwargs):
-            hooks.train_begin(state)
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            hooks.train_begin(state, model)
 
         def on_step_begin(self, args, state, control, model=None, **kwargs):
-            faults.on_step_begin(state.global_step, model, hooks.flags.oom_count)
+            faults.on_step_begin(state.global_step, model, hooks.flags.oom_fault_steps)
 
         def on_step_end(self, args, state, control, **kwargs):
             hooks.step_end(state, control)
@@ -287,9 +288,20 @@ class Hooks:
         price = self.config.limits.price_per_hour
         return None if price is None else round(self.spent_s() / 3600 * price, 4)
 
-    def train_begin(self, state: Any) -> None:
+    def train_begin(self, state: Any, model: Any) -> None:
+        """Runs after a resume has loaded its checkpoint: the step, and one LoRA layer per target."""
         self.t0, self.step0, self.max_steps = time.time(), state.global_step, state.max_steps
         self.status.update(state="running", step=state.global_step, max_steps=state.max_steps)
+        names = [name for name, _ in model.named_modules()]
+        self.emit(
+            "model",
+            step=state.global_step,
+            max_steps=state.max_steps,
+            trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+            total_params=sum(p.numel() for p in model.parameters()),
+            lora_modules=sum(name.endswith(".lora_A") for name in names),
+            peft_wrappers=sum(name.endswith("base_model.model") for name in names),
+        )
 
     def step_end(self, state: Any, control: Any) -> None:
         self.status.update(step=state.global_step, epoch=state.epoch, spent_s=round(self.spent_s(), 1))

@@ -19,7 +19,7 @@ from typing import Any
 
 from ftwiz.core.config import RunConfig, load_config
 from ftwiz.core.errors import UserError
-from ftwiz.core.runs import RunDir, _write_private
+from ftwiz.core.runs import RunDir, _write_private, private_files
 
 
 def _install(staged: Path, final: Path) -> Path:
@@ -168,8 +168,10 @@ def merge(run: RunDir) -> Path:
     merged = model.merge_and_unload()
     staged = run.path / ".merged.tmp"
     shutil.rmtree(staged, ignore_errors=True)
-    merged.save_pretrained(str(staged), safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(run.adapter_dir) if (run.adapter_dir / "tokenizer_config.json").exists() else config.model.name_or_path).save_pretrained(str(staged))
+    tokenizer_source = run.adapter_dir if (run.adapter_dir / "tokenizer_config.json").exists() else config.model.name_or_path
+    with private_files():
+        merged.save_pretrained(str(staged), safe_serialization=True)
+        AutoTokenizer.from_pretrained(str(tokenizer_source)).save_pretrained(str(staged))
     return _install(staged, run.merged_dir)
 
 

@@ -1,0 +1,161 @@
+"""End to end: a real detached LoRA run of a tiny local Llama, its files, events and results."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+
+import pytest
+from helpers_engine import FAKE_TOKEN, config_dict, events, start, tiny_model_dir, wait_state, write_data
+
+from ftwiz.core.config import config_from_dict
+from ftwiz.core.engine import RUN_ENV, launch_command, start_run
+from ftwiz.core.errors import UserError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory):
+    """One finished run (8 steps, 2 checkpoints, samples) with a fake HF token in its environment."""
+    model = tiny_model_dir(tmp_path_factory)
+    base = tmp_path_factory.mktemp("e2e")
+    data = write_data(base / "data.jsonl")
+    old = os.environ.get("HF_TOKEN")
+    os.environ["HF_TOKEN"] = FAKE_TOKEN
+    try:
+        run = start(model, data, base / "runs", name="e2e", output={"samples": 4})
+    finally:
+        if old is None:
+            del os.environ["HF_TOKEN"]
+        else:
+            os.environ["HF_TOKEN"] = old
+    wait_state(run, {"finished", "failed", "crashed"})
+    return model, run
+
+
+def test_run_finishes_with_events_checkpoints_and_adapter(finished_run):
+    model, run = finished_run
+    assert run.state() == "finished", run.log_path.read_text()[-3000:]
+    status = run.read_status()
+    assert status["step"] == 8 and status["max_steps"] == 8 and status["exit_code"] == 0
+    kinds = [e["type"] for e in events(run)]
+    assert kinds.index("started") < kinds.index("model") < kinds.index("step") < kinds.index("finished")
+    for kind in ("eval", "checkpoint", "samples"):
+        assert kind in kinds
+    assert all(e["v"] == 1 for e in events(run))
+    steps = [e for e in events(run) if e["type"] == "step"]
+    assert [e["step"] for e in steps] == list(range(1, 9))
+    first = steps[0]
+    for field in ("loss", "learning_rate", "grad_norm", "epoch", "max_steps", "eta_s", "rss_gib", "spend_usd"):
+        assert field in first
+    model_event = next(e for e in events(run) if e["type"] == "model")
+    assert model_event["lora_modules"] == 2 * 7 and model_event["peft_wrappers"] == 1
+    # Only complete checkpoints, each with its marker; no staging leftovers.
+    names = sorted(p.name for p in run.checkpoints_dir.iterdir() if p.is_dir())
+    assert names == ["checkpoint-4", "checkpoint-8"]
+    assert all((run.checkpoints_dir / n / "COMPLETE").is_file() for n in names)
+    assert (run.adapter_dir / "adapter_model.safetensors").is_file()
+    samples = json.loads(run.samples_path.read_text())
+    assert samples["count"] == 4 and len(samples["examples"]) == 4
+    finished = events(run, "finished")[0]
+    assert finished["final_loss"] < steps[0]["loss"]
+
+
+def test_adapter_loads_with_peft_and_merge_loads_with_from_pretrained(finished_run):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from ftwiz.cli.main import main
+
+    model_dir, run = finished_run
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), run.adapter_dir)
+    assert sum(n.endswith(".lora_A") for n, _ in tuned.named_modules()) == 14
+    assert main(["--runs-dir", str(run.path.parent), "merge", "e2e"]) == 0
+    merged = AutoModelForCausalLM.from_pretrained(run.merged_dir)
+    assert not any("lora" in n for n, _ in merged.named_modules())
+    assert (run.merged_dir / "model.safetensors").is_file()
+
+
+def test_sample_prints_base_and_tuned(finished_run, capsys):
+    from ftwiz.cli.main import main
+
+    _, run = finished_run
+    assert main(["--runs-dir", str(run.path.parent), "sample", "e2e", "--prompt", "Date: May 1, 2001\nISO:", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(out) == {"prompt", "base", "tuned"}
+
+
+def test_token_is_never_written_anywhere(finished_run):
+    """HF_TOKEN was in the run's environment: no file in the run dir (incl. pickles) holds it."""
+    _, run = finished_run
+    files = [p for p in run.path.rglob("*") if p.is_file()]
+    assert any(p.name == "training_args.bin" for p in files)  # the pickle is among those checked
+    for path in files:
+        assert FAKE_TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_run_files_are_private(finished_run):
+    _, run = finished_run
+    for path in [run.path, *run.path.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
+
+
+def test_runs_cli_lists_the_run(finished_run, capsys):
+    from ftwiz.cli.main import main
+
+    _, run = finished_run
+    assert main(["--runs-dir", str(run.path.parent), "runs", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    row = next(r for r in rows if r["name"] == "e2e")
+    assert row["state"] == "finished" and row["step"] == 8 and row["max_steps"] == 8 and row["loss"] is not None
+
+
+# -- fast: command construction and validation before anything is written ----------------------------
+def test_launch_command_single_and_multi_gpu(tmp_path):
+    assert launch_command(tmp_path, 0, python="py") == ["py", "-m", "ftwiz.core.engine", str(tmp_path)]
+    assert launch_command(tmp_path, 1, python="py") == ["py", "-m", "ftwiz.core.engine", str(tmp_path)]
+    assert launch_command(tmp_path, 4, python="py") == [
+        "py", "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "4",
+        "-m", "ftwiz.core.engine", str(tmp_path),
+    ]
+    assert RUN_ENV["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert RUN_ENV["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+
+
+def test_bad_data_fails_before_anything_is_written(tmp_path_factory, tmp_path):
+    model = tiny_model_dir(tmp_path_factory)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": \n', encoding="utf-8")
+    runs = tmp_path / "runs"
+    with pytest.raises(UserError, match=r"bad.jsonl:2"):
+        start_run(config_from_dict(config_dict(model, bad)), runs)
+    assert not runs.exists()
+
+
+def test_missing_model_fails_before_anything_is_written(tmp_path):
+    data = write_data(tmp_path / "d.jsonl")
+    runs = tmp_path / "runs"
+    with pytest.raises(UserError, match="model"):
+        start_run(config_from_dict(config_dict(tmp_path / "no-such-model", data)), runs)
+    assert not runs.exists()
+
+
+def test_precision_follows_hardware():
+    from ftwiz.core.engine.process import choose_precision
+
+    config = config_from_dict(config_dict(__file__, __file__, bf16=True))
+    assert choose_precision(config, cuda=False, bf16_ok=False)[0] == "fp32"
+    assert choose_precision(config, cuda=True, bf16_ok=True)[0] == "bf16"
+    assert choose_precision(config, cuda=True, bf16_ok=False)[0] == "fp16"
+
+
+def test_engine_module_runs_without_torch_in_the_parent():
+    """start_run's module stays light: the CLI imports it before any training."""
+    import subprocess
+
+    code = "import sys, ftwiz.core.engine; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
