@@ -98,7 +98,7 @@ def main() -> None:
     t0 = time.time()
     if not (model_dir / "tokenizer.json").exists():
         doc["weights"] = save_random_model(model, str(model_dir), "cuda" if cuda else "cpu", with_tokenizer=True)
-    doc["data"] = write_dataset(work / "data.jsonl", 2000 if cuda else 60, 7, 150 if cuda else 20)
+    doc["data"] = write_dataset(work / "data.jsonl", 1000 if cuda else 60, 7, 150 if cuda else 20)
     doc["prepare_s"] = round(time.time() - t0, 1)
     write_json(args.out, doc)
     for method in args.methods.split(","):
