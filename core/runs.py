@@ -87,6 +87,18 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+def _runs_engine(pid: int | None) -> bool:
+    """Whether pid is still an ftwiz run process (not a recycled pid); unknown counts as yes."""
+    if not pid_alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read()
+    except OSError:
+        return True
+    return b"ftwiz.core.engine" in cmdline or b"accelerate" in cmdline
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
@@ -127,7 +139,9 @@ class RunDir:
             return "crashed"
         if state in ACTIVE_STATES:
             age = (now or time.time()) - float(status.get("heartbeat", 0))
-            if age > HEARTBEAT_STALE_S and not pid_alive(status.get("pid")):
+            # The heartbeat thread beats every few seconds even in long steps: a stale one with a
+            # live pid means the pid now belongs to some other program.
+            if age > HEARTBEAT_STALE_S and not _runs_engine(status.get("pid")):
                 return "crashed"
         return state
 

@@ -223,11 +223,12 @@ def make_trainer_class():
             try:
                 super()._save_checkpoint(model, trial)
                 faults.in_checkpoint_write()
-            except OSError as exc:
+            except Exception as exc:  # noqa: BLE001 - OSError, or safetensors' own error for EFBIG/ENOSPC
                 checkpoints.remove_partial(root_dir)
                 last = checkpoints.latest_checkpoint(root_dir)
+                reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
                 raise RunFailure(
-                    f"could not write checkpoint-{step}: {exc.strerror or exc} (disk full?); "
+                    f"could not write checkpoint-{step}: {reason} (disk full?); "
                     f"last complete checkpoint: {last.name if last else 'none'}, kept",
                     "free disk space (df -h), lower training.save_total_limit, then `ftwiz resume`",
                 ) from exc
