@@ -484,6 +484,7 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
             flags.oom_count += 1
             attempt = flags.oom_count
             step = trainer.state.global_step
+            restart = checkpoints.latest_checkpoint(run.checkpoints_dir)
             can_retry = attempt <= config.limits.oom_retries and micro > 1
             new_micro, new_accum = (micro // 2, accum * 2) if can_retry else (micro, accum)
             hooks.emit(
@@ -495,7 +496,7 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
                 micro_batch_new=new_micro,
                 grad_accum_old=accum,
                 grad_accum_new=new_accum,
-                resume_from=str(resume_from.relative_to(run.path)) if resume_from else None,
+                resume_from=str(restart.relative_to(run.path)) if restart else None,
                 message=str(exc).splitlines()[0][:300],
             )
             if not can_retry:

@@ -1,0 +1,93 @@
+"""Resource faults: disk full while saving, CUDA OOM at step 0 and mid-run, NaN / exploding loss."""
+
+from __future__ import annotations
+
+import pytest
+from helpers_engine import complete_steps, events, start, tiny_model_dir, wait_state, write_data
+
+from ftwiz.core.engine.checkpoints import latest_checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return tiny_model_dir(tmp_path_factory)
+
+
+def test_disk_full_while_saving_keeps_last_checkpoint_and_writes_no_adapter(model, tmp_path, monkeypatch):
+    data = write_data(tmp_path / "d.jsonl")
+    # From step 5 on, no file may grow past 64 kB (the adapter alone is ~130 kB): like a full disk.
+    monkeypatch.setenv("FTWIZ_FAULT_FSIZE_BYTES", str(64_000))
+    monkeypatch.setenv("FTWIZ_FAULT_FSIZE_AT_STEP", "5")
+    run = start(model, data, tmp_path / "runs", "full", max_steps=8)
+    assert wait_state(run, {"finished", "failed", "crashed"}) == "failed", run.log_path.read_text()[-3000:]
+    error = events(run, "error")[-1]
+    assert "checkpoint-8" in error["message"] and "checkpoint-4" in error["message"]
+    assert "disk" in error["suggestion"]
+    assert complete_steps(run) == [4]
+    from safetensors.torch import load_file
+
+    assert load_file(latest_checkpoint(run.checkpoints_dir) / "adapter_model.safetensors")
+    assert not run.adapter_dir.exists()  # no half-written results
+    assert not [p for p in run.checkpoints_dir.iterdir() if p.name.startswith(".staging")]
+
+
+def test_oom_at_step_0_and_mid_run_halves_the_micro_batch_and_keeps_the_step_count(model, tmp_path, monkeypatch):
+    data = write_data(tmp_path / "d.jsonl")
+    monkeypatch.setenv("FTWIZ_FAULT_OOM_AT_STEP", "0,5")
+    run = start(model, data, tmp_path / "runs", "oom", max_steps=8)
+    assert wait_state(run, {"finished", "failed", "crashed"}) == "finished", run.log_path.read_text()[-3000:]
+    ooms = events(run, "oom")
+    assert [(o["step"], o["attempt"], o["micro_batch_old"], o["micro_batch_new"], o["grad_accum_old"], o["grad_accum_new"])
+            for o in ooms] == [(0, 1, 4, 2, 1, 2), (5, 2, 2, 1, 2, 4)]
+    assert ooms[0]["resume_from"] is None and ooms[1]["resume_from"] == "checkpoints/checkpoint-4"
+    assert [e["step"] for e in events(run) if e["type"] == "step"][-4:] == [5, 6, 7, 8]
+    all_events = events(run)
+    second = all_events.index(ooms[1])
+    assert [e["step"] for e in all_events[second:] if e["type"] == "step"] == [5, 6, 7, 8]  # not reset to 0
+    status = run.read_status()
+    assert status["step"] == 8 and status["micro_batch"] == 1 and status["grad_accum"] == 4
+
+
+def test_oom_beyond_the_retries_stops_with_a_suggestion(model, tmp_path, monkeypatch):
+    data = write_data(tmp_path / "d.jsonl")
+    monkeypatch.setenv("FTWIZ_FAULT_OOM_AT_STEP", "0,1")
+    run = start(model, data, tmp_path / "runs", "oom2", max_steps=8, limits={"oom_retries": 1})
+    assert wait_state(run, {"finished", "failed", "crashed"}) == "failed"
+    assert len(events(run, "oom")) == 2
+    error = events(run, "error")[-1]
+    assert "out of GPU memory" in error["message"] and "qlora" in error["suggestion"]
+    assert run.read_status()["exit_code"] == 1
+
+
+def test_nan_loss_stops_the_run_with_a_suggestion_and_saves_nothing(model, tmp_path, monkeypatch):
+    data = write_data(tmp_path / "d.jsonl")
+    monkeypatch.setenv("FTWIZ_FAULT_NAN_AT_STEP", "2")
+    run = start(model, data, tmp_path / "runs", "nan", max_steps=8)
+    assert wait_state(run, {"finished", "failed", "crashed"}) == "failed"
+    nan = events(run, "nan")[0]
+    assert nan["step"] == 3 and "learning_rate" in nan["suggestion"]
+    assert "learning_rate" in events(run, "error")[-1]["suggestion"]
+    assert max(e["step"] for e in events(run, "step")) == 3  # stopped, not trained on
+    assert complete_steps(run) == [] and not run.adapter_dir.exists()
+
+
+def test_exploding_loss_is_detected():
+    from types import SimpleNamespace
+
+    from ftwiz.core.config import config_from_dict
+    from ftwiz.core.engine.process import Flags, Hooks
+
+    emitted = []
+    config = config_from_dict({"model": {"name_or_path": "m"}, "data": {"path": "d"}})
+    hooks = Hooks(run=None, config=config, flags=Flags(), status=SimpleNamespace(update=lambda **k: None),
+                  is_main=False, spent_s=0)
+    hooks.emit = lambda kind, **fields: emitted.append((kind, fields))
+    state, control = SimpleNamespace(global_step=0, epoch=0), SimpleNamespace(should_save=False, should_training_stop=False)
+    for step, loss in enumerate([2.0, 2.1, 1.9, 2.0, 2.05, 1.95, 40.0], start=1):
+        state.global_step = step
+        hooks.log(state, control, {"loss": loss, "grad_norm": 1.0})
+    assert control.should_training_stop and not control.should_save
+    kind, fields = emitted[-1]
+    assert kind == "nan" and fields["step"] == 7 and "median" in fields["reason"]
