@@ -20,6 +20,13 @@ def screen_name(app) -> str:
     return type(app.screen).__name__
 
 
+async def wait_for_screen(pilot, name: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while screen_name(pilot.app) != name and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+    assert screen_name(pilot.app) == name
+
+
 def test_importing_the_app_does_not_import_torch():
     code = (
         "import sys, ftwiz.tui.app, ftwiz.screens.welcome, ftwiz.screens.model, ftwiz.screens.review, "
@@ -235,3 +242,47 @@ async def test_decide_answers_rerank_and_a_non_training_choice_does_not_advance(
         await pilot.press("ctrl+n")
         await pilot.pause()
         assert screen_name(app) == "DecideScreen"
+
+
+def _fake_run(runs_dir, config):
+    """A run directory as the engine leaves it right after starting (this process as its pid)."""
+    import os
+
+    from ftwiz.core.runs import create_run_dir
+
+    run = create_run_dir(runs_dir, config.name or "run")
+    config.save(run.config_path)
+    run.write_status(state="running", pid=os.getpid(), step=0, max_steps=200)
+    return run
+
+
+async def test_review_start_calls_the_engine_and_shows_the_dashboard(tmp_path, monkeypatch):
+    import ftwiz.core.demo
+    import ftwiz.core.engine
+
+    started = []
+
+    def fake_start_run(config, runs_dir, detach=True):
+        started.append(config)
+        return _fake_run(runs_dir, config)
+
+    monkeypatch.setattr(ftwiz.core.engine, "start_run", fake_start_run, raising=False)
+    monkeypatch.setattr(ftwiz.core.demo, "ensure_demo_model", lambda root=None: tmp_path, raising=False)
+    app = fixed_app(tmp_path / "runs", CPU_ONLY)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("d")
+        await settle(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for_screen(pilot, "TrainScreen")
+        assert [c.data.path for c in started] == ["demo"]
+
+
+async def test_existing_runs_are_offered_first_and_escape_starts_a_new_fine_tune(tmp_path):
+    from ftwiz.screens.review import demo_config
+
+    _fake_run(tmp_path / "runs", demo_config())
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for_screen(pilot, "RunsScreen")  # its watcher runs until it closes: no settle()
+        await pilot.press("escape")
+        await wait_for_screen(pilot, "WelcomeScreen")
