@@ -214,13 +214,17 @@ def create_run_dir(runs_dir: str | Path, name: str) -> RunDir:
 
 
 def open_run(ref: str | Path, runs_dir: str | Path = "runs") -> RunDir:
-    """A run by name (inside runs_dir) or by path to its directory."""
+    """A run by name, or by a path to its directory; either way it must lie inside runs_dir
+    (a symlink pointing elsewhere is refused)."""
+    root = Path(runs_dir)
     path = Path(ref)
     if not (path / "status.json").exists() and not (path / "config.yaml").exists():
         check_run_name(str(ref))
-        path = Path(runs_dir) / str(ref)
+        path = root / str(ref)
     if not path.is_dir():
         raise UserError(f"run {ref}: no such run in {runs_dir} (see `ftwiz runs`)")
+    if path.resolve().parent != root.resolve():
+        raise UserError(f"run {ref}: {path} is outside the runs directory {root} (or a symlink out of it)")
     return RunDir(path)
 
 
@@ -229,5 +233,10 @@ def list_runs(runs_dir: str | Path = "runs") -> list[RunDir]:
     root = Path(runs_dir)
     if not root.is_dir():
         return []
-    runs = [RunDir(p) for p in root.iterdir() if p.is_dir() and (p / "config.yaml").exists()]
+    root_real = root.resolve()
+    runs = [
+        RunDir(p)
+        for p in root.iterdir()
+        if p.is_dir() and p.resolve().parent == root_real and (p / "config.yaml").exists()
+    ]
     return sorted(runs, key=lambda r: r.path.stat().st_mtime, reverse=True)
