@@ -6,8 +6,7 @@ import subprocess
 import sys
 import time
 
-import pytest
-from textual.widgets import Button, DataTable, Input, OptionList, Static
+from textual.widgets import DataTable, Input, OptionList, Static
 
 from snapshot_apps import CPU_ONLY, H200, fixed_app, settle
 from ftwiz.tui.app import make_app
