@@ -3,21 +3,61 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from ftwiz.core.errors import UserError
 
 
+def _tokenizer_source(model: str) -> str:
+    """A local directory as given; a catalog name becomes its Hub id (the catalog holds no tokenizers)."""
+    from ftwiz.core.models import load_catalog_manifest
+
+    if Path(model).expanduser().exists():
+        return model
+    try:
+        return load_catalog_manifest(model).get("hub_id") or model
+    except UserError:
+        return model
+
+
+def _hub_reachable() -> bool:
+    """Whether the Hub's host name resolves: offline, huggingface_hub would retry for a minute."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+    except OSError:
+        return False
+    return True
+
+
 def _load_tokenizer(model: str):
-    """A tokenizer from a local model directory (or the Hub when online)."""
+    """The tokenizer of a local model directory, or of a Hub model (cache first, then the Hub)."""
     from transformers import AutoTokenizer
 
+    source = _tokenizer_source(model)
     try:
-        return AutoTokenizer.from_pretrained(model)
-    except Exception as exc:  # missing files, offline, unknown id: the user's input, not a bug
+        return AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not in the cache (or not a tokenizer): try the Hub below
+        pass
+    where = f" ({source})" if source != model else ""
+    if Path(source).expanduser().exists() or not _hub_reachable():
+        missing = "no tokenizer files in this directory" if Path(source).expanduser().exists() else (
+            "its tokenizer is not in the Hub cache and the Hub is unreachable (offline)")
+        raise UserError(f"--model: {model}{where}: {missing}; give a model directory holding "
+                        f"tokenizer.json, or leave --model out for a word-count estimate")
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except Exception as exc:  # noqa: BLE001 - gated, unknown id, no tokenizer: the user's input, not a bug
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"--model {model}: could not load its tokenizer ({reason})") from None
+        raise UserError(f"--model: {model}{where}: could not load its tokenizer ({reason})") from None
 
 
 @click.command()
@@ -54,12 +94,13 @@ def data(source, model, subset, split, fmt, max_length, limit, example, as_json)
         _print_report(report, rendered)
     if not report.ok:
         # A UserError is how cli/main.py turns "not usable" into exit code 2 (after the report).
-        raise UserError(f"{report.source}: not usable for training ({report.problems_total} problem(s) listed above)")
+        where = "in the JSON report" if as_json else "listed above"
+        raise UserError(f"{report.source}: not usable for training ({report.problems_total} problem(s) {where})")
 
 
 def _print_report(report, rendered) -> None:
     verdict = "usable" if report.ok else "NOT usable"
-    click.echo(f"{report.source}: {report.format or 'unknown format'}, {report.rows} rows: {verdict}")
+    click.echo(f"{report.source}: {report.format or 'unknown format'}, {report.rows} row{'' if report.rows == 1 else 's'}: {verdict}")
     stats = report.stats
     if stats:
         truncated = (
@@ -68,7 +109,7 @@ def _print_report(report, rendered) -> None:
             else ""
         )
         click.echo(
-            f"lengths ({stats['token_counter']}): p50 {stats['p50']}, p95 {stats['p95']}, max {stats['max']}"
+            f"lengths in {stats['token_counter']}: p50 {stats['p50']}, p95 {stats['p95']}, max {stats['max']}"
             f"{truncated}; suggested max_length {stats['suggested_max_length']}"
         )
     for note in report.notes:

@@ -17,11 +17,20 @@ def _gib(x: float) -> str:
     return f"{x:6.2f} GiB"
 
 
+def _hours(hours: float) -> str:
+    return f"{hours:.1f} h" if hours >= 1 else f"{max(1, round(hours * 60))} min"
+
+
 def _render(d: dict) -> str:
+    gpu = d["gpu"]
+    gpu_line = (
+        "none here (CPU only): plan for one with --gpu NAME or --vram GIB" if gpu["source"] == "cpu"
+        else f"{gpu['name']}: {gpu['free_gib']:.1f} of {gpu['total_gib']:.1f} GiB free ({gpu['source']})"
+    )
     lines = [
         f"Model    {d['model']['name']} ({d['model']['total_params'] / 1e9:.2f}B parameters)",
-        f"GPU      {d['gpu']['name']}: {d['gpu']['free_gib']:.1f} of {d['gpu']['total_gib']:.1f} GiB free ({d['gpu']['source']})",
-        f"Method   {d['method']}  - {d['method_reason']}",
+        f"GPU      {gpu_line}",
+        f"Method   {d['method_reason']}",
     ]
     if d["method"] == "qlora":
         lines.append(f"         fp32 upcast of embeddings/head/norms: {'yes' if d['qlora_upcast'] else 'no (base only frozen)'}")
@@ -32,7 +41,7 @@ def _render(d: dict) -> str:
     for name, item in d["hyperparameters"].items():
         lines.append(f"  {name:<28} {str(item['value']):<14} {item['reason']}")
     lines.append("")
-    lines.append(f"Memory (peak allocated, at the {d['peak_phase']})")
+    lines.append(f"Memory   estimated peak GPU memory, reached at the {d['peak_phase']}")
     for name, gib in d["breakdown"].items():
         if gib:
             lines.append(f"  {name:<28} {_gib(gib)}")
@@ -45,14 +54,31 @@ def _render(d: dict) -> str:
         lines.append(f"         {fit['suggestion']}")
     if d["time"]:
         lines.append(
-            f"Time     {d['time']['hours']:.2f} h at ~{d['time']['tokens_per_second']:,} tokens/s; "
+            f"Time     {_hours(d['time']['hours'])} at ~{d['time']['tokens_per_second']:,} tokens/s; "
             f"cost ${d['cost']['usd']:.2f} at ${d['cost']['price_per_gpu_hour']:g}/h"
         )
         for line in d["time_cost_assumptions"]:
             lines.append(f"         {line}")
     for note in d["notes"]:
-        lines.append(f"Note     {note}")
+        if note != f"does not fit: {fit['suggestion']}":  # already under Fits
+            lines.append(f"Note     {note}")
+    if d.get("written"):
+        lines.append(f"Wrote    {d['written']}")
+    lines.append(f"Next     {_next_step(d)}")
     return "\n".join(lines)
+
+
+def _next_step(d: dict) -> str:
+    """What a first-timer does after reading the plan."""
+    if not d["fits"]:
+        return "change what the Fits line suggests (or --method qlora, --seq, a smaller model), then plan again"
+    written = d.get("written")
+    if not written:
+        return "add --write run.yaml to save this plan as a run config, then: ftwiz train run.yaml"
+    if d.get("data_placeholder"):
+        return f"put your training data in data.jsonl (or edit data.path in {written}), check it with ftwiz data, then: ftwiz train {written}"
+    return f"ftwiz train {written}"
+
 
 
 def _on_off(value: str | None) -> bool | None:
@@ -105,11 +131,13 @@ def plan(model, data, examples, gpu, vram, method, batch, seq, rank, targets, gr
     d = result.to_dict()
     if write:
         config = result.to_config(data_path=data or "data.jsonl")
-        config.save(write)
+        try:
+            config.save(write)
+        except OSError as exc:
+            raise UserError(f"--write: {write}: cannot write ({exc.strerror})") from None
         d["written"] = str(write)
+        d["data_placeholder"] = data is None
     if as_json:
         click.echo(json.dumps(d, indent=2))
     else:
         click.echo(_render(d))
-        if write:
-            click.echo(f"Wrote    {write}")

@@ -6,7 +6,9 @@ turns it into the RunConfig the engine runs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ftwiz.core.errors import UserError
@@ -56,7 +58,7 @@ def resolve_gpu(gpu: Any = None) -> GpuTarget:
 
         gpu = detect_hardware()
     if isinstance(gpu, (int, float)) and not isinstance(gpu, bool):
-        if gpu <= 0:
+        if not math.isfinite(gpu) or gpu <= 0:
             raise UserError(f"--vram: {gpu}: must be a number of GiB above 0")
         total = int(gpu * GIB)
         return GpuTarget(f"{gpu:g} GiB GPU", total, total, True, "--vram")
@@ -90,6 +92,8 @@ class Plan:
     time_cost: Any = None  # core.cost.CostEstimate
     notes: list[str] = field(default_factory=list)
     seq_reason: str = DEFAULT_SEQ_REASON
+    batch_asked: bool = False
+    grad_ckpt_asked: bool = False
 
     @property
     def fits(self) -> bool:
@@ -98,10 +102,20 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         est = self.fit.estimate.to_dict()
         hp = self.hyperparams.to_dict()
-        batch_reason = next((r for r in self.fit.reasons if r.startswith("micro-batch")), "smallest layout: nothing fits")
-        hp["per_device_train_batch_size"] = {"value": self.fit.micro_batch, "reason": batch_reason}
-        hp["gradient_accumulation_steps"] = {"value": self.fit.grad_accum, "reason": "keeps the effective batch"}
-        hp["gradient_checkpointing"] = {"value": self.fit.grad_ckpt, "reason": self.fit.reasons[1] if self.fit.fits else "smallest layout"}
+        fit = self.fit
+        if fit.fits:
+            batch_reason = next(r for r in fit.reasons if r.startswith("micro-batch"))
+            ckpt_reason = next(r for r in fit.reasons if r.startswith("gradient checkpointing"))
+        else:
+            batch_reason = "as asked (--batch); does not fit" if self.batch_asked else "smallest micro-batch: nothing fits"
+            ckpt_reason = "as asked (--grad-ckpt); does not fit" if self.grad_ckpt_asked else "on: the smallest layout, and still nothing fits"
+        effective = fit.micro_batch * fit.grad_accum
+        if effective != hp["effective_batch_size"]["value"]:
+            hp["effective_batch_size"] = {"value": effective, "reason": f"micro-batch {fit.micro_batch} (--batch) is above the "
+                                          f"recommended {hp['effective_batch_size']['value']}"}
+        hp["per_device_train_batch_size"] = {"value": fit.micro_batch, "reason": batch_reason}
+        hp["gradient_accumulation_steps"] = {"value": fit.grad_accum, "reason": "keeps the effective batch"}
+        hp["gradient_checkpointing"] = {"value": fit.grad_ckpt, "reason": ckpt_reason}
         hp["max_length"] = {"value": self.fit.max_length, "reason": self.seq_reason}
         hp["optim"] = {"value": self.fit.optim, "reason": hp.get("optim", {}).get("reason", "")}
         tc = self.time_cost
@@ -152,8 +166,8 @@ class Plan:
         data: dict[str, Any] = {
             "name": name,
             "method": self.method,
-            "model": {"name_or_path": self.model.name},
-            "data": {"path": data_path},
+            "model": {"name_or_path": _loadable_model(self.model)},
+            "data": {"path": _absolute_if_file(data_path)},
             "training": training,
             "quantization": {"upcast": self.qlora_upcast,
                              "bnb_4bit_compute_dtype": "bfloat16" if precision == "bf16" else "float16"},
@@ -162,6 +176,20 @@ class Plan:
             data["lora"] = {"r": self.rank, "lora_alpha": 2 * self.rank, "lora_dropout": hp["lora_dropout"],
                             "target_modules": list(self.targets)}
         return config_from_dict(data, source="plan")
+
+
+def _loadable_model(info: Any) -> str:
+    """What from_pretrained can load: a catalog name becomes its Hub id, a local directory an
+    absolute path (the run process may start from another directory)."""
+    if info.source == "local":
+        return str(Path(info.name).expanduser().resolve())
+    return getattr(info, "hub_id", None) or info.name
+
+
+def _absolute_if_file(path: str) -> str:
+    """A local data file as an absolute path; Hub ids, 'demo' and placeholders stay as given."""
+    local = Path(path).expanduser()
+    return str(local.resolve()) if local.exists() else path
 
 
 def _check_positive(value: Any, option: str) -> None:
@@ -209,6 +237,10 @@ def make_plan(
     for value, option in ((examples, "--examples"), (batch, "--batch"), (seq, "--seq"), (rank, "--rank")):
         _check_positive(value, option)
     info = load_model_info(model) if isinstance(model, str) else model
+    context = info.max_position_embeddings
+    if seq is not None and context and seq > context:
+        raise UserError(f"--seq: {seq} is longer than {info.name}'s context ({context} tokens, "
+                        f"max_position_embeddings); use at most {context}")
     n_examples = examples if examples is not None else (data_stats or {}).get("rows")
     target = resolve_gpu(gpu)
     notes: list[str] = []
@@ -216,6 +248,9 @@ def make_plan(
         notes.append("CPU only: no NVIDIA GPU found; fine-tuning this model needs one (plan with --gpu or --vram)")
     resolved_targets = resolve_targets(info, targets if targets is not None else "attention")
     seqs, seq_reason = _seq_candidates(seq, data_stats)
+    if context and seqs[0] > context:
+        seqs = sorted({min(s, context) for s in seqs}, reverse=True)
+        seq_reason = f"{context}: the model's context (max_position_embeddings); longer examples are truncated"
     dtype = "fp32" if target.cpu_only else ("bf16" if target.bf16 else "fp16")
     free = target.free_bytes
 
@@ -266,12 +301,21 @@ def make_plan(
     if rank and "r" in hp.items:
         hp.items["r"] = Recommendation("r", rank, "as asked (--rank)")
         hp.items["lora_alpha"] = Recommendation("lora_alpha", 2 * rank, "alpha = 2 x rank, the guide's default scaling")
-    if not fit.fits and fit.suggestion:
+    if target.cpu_only:
+        fit.suggestion = "no GPU here: plan for one with --gpu NAME or --vram GIB"
+    elif not fit.fits and fit.suggestion:
         notes.append(f"does not fit: {fit.suggestion}")
+    if rank and resolved_targets and chosen != "full":
+        groups = [g for t in resolved_targets for g in info.groups_named(t)]
+        smallest = min((min(g.in_features, g.out_features) for g in groups), default=0)
+        if groups and rank > smallest:
+            notes.append(f"--rank {rank} is above the smallest targeted layer's size ({smallest}): a LoRA rank "
+                         f"gains nothing past it and only adds weights (typical: 8-64)")
     if seq is None and fit.max_length != seqs[0]:
         seq_reason = f"{fit.max_length}: the longest of {', '.join(map(str, seqs))} that fits"
     plan = Plan(info, chosen, reason, qlora_upcast if chosen == "qlora" else False, rank_used, resolved_targets,
-                hp, fit, target, n_examples, notes=notes, seq_reason=seq_reason)
+                hp, fit, target, n_examples, notes=notes, seq_reason=seq_reason,
+                batch_asked=batch is not None, grad_ckpt_asked=grad_ckpt is not None)
     plan.time_cost = _time_cost(plan, data_stats)
     return plan
 
@@ -281,7 +325,9 @@ def _time_cost(plan: Plan, data_stats: dict | None) -> Any:
     from ftwiz.core.cost import estimate_time_cost, find_gpu_spec
 
     if plan.gpu.cpu_only or plan.n_examples is None:
-        plan.notes.append("time and cost: need a GPU and the number of examples (--examples or --data)")
+        missing = [] if not plan.gpu.cpu_only else ["a GPU (--gpu NAME)"]
+        missing += [] if plan.n_examples is not None else ["the number of examples (--examples N or --data FILE)"]
+        plan.notes.append(f"time and cost: need {' and '.join(missing)}")
         return None
     spec = find_gpu_spec(plan.gpu.name, plan.gpu.total_bytes)
     if spec is None:

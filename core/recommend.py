@@ -228,7 +228,13 @@ def fit_to_gpu(
     est = estimate(mb, seq, ckpt)
     shorter = seq // 2
     suggestion = None
-    while shorter >= SHORTEST_SEQ:
+    if micro_batch and micro_batch > 1:
+        smaller = micro_batch // 2
+        while smaller >= 1 and suggestion is None:
+            if estimate(smaller, seq, ckpt).required_bytes <= usable:
+                suggestion = f"fits with micro-batch {smaller} (a smaller batch)"
+            smaller //= 2
+    while shorter >= SHORTEST_SEQ and suggestion is None:
         if estimate(mb, shorter, ckpt).required_bytes <= usable:
             suggestion = f"fits with max_length {shorter} (longer examples truncated)"
             break

@@ -52,13 +52,26 @@ def test_unusable_file_exit_2_lists_problems_as_file_line(tmp_path, capsys):
     report = json.loads(captured.out)
     assert report["ok"] is False and report["problems"][0]["text"] == f"{path}:2: instruction: empty string"
     assert report["problems"][0]["line"] == 2 and report["problems"][0]["field"] == "instruction"
-    assert captured.err == f"ftwiz: {path}: not usable for training (1 problem(s) listed above)\n"
+    assert captured.err == f"ftwiz: {path}: not usable for training (1 problem(s) in the JSON report)\n"
 
 
 def test_bad_model_dir_is_a_user_error(tmp_path, capsys):
     assert main(["data", str(FIXTURES / "text.jsonl"), "--model", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"ftwiz: --model {tmp_path}: could not load its tokenizer") and "Traceback" not in err
+    assert err.startswith(f"ftwiz: --model: {tmp_path}: no tokenizer files in this directory") and err.count("\n") == 1
+
+
+def test_catalog_model_offline_is_one_quick_line(capsys, monkeypatch):
+    """A catalog name means its Hub id; offline and uncached it is one line at once, not a minute of retries."""
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    start = time.time()
+    assert main(["data", str(FIXTURES / "alpaca.jsonl"), "--model", "smollm2-135m"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(HuggingFaceTB/SmolLM2-135M)" in err and "offline" in err
+    assert time.time() - start < 10
 
 
 def test_executable_exit_code_and_no_traceback(tmp_path):

@@ -122,3 +122,29 @@ def test_plan_is_fast_and_never_imports_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert time.time() - start < 2.0
+
+
+@pytest.mark.parametrize("args,field", [(["--vram", "nan"], "--vram"), (["--vram", "inf"], "--vram"),
+                                        (["--gpu", "H200", "--seq", "1000000"], "--seq")])
+def test_non_finite_vram_and_too_long_seq_are_one_line(capsys, args, field):
+    code, out, err = run(capsys, ["plan", "--model", "llama-3.1-8b"] + args)
+    assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith(f"ftwiz: {field}")
+
+
+def test_write_into_a_missing_directory_is_one_line(capsys, tmp_path):
+    target = tmp_path / "no" / "such" / "dir" / "run.yaml"
+    code, out, err = run(capsys, ["plan", "--model", "llama-3.1-8b", "--gpu", "H200", "--write", str(target)])
+    assert code == 2 and err.count("\n") == 1 and err.startswith("ftwiz: --write:") and not target.exists()
+
+
+def test_text_output_says_what_to_do_next(capsys, tmp_path):
+    code, out, _ = run(capsys, ["plan", "--model", "llama-3.2-1b", "--gpu", "H200", "--examples", "800"])
+    assert code == 0 and "--write run.yaml" in out.splitlines()[-1] and "ftwiz train" in out.splitlines()[-1]
+    assert "Method   lora: " in out  # the reason once, not "lora  - lora:"
+    assert "Time     " in out and " min at ~" in out  # short runs in minutes, not "0.00 h"
+    target = tmp_path / "run.yaml"
+    code, out, _ = run(capsys, ["plan", "--model", "llama-3.2-1b", "--gpu", "H200", "--examples", "800", "--write", str(target)])
+    lines = out.splitlines()
+    assert lines[-2] == f"Wrote    {target}" and "data.jsonl" in lines[-1] and f"ftwiz train {target}" in lines[-1]
+    code, out, _ = run(capsys, ["plan", "--model", "llama-3.1-70b", "--gpu", "RTX 4090", "--method", "lora"])
+    assert "Fits     NO" in out and out.count("does not fit even") == 1  # suggestion once, not again as a note

@@ -93,3 +93,50 @@ def test_to_config_round_trips():
 def test_bad_input(kw, field):
     with pytest.raises(UserError, match=field):
         make_plan("llama-3.1-8b", gpu="H200", **kw)
+
+
+@pytest.mark.parametrize("vram", [float("nan"), float("inf")])
+def test_vram_must_be_a_finite_number(vram):
+    with pytest.raises(UserError, match="--vram"):
+        resolve_gpu(vram)
+
+
+def test_seq_longer_than_the_model_context_is_refused():
+    with pytest.raises(UserError, match=r"--seq: 5000 is longer than gpt2's context \(1024 tokens"):
+        make_plan("gpt2", gpu="H200", seq=5000)
+
+
+def test_max_length_from_data_is_capped_at_the_context():
+    stats = {"rows": 2000, "p50": 150, "p95": 1500, "max": 3000, "mean": 220.0, "estimate": False}
+    plan = make_plan("gpt2", data_stats=stats, gpu="H200")
+    assert plan.fit.max_length == 1024 and "context" in plan.to_dict()["hyperparameters"]["max_length"]["reason"]
+
+
+def test_config_names_what_from_pretrained_can_load(tmp_path, monkeypatch):
+    """A catalog name is not loadable by transformers: the config holds its Hub id; files are absolute."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.jsonl").write_text("{}\n")
+    config = make_plan("llama-3.1-8b", examples=5000, gpu="H200").to_config("train.jsonl")
+    assert config.model.name_or_path == "meta-llama/Llama-3.1-8B"
+    assert config.data.path == str(tmp_path / "train.jsonl")
+    assert make_plan("llama-3.1-8b", gpu="H200").to_config("org/hub-dataset").data.path == "org/hub-dataset"
+
+
+def test_forced_batch_that_does_not_fit_says_so_and_what_would():
+    d = make_plan("llama-3.1-8b", gpu="RTX 4090", method="lora", batch=64).to_dict()
+    assert not d["fits"]
+    assert d["hyperparameters"]["per_device_train_batch_size"]["reason"] == "as asked (--batch); does not fit"
+    assert d["fit"]["suggestion"].startswith("fits with micro-batch")
+    assert d["hyperparameters"]["effective_batch_size"]["value"] == 64  # the batch asked for, not the band's 16
+
+
+def test_rank_above_the_layer_size_is_noted():
+    plan = make_plan("llama-3.1-8b", gpu="H200", rank=5000)
+    assert any("above the smallest targeted layer's size (1024)" in n for n in plan.notes)
+    assert not any("above the smallest" in n for n in make_plan("llama-3.1-8b", gpu="H200", rank=64).notes)
+
+
+def test_cpu_only_suggests_a_gpu_not_qlora():
+    cpu = detect_hardware(backend=RecordedBackend({"nvml_state": "no-driver", "gpus": []}))
+    plan = make_plan("llama-3.1-8b", gpu=cpu)
+    assert "--gpu" in plan.fit.suggestion and "QLoRA" not in plan.fit.suggestion
