@@ -159,3 +159,58 @@ def test_engine_module_runs_without_torch_in_the_parent():
 
     code = "import sys, ftwiz.core.engine; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_attach_follows_until_the_end(finished_run, capsys):
+    from ftwiz.cli.main import main
+
+    _, run = finished_run
+    assert main(["--runs-dir", str(run.path.parent), "attach", "e2e", "--interval", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "step 8/8" in out and "[finished]" in out and out.rstrip().endswith("run e2e: finished")
+
+
+def test_attach_ctrl_c_detaches_without_stopping(tmp_path, monkeypatch, capsys):
+    from ftwiz.cli import run_cmds
+    from ftwiz.cli.main import main
+    from ftwiz.core.runs import create_run_dir
+
+    run = create_run_dir(tmp_path, "live")
+    run.config_path.write_text("name: live\n")
+    run.write_status(state="running", pid=os.getpid())  # alive, and never signalled by attach
+
+    def interrupt(_seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_cmds.time, "sleep", interrupt)
+    assert main(["--runs-dir", str(tmp_path), "attach", "live"]) == 0
+    assert "detached" in capsys.readouterr().out and run.read_status()["state"] == "running"
+
+
+def test_qlora_quantizes_and_upcasts_only_when_asked(monkeypatch):
+    """QLoRA: BitsAndBytesConfig from the config; prepare_model_for_kbit_training only with upcast."""
+    import peft
+    import transformers
+
+    from ftwiz.core.engine import process
+
+    seen = {}
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda name, **kw: seen.update(kw) or _tiny_llama())
+    calls = []
+    monkeypatch.setattr(peft, "prepare_model_for_kbit_training", lambda m, **kw: calls.append(kw) or m)
+    for upcast in (False, True):
+        config = config_from_dict({"method": "qlora", "model": {"name_or_path": "m"}, "data": {"path": "d"},
+                                   "quantization": {"upcast": upcast}, "lora": {"target_modules": ["q_proj", "v_proj"]}})
+        model = process.wrap_model(process.load_model(config, "bf16", cuda=True), config)
+        q = seen["quantization_config"]
+        assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
+        assert sum(n.endswith(".lora_A") for n, _ in model.named_modules()) == 2 * 2
+    assert len(calls) == 1 and calls[0]["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
+
+
+def _tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=1))

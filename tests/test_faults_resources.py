@@ -91,3 +91,17 @@ def test_exploding_loss_is_detected():
     assert control.should_training_stop and not control.should_save
     kind, fields = emitted[-1]
     assert kind == "nan" and fields["step"] == 7 and "median" in fields["reason"]
+
+
+def test_cost_limit_saves_and_stops_with_the_spend(model, tmp_path):
+    data = write_data(tmp_path / "d.jsonl")
+    # $36000/h is $10/s: a $0.5 limit is reached within the first steps.
+    run = start(model, data, tmp_path / "runs", "cost", max_steps=500, save_steps=100,
+                limits={"max_cost": 0.5, "price_per_hour": 36000.0})
+    assert wait_state(run, {"finished", "stopped", "failed", "crashed"}) == "stopped", run.log_path.read_text()[-3000:]
+    limit = events(run, "limit")[0]
+    assert limit["limit"] == "max_cost" and limit["spend_usd"] >= 0.5
+    step = run.read_status()["step"]
+    assert step < 500 and complete_steps(run) == [step]
+    assert (run.adapter_dir / "adapter_model.safetensors").is_file()
+    assert all(e["spend_usd"] is not None for e in events(run, "step"))
