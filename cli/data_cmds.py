@@ -22,25 +22,11 @@ def _tokenizer_source(model: str) -> str:
         return model
 
 
-def _hub_reachable() -> bool:
-    """Whether the Hub's host name resolves: offline, huggingface_hub would retry for a minute."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    try:
-        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
-    except OSError:
-        return False
-    return True
-
-
 def _load_tokenizer(model: str):
     """The tokenizer of a local model directory, or of a Hub model (cache first, then the Hub)."""
     from transformers import AutoTokenizer
+
+    from ftwiz.core.data_load import hub_reachable
 
     source = _tokenizer_source(model)
     try:
@@ -48,7 +34,7 @@ def _load_tokenizer(model: str):
     except Exception:  # noqa: BLE001 - not in the cache (or not a tokenizer): try the Hub below
         pass
     where = f" ({source})" if source != model else ""
-    if Path(source).expanduser().exists() or not _hub_reachable():
+    if Path(source).expanduser().exists() or not hub_reachable():
         missing = "no tokenizer files in this directory" if Path(source).expanduser().exists() else (
             "its tokenizer is not in the Hub cache and the Hub is unreachable (offline)")
         raise UserError(f"--model: {model}{where}: {missing}; give a model directory holding "

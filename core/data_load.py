@@ -109,6 +109,8 @@ def load_rows(
 ) -> Loaded:
     """Read a local file, the built-in demo rows, or a Hub dataset. Whole-source failures raise DataError."""
     spec = str(path_or_hub)
+    if not spec.strip():
+        _fail(spec, "empty dataset path (give a file or a Hub dataset id)")
     path = Path(spec).expanduser()
     if path.is_dir():
         _fail(spec, f"is a directory, expected a file ({', '.join(ALL_SUFFIXES)}) or a Hub dataset id")
@@ -379,6 +381,9 @@ def _quiet_datasets():
     if datasets.is_progress_bar_enabled():
         datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
+    import huggingface_hub
+
+    huggingface_hub.utils.logging.set_verbosity_error()  # no retry chatter on stderr
     return datasets
 
 
@@ -418,9 +423,31 @@ def _csv_header(path: Path) -> list[str]:
     return header
 
 
+def hub_reachable() -> bool:
+    """Whether the Hub's host name resolves. Offline, huggingface_hub retries each request for
+    ~25 s and logs every retry; this answers at once. False in offline mode."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
+    except OSError:
+        return False
+    return True
+
+
 def _load_hub(dataset_id: str, subset: str | None, split: str, max_rows: int | None) -> Loaded:
+    from huggingface_hub import constants
+
     datasets = _quiet_datasets()
     what = f"Hub dataset {dataset_id!r} (subset={subset!r}, split={split!r})"
+    if not constants.HF_HUB_OFFLINE and not hub_reachable():
+        _fail(dataset_id, f"could not load the {what}: the Hub is unreachable (offline); give a local file, "
+                          "or set HF_HUB_OFFLINE=1 to use a copy in the Hub cache")
     try:
         dataset = datasets.load_dataset(dataset_id, subset, split=split)
     except Exception as exc:  # offline, unknown id, gated, bad split: all user-facing

@@ -237,3 +237,30 @@ def test_demo_dataset_by_name(tmp_path, monkeypatch):
     assert (len(train), len(held_out)) == (190, 10)
     assert held_out[0]["reference_text"].endswith("</s>")
     assert any(held_out[0]["prompt_text"] == r["prompt"] for r in train_rows()[:200])
+
+
+def test_unreachable_hub_fails_at_once_without_retries(monkeypatch):
+    """Offline without HF_HUB_OFFLINE: one clear problem at once, not ~25 s of logged retries."""
+    import socket
+
+    import datasets
+
+    from ftwiz.core.data_load import DataError, load_rows
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror("Name or service not known")
+
+    def never(*args, **kwargs):
+        raise AssertionError("load_dataset must not be tried when the Hub is unreachable")
+
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(datasets, "load_dataset", never)
+    with pytest.raises(DataError) as caught:
+        load_rows("org/some-dataset")
+    assert "the Hub is unreachable (offline)" in str(caught.value.problems[0].message)
+
+
+def test_empty_source_is_named_empty_not_a_directory():
+    report = validate("")
+    assert not report.ok and "empty dataset path" in report.problem_lines()[0]
