@@ -254,7 +254,7 @@ def make_plan(
     dtype = "fp32" if target.cpu_only else ("bf16" if target.bf16 else "fp16")
     free = target.free_bytes
 
-    def plan_for(m: str) -> tuple[Hyperparams, Fit]:
+    def plan_for(m: str, free: int = free) -> tuple[Hyperparams, Fit]:
         hp = recommend_hyperparams(n_examples, m, target.bf16, target.cpu_only)
         r = rank or (hp["r"] if "r" in hp.items else 16)
         effective = max(hp["effective_batch_size"], batch or 1)
@@ -276,11 +276,14 @@ def make_plan(
     else:
         chosen, hp, fit, reason = None, None, None, ""
         if info.total_params <= FULL_MAX_PARAMS and (n_examples or 0) >= FULL_MIN_EXAMPLES:
-            hp, fit = plan_for("full")
-            if fit.fits and fit.estimate.required_bytes <= FULL_COMFORT * fit.usable_bytes:
+            # Some layout must fit in FULL_COMFORT of the memory (not the fastest one: that fills the GPU).
+            _, comfortable = plan_for("full", int(free * FULL_COMFORT))
+            if comfortable.fits:
                 chosen = "full"
+                hp, fit = plan_for("full")
                 reason = (f"full: a {size} model with {n_examples:,} examples fits with room to spare "
-                          f"({fit.estimate.required_bytes / GIB:.0f} of {fit.usable_bytes / GIB:.0f} GiB): every weight learns")
+                          f"(a layout of {comfortable.estimate.required_bytes / GIB:.0f} GiB fits in {FULL_COMFORT:.0%} of "
+                          f"the memory): every weight learns")
         if chosen is None:
             hp, fit = plan_for("lora")
             why_not_full = ("over 3B parameters" if info.total_params > FULL_MAX_PARAMS
@@ -288,7 +291,7 @@ def make_plan(
                             else "it does not fit comfortably")
             if fit.fits:
                 chosen = "lora"
-                reason = f"lora: fits in bf16 ({fit.estimate.required_bytes / GIB:.0f} of {fit.usable_bytes / GIB:.0f} GiB), faster than QLoRA; not full: {why_not_full}"
+                reason = f"lora: fits in {dtype} ({fit.estimate.required_bytes / GIB:.0f} of {fit.usable_bytes / GIB:.0f} GiB), faster than QLoRA; not full: {why_not_full}"
             else:
                 lora_need = fit.estimate.required_bytes / GIB
                 chosen = "qlora"
@@ -301,6 +304,8 @@ def make_plan(
     if rank and "r" in hp.items:
         hp.items["r"] = Recommendation("r", rank, "as asked (--rank)")
         hp.items["lora_alpha"] = Recommendation("lora_alpha", 2 * rank, "alpha = 2 x rank, the guide's default scaling")
+    if chosen == "full" and (rank or targets is not None):
+        notes.append("--rank/--targets do not apply: full fine-tuning trains every weight")
     if target.cpu_only:
         fit.suggestion = "no GPU here: plan for one with --gpu NAME or --vram GIB"
     elif not fit.fits and fit.suggestion:

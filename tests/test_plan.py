@@ -140,3 +140,19 @@ def test_cpu_only_suggests_a_gpu_not_qlora():
     cpu = detect_hardware(backend=RecordedBackend({"nvml_state": "no-driver", "gpus": []}))
     plan = make_plan("llama-3.1-8b", gpu=cpu)
     assert "--gpu" in plan.fit.suggestion and "QLoRA" not in plan.fit.suggestion
+
+
+def test_full_is_judged_by_a_layout_with_room_not_the_fastest_one():
+    """The fastest layout fills the GPU by design; full is comfortable when some layout fits in 70%."""
+    plan = make_plan("gpt2", examples=2000, gpu="T4")
+    assert plan.method == "full" and plan.fits and "room to spare" in plan.method_reason
+
+
+def test_lora_reason_names_the_precision_used():
+    plan = make_plan("qwen2.5-1.5b", examples=500, gpu="T4")  # no bf16 before Ampere
+    assert plan.method == "lora" and "fits in fp16" in plan.method_reason
+
+
+def test_rank_and_targets_with_full_are_said_to_not_apply():
+    plan = make_plan("gpt2", examples=2000, gpu="H200", method="full", rank=16)
+    assert any("do not apply" in n for n in plan.notes)
