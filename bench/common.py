@@ -192,9 +192,10 @@ def environment() -> dict[str, Any]:
     except Exception as exc:  # CPU dry run
         env["gpu"] = f"none ({type(exc).__name__})"
     try:
-        env["git_commit"] = subprocess.run(
+        head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
-        ).stdout.strip() or None
+        ).stdout.strip()
+        env["git_commit"] = head if len(head) == 40 else None  # the GPU copy has no history
     except Exception:
         env["git_commit"] = None
     env["alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF")
