@@ -285,3 +285,16 @@ async def test_existing_runs_are_offered_first_and_escape_starts_a_new_fine_tune
         await wait_for_screen(pilot, "RunsScreen")  # its watcher runs until it closes: no settle()
         await pilot.press("escape")
         await wait_for_screen(pilot, "WelcomeScreen")
+
+
+async def test_trusting_remote_code_names_the_risk_and_reaches_the_config(tmp_path):
+    app = fixed_app(tmp_path / "runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.goto_step("model")
+        await pilot.pause()
+        warning = app.screen.query_one("#trust-warning", Static)
+        assert "trust_remote_code" not in str(warning.content)
+        app.screen.query_one("#trust").value = True
+        await pilot.pause()
+        assert "runs Python from the model's repository" in str(warning.content)
+        assert app.state.trust_remote_code is True
