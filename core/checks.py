@@ -95,7 +95,6 @@ def check_fits(config: RunConfig, info: ModelInfo, hardware: Hardware) -> None:
     """
     if hardware.cpu_only:
         return
-    targets = config.lora.target_modules
     floor = estimate_memory(
         info,
         method=config.method,
