@@ -87,6 +87,25 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+def _training_pids(pid: int) -> list[int]:
+    """Who gets the graceful SIGTERM: the run process, or under `accelerate launch` its
+    training workers (the launcher would tear them down on a timeout, cutting a save short)."""
+    try:
+        import psutil
+
+        launcher = psutil.Process(pid)
+        if "accelerate" not in " ".join(launcher.cmdline()):
+            return [pid]
+        workers = [
+            child.pid
+            for child in launcher.children(recursive=True)
+            if "ftwiz.core.engine" in " ".join(child.cmdline()) and "accelerate" not in " ".join(child.cmdline())
+        ]
+        return workers or [pid]
+    except Exception:  # noqa: BLE001 - psutil races with exiting processes; fall back to the pid
+        return [pid]
+
+
 def _runs_engine(pid: int | None) -> bool:
     """Whether pid is still an ftwiz run process (not a recycled pid); unknown counts as yes."""
     if not pid_alive(pid):
@@ -190,7 +209,11 @@ class RunDir:
             self.emit("killed", message="stopped by force; progress since the last checkpoint is lost")
             return "killed"
         self.write_status(state="stopping")
-        os.kill(pid, signal.SIGTERM)
+        for target in _training_pids(pid):
+            try:
+                os.kill(target, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         return "stopping"
 
 

@@ -39,3 +39,36 @@ def test_create_never_reuses_and_list_and_open_find_runs(tmp_path):
     assert {r.name for r in list_runs(tmp_path)} == {"x", "x-2"}
     assert open_run("x-2", tmp_path) == RunDir(tmp_path / "x-2")
     assert json.loads(json.dumps(a.read_status())) == {}
+
+
+def test_graceful_stop_targets_accelerate_workers_not_the_launcher(tmp_path):
+    """Under `accelerate launch` SIGTERM goes to the training workers; a plain run gets it itself."""
+    import subprocess
+    import sys
+    import time
+
+    from ftwiz.core.runs import _training_pids
+
+    code = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)', 'ftwiz.core.engine', 'RUN']); "
+        "time.sleep(30)"
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", code, "accelerate.commands.launch", "ftwiz.core.engine"])
+    plain = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "ftwiz.core.engine"])
+    try:
+        deadline = time.time() + 10
+        while _training_pids(launcher.pid) == [launcher.pid] and time.time() < deadline:
+            time.sleep(0.05)
+        workers = _training_pids(launcher.pid)
+        assert launcher.pid not in workers and len(workers) == 1
+        assert _training_pids(plain.pid) == [plain.pid]
+    finally:
+        import psutil
+
+        for child in psutil.Process(launcher.pid).children(recursive=True):
+            child.kill()
+        launcher.kill()
+        plain.kill()
+        launcher.wait()
+        plain.wait()

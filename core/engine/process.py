@@ -86,6 +86,19 @@ class Status:
         self._stop.set()
 
 
+def _any_rank(flag: bool) -> bool:
+    """True on every rank when it is true on one (one all-reduce per step under DDP)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    value = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def is_oom(exc: BaseException) -> bool:
     import torch
 
@@ -317,7 +330,10 @@ class Hooks:
         if reason and self.flags.limit is None:
             self.flags.limit = reason
             self.emit("limit", step=state.global_step, **reason)
-        if self.flags.limit or self.flags.stop_requested:
+        if _any_rank(bool(self.flags.limit or self.flags.stop_requested)):
+            # Every DDP rank must save and stop at the same step, or they deadlock in the save.
+            if not self.flags.limit:
+                self.flags.stop_requested = True
             control.should_save = True
             control.should_training_stop = True
 
@@ -499,6 +515,15 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
                 resume_from=str(restart.relative_to(run.path)) if restart else None,
                 message=str(exc).splitlines()[0][:300],
             )
+            if can_retry and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                # Under DDP the other ranks are already waiting in a collective: no retry in
+                # place. Any rank records the halved batch; `ftwiz resume` starts with it.
+                run.write_status(micro_batch=new_micro, grad_accum=new_accum, oom_count=flags.oom_count)
+                raise RunFailure(
+                    f"out of GPU memory at step {step} (rank {os.environ.get('RANK', '0')}); the micro-batch "
+                    f"is halved to {new_micro} for the next run",
+                    f"`ftwiz resume {run.name}` continues from the last checkpoint with the smaller batch",
+                ) from None
             if not can_retry:
                 why = "micro-batch is already 1" if micro <= 1 else f"{config.limits.oom_retries} retries used"
                 raise RunFailure(f"out of GPU memory at step {step} ({why})", OOM_SUGGESTION) from None
