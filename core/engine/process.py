@@ -449,6 +449,12 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
         hooks.emit("warning", message=f"trust_remote_code is on: code shipped with {config.model.name_or_path} runs with your permissions")
     if config.model.allow_pickle:
         hooks.emit("warning", message="allow_pickle is on: pickle weights can run code when loaded")
+    if config.training.packing and not config.model.attn_implementation.startswith("flash_attention"):
+        hooks.emit(
+            "warning",
+            message=f"packing with attn_implementation {config.model.attn_implementation}: examples packed "
+            "together can attend to each other; flash_attention_2 keeps them apart",
+        )
     removed = checkpoints.remove_partial(run.checkpoints_dir) if is_main else []
     for name in removed:
         hooks.emit("warning", message=f"removed a partial checkpoint left by an interrupted save: {name}")
