@@ -23,6 +23,7 @@ sees) and bitsandbytes' paged optimizer states (CUDA managed memory, outside PyT
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -54,10 +55,13 @@ class Calibration:
     terms they scale are reported separately in the breakdown so each can be compared alone.
     """
 
-    # Cross-entropy in transformers' ForCausalLMLoss: bf16 logits (2 B) are upcast to fp32; at the
-    # loss backward the fp32 log-softmax kept for backward, its incoming gradient and the fp32
-    # logits' gradient coexist: 3 x 4 B. Total 14 B x vocab per token with bf16 logits, which is
-    # the slope measured on the H200 (LoRA 8B with checkpointing, micro-batch 4 -> 8: +4.0 GiB).
+    # Cross-entropy in transformers' ForCausalLMLoss, at the loss backward: the fp32 log-softmax
+    # kept for backward, its incoming gradient and the fp32 logits' gradient coexist: 3 x 4 B x
+    # vocab per token. The bf16 logits are gone by then (nothing holds the model's output in a
+    # training step). 12 B is what bench/results/matrix-h200-call1.json shows where the logits
+    # dominate: llama-3.2-1b/lora/ckpt-on/mb16/s2048 (51.62 GiB) and the 8B's checkpointed slope
+    # llama-3.1-8b/lora/ckpt-on mb4 -> mb8 (+3.47 GiB for 2,048 tokens = 12.0 B x vocab once the
+    # layer inputs are taken out). The earlier 14 B (bf16 logits kept too) was 15% high there.
     loss_fp32_buffers: float = 3.0
     # RMSNorm/LayerNorm compute in fp32 and keep that fp32 input for backward (LlamaRMSNorm).
     norm_saved_bytes: float = 4.0
@@ -81,13 +85,20 @@ class Calibration:
     adam8bit_bytes_per_param: float = 2 * (1 + 4 / 256)
     # torch's foreach AdamW allocates sqrt(exp_avg_sq) for every parameter during the step.
     adamw_foreach_temp_bytes: float = 4.0
-    # Caching allocator with PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (ftwiz's engine sets
-    # it): reserved stays within a few percent of peak allocated. Assumed, not yet measured.
-    reserved_ratio: float = 0.03
-    reserved_extra_bytes: int = 256 * MIB
-    # CUDA context + lazily loaded kernels (torch >= 2.1, CUDA_MODULE_LOADING=LAZY) on an
-    # H100/H200-class GPU: 0.5 to 1 GiB in nvidia-smi beyond reserved memory. Assumed 0.6 GiB.
-    cuda_context_bytes: int = int(0.6 * GIB)
+    # Caching allocator, PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (the matrix ran with
+    # it; ftwiz's engine sets it): peak reserved - peak allocated in
+    # bench/results/matrix-h200-call1.json / -call2.json is one fp32 logits-sized block (4 B x
+    # vocab x tokens) left reserved but free at the peak: 1.01-1.20 blocks with checkpointing
+    # (llama-3.2-1b/lora/ckpt-on/mb16/s2048: 15.83 GiB slack, 15.66 GiB block), 0.55-0.75 without
+    # (llama-3.2-1b/lora/ckpt-off/mb16/s512: 2.15 of 3.91 GiB), + ~0.1 GiB. So reserved/allocated
+    # is not a constant ratio: 1.02 (no checkpointing) to 1.31 (1B, 16 x 2,048, checkpointing).
+    reserved_block_share_ckpt: float = 1.0
+    reserved_block_share_no_ckpt: float = 0.55
+    reserved_extra_bytes: int = 128 * MIB
+    # nvidia-smi "used" minus PyTorch's peak reserved: 1.35 GiB on all 22 configurations of
+    # bench/results/matrix-h200-call1.json / -call2.json (H200, driver 580.159.04, torch 2.11:
+    # CUDA context, cuBLAS/cuDNN kernels and workspaces outside the caching allocator).
+    cuda_context_bytes: int = int(1.35 * GIB)
 
 
 CALIBRATION = Calibration()
@@ -239,6 +250,12 @@ def _positive_int(value: Any, option: str, hint: str) -> int:
     return value
 
 
+def _liger_chunk_tokens(tokens: int, vocab: int, hidden: int) -> int:
+    """Tokens per chunk of Liger's fused linear cross-entropy (its own rule, liger_kernel.ops)."""
+    per_chunk = -(-tokens // -(-vocab // hidden))
+    return min(tokens, 1 << math.ceil(math.log2(per_chunk)))
+
+
 def default_optim(method: str) -> str:
     return "paged_adamw_8bit" if method == "qlora" else "adamw_torch"
 
@@ -256,6 +273,7 @@ def estimate_memory(
     dtype: str = "bf16",
     lora_dropout: float = 0.05,
     grad_accum: int = 1,
+    liger: bool = False,
     calibration: Calibration = CALIBRATION,
 ) -> MemoryEstimate:
     """Peak memory allocated by PyTorch during a training step (after the first optimizer step).
@@ -263,6 +281,8 @@ def estimate_memory(
     `dtype` is the training precision: bf16/fp16 mean autocast (LoRA/QLoRA on a half-precision
     base; full fine-tuning on fp32 master weights), fp32 means no autocast. Gradients are kept
     across micro-batches when `grad_accum` > 1 (the Trainer zeroes them with set_to_none).
+    `liger` = Liger kernels (TrainingArguments use_liger_kernel): the fused linear cross-entropy
+    never materialises the logits, and RMSNorm keeps a half-precision input.
     """
     if method not in METHODS:
         raise UserError(f"--method: {method!r}: unknown (allowed: {', '.join(METHODS)})")
@@ -342,7 +362,14 @@ def estimate_memory(
 
     # -- activations per token per layer ----------------------------------------------------
     q_dim, kv_dim = s.heads * s.head_dim, s.kv_heads * s.head_dim
-    norm_saved = c.norm_saved_bytes * h + (res * h if method == "full" else 0)  # + normed x for the weight grad
+    # Liger's RMSNorm keeps its input in the stream's own dtype (+ an fp32 rstd per token). With it
+    # and the fused linear cross-entropy, the two Liger runs of bench/results/speed-h200.json
+    # (arm b2: 8B LoRA r32, 51.74 GiB; arm c: 8B QLoRA r16, 41.93 GiB; a packed row of 7,113
+    # tokens, no checkpointing) are matched within 1%. Liger's SwiGLU keeps gate and up rather than
+    # gate, act(gate) and up, but those runs show no such saving (taking it under-estimates both by
+    # ~12%), so the MLP term stays as without Liger.
+    norm_input = res if liger else c.norm_saved_bytes
+    norm_saved = norm_input * h + (res * h if method == "full" else 0)  # + normed x for the weight grad
     per_layer = s.norms_per_layer * norm_saved
     if s.qk_norm:
         per_layer += c.norm_saved_bytes * (q_dim + kv_dim)
@@ -360,7 +387,15 @@ def estimate_memory(
     layer_activations = per_layer * tokens
     checkpoint_per_layer = res * h * tokens  # the layer's input, kept by checkpointing
     final_norm = norm_saved * tokens
-    logits_loss = vocab * (act + 4 * c.loss_fp32_buffers) * tokens
+    if liger:
+        # Liger's fused linear cross-entropy: logits exist one chunk of tokens at a time
+        # (chunk = next power of 2 of tokens / ceil(vocab / hidden)); the gradient of the hidden
+        # states is computed in the forward and kept, plus an fp32 loss per token.
+        logits_block = act * vocab * _liger_chunk_tokens(tokens, vocab, h)
+        logits_loss = act * h * tokens + logits_block + 4 * tokens
+    else:
+        logits_block = 4 * vocab * tokens
+        logits_loss = c.loss_fp32_buffers * logits_block
     backward_transient = (c.backward_residual_grads * res * h + c.backward_mlp_grads * inter * mlp_bytes) * tokens
 
     grads_kept = grad_bytes if grad_accum > 1 else 0
@@ -392,13 +427,17 @@ def estimate_memory(
     breakdown = phases[peak_phase]
 
     peak = sum(breakdown.values())
-    reserved = int(peak * (1 + c.reserved_ratio) + c.reserved_extra_bytes)
+    share = c.reserved_block_share_ckpt if grad_ckpt else c.reserved_block_share_no_ckpt
+    reserved = int(peak + share * logits_block + c.reserved_extra_bytes)
     assumptions.append(
-        f"reserved = peak allocated +{c.reserved_ratio:.0%} + {c.reserved_extra_bytes // MIB} MiB "
-        "(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True)"
+        f"reserved = peak allocated + {share:g} x a {'logits chunk' if liger else 'fp32 logits block'} "
+        f"({logits_block / GIB:.2f} GiB) + {c.reserved_extra_bytes // MIB} MiB "
+        "(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True, as measured on the H200)"
     )
+    if liger:
+        assumptions.append("Liger kernels: fused linear cross-entropy (no full logits), RMSNorm keeps a bf16 input")
     assumptions.append(
-        f"nvidia-smi = reserved + CUDA context ~{c.cuda_context_bytes / GIB:.1f} GiB"
+        f"nvidia-smi = reserved + CUDA context and kernels ~{c.cuda_context_bytes / GIB:.2f} GiB (measured on the H200)"
         + (" + paged optimizer states" if paged else "")
     )
     return MemoryEstimate(

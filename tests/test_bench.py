@@ -102,17 +102,7 @@ def _measured_matrix() -> list[dict]:
     return [r for r in report.merge_results(docs) if r.get("status") == "ok"]
 
 
-# Configurations where the estimator at the time of measuring was more than 10% off (see
-# bench/results/matrix-h200.md). strict=True: once the estimator is calibrated, XPASS fails and
-# the mark must be removed.
-KNOWN_OUTSIDE = {"llama-3.2-1b/lora/ckpt-on/mb16/s2048", "llama-3.2-1b/qlora/ckpt-on/mb4/s512"}
-
-
-@pytest.mark.parametrize(
-    "row",
-    [pytest.param(r, id=r["id"], marks=[pytest.mark.xfail(strict=True, reason="estimator > 10% off on the H200")]
-                  if r["id"] in KNOWN_OUTSIDE else []) for r in _measured_matrix()],
-)
+@pytest.mark.parametrize("row", [pytest.param(r, id=r["id"]) for r in _measured_matrix()])
 def test_estimator_within_10_percent_of_the_measured_peak(row):
     est = report.estimate_row(row)
     assert abs(est["err_allocated_pct"]) <= 10.0, est
