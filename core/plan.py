@@ -162,6 +162,8 @@ class Plan:
             "fp16": precision == "fp16",
             "gradient_checkpointing": self.fit.grad_ckpt,
             "max_length": self.fit.max_length,
+            "packing": hp["packing"],
+            "use_liger_kernel": hp["use_liger_kernel"],
         }
         data: dict[str, Any] = {
             "name": name,
@@ -262,6 +264,7 @@ def make_plan(
             info, m, free, effective, seqs, r, resolved_targets,
             micro_batch=batch, grad_ckpt=grad_ckpt, optim=optim, qlora_upcast=qlora_upcast,
             dtype=dtype if not (m == "qlora" and dtype == "fp32") else "bf16", lora_dropout=0.05,
+            liger=hp["use_liger_kernel"],
         )
         return hp, fit
 
@@ -316,6 +319,9 @@ def make_plan(
         if groups and rank > smallest:
             notes.append(f"--rank {rank} is above the smallest targeted layer's size ({smallest}): a LoRA rank "
                          f"gains nothing past it and only adds weights (typical: 8-64)")
+    if hp["packing"]:
+        notes.append(f"packing: each row of {fit.max_length} tokens holds several examples, so a step sees more "
+                     "examples than the effective batch counts (rows)")
     if seq is None and fit.max_length != seqs[0]:
         seq_reason = f"{fit.max_length}: the longest of {', '.join(map(str, seqs))} that fits"
     plan = Plan(info, chosen, reason, qlora_upcast if chosen == "qlora" else False, rank_used, resolved_targets,

@@ -5,7 +5,11 @@ Every value carries a one-line reason that the UI shows beside it.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Iterable
 
 from ftwiz.core.cost import flops_per_token
@@ -22,6 +26,59 @@ MARGIN_BYTES = 1 * GIB
 # calibrates it on the H200 matrix.
 SMALL_BATCH_TOKENS = 256
 SHORTEST_SEQ = 128
+
+# The H200 speed comparison against the guide's recipe (issue 5; bench/README.md says how to
+# repeat it). Its ratios are quoted in the packing and Liger reasons, read from the file.
+SPEED_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "speed-h200.json"
+
+
+@lru_cache(maxsize=1)
+def measured_speedups() -> dict[str, float]:
+    """Real tokens/s ratios to the guide's recipe measured on the H200 (arm -> ratio), and the
+    share of padding in its padded batches ("padding_share"); {} if the file is absent.
+
+    b: ftwiz's plan padded, without Liger; b2: the same plan packed padding-free with Liger.
+    """
+    try:
+        doc = json.loads(SPEED_RESULTS.read_text())
+        ratios = dict(doc["summary"]["ratios_to_a"])
+        padded = [r["padding_share"] for r in doc["runs"] if r.get("arm") == "a" and "padding_share" in r]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {**ratios, **({"padding_share": padded[0]} if padded else {})}
+
+
+def liger_available() -> bool:
+    """liger-kernel importable (found without importing it or torch)."""
+    return importlib.util.find_spec("liger_kernel") is not None
+
+
+def _speed_evidence() -> str:
+    ratios = measured_speedups()
+    if "b2" not in ratios or "b" not in ratios:
+        return "packing and Liger together were measured faster on the H200 (results file not found)"
+    return (f"on the H200, the same 8B plan with packing + Liger trained {ratios['b2']:.2f}x the guide's recipe "
+            f"vs {ratios['b']:.2f}x padded without (bench/results/speed-h200.json)")
+
+
+def speed_options(cpu_only: bool) -> list[Recommendation]:
+    """Padding-free packing and Liger kernels, each with the measured reason (GPU only)."""
+    evidence = _speed_evidence()
+    padding = measured_speedups().get("padding_share")
+    wasted = f" ({padding:.0%} of the H200 run's padded tokens)" if padding is not None else ""
+    if cpu_only:
+        return [Recommendation("packing", False, "no GPU: padding-free packing is for GPU attention kernels"),
+                Recommendation("use_liger_kernel", False, "no GPU: Liger's kernels are Triton, CUDA only")]
+    packing = Recommendation(
+        "packing", True,
+        f"padding-free packing (TRL BFD, position_ids): no compute on padding{wasted}; " + evidence)
+    if liger_available():
+        liger = Recommendation("use_liger_kernel", True,
+                               "Liger kernels: fused linear cross-entropy never builds the full logits; " + evidence)
+    else:
+        liger = Recommendation("use_liger_kernel", False,
+                               "liger-kernel is not installed (pip install liger-kernel to use it; " + evidence + ")")
+    return [packing, liger]
 
 
 @dataclass(frozen=True)
@@ -100,6 +157,7 @@ def recommend_hyperparams(
     else:
         r.append(Recommendation("optim", "adamw_torch", "AdamW: the standard; the states of LoRA's few weights are small"
                                 if method == "lora" else "AdamW: the standard (8-bit AdamW if memory is short)"))
+    r.extend(speed_options(cpu_only))
     if cpu_only:
         r.append(Recommendation("precision", "fp32", "no GPU: CPUs train in fp32"))
     elif bf16_ok:
@@ -169,12 +227,14 @@ def fit_to_gpu(
     qlora_upcast: bool = False,
     dtype: str = "bf16",
     lora_dropout: float = 0.05,
+    liger: bool = False,
 ) -> Fit:
     """The fastest layout whose estimate fits `free_bytes` with the margin.
 
     `seq_lens` are the max_length candidates, longest (no truncation) first; the first one for
     which some layout fits wins. Micro-batches divide the effective batch so accumulation keeps
-    it; `micro_batch` / `grad_ckpt` given by the user are kept as they are.
+    it; `micro_batch` / `grad_ckpt` given by the user are kept as they are. `liger`: the memory
+    of Liger's fused cross-entropy (no full logits).
     """
     if effective_batch <= 0:
         raise UserError(f"--batch: {effective_batch}: must be a whole number above 0")
@@ -192,7 +252,7 @@ def fit_to_gpu(
     def estimate(mb: int, seq: int, ckpt: bool, opt: str = optims[-1]) -> MemoryEstimate:
         return estimate_memory(
             info, method, mb, seq, rank, targets, ckpt, opt, qlora_upcast, dtype,
-            lora_dropout=lora_dropout, grad_accum=max(1, -(-effective_batch // mb)),
+            lora_dropout=lora_dropout, grad_accum=max(1, -(-effective_batch // mb)), liger=liger,
         )
 
     margin = f"{usable / GIB:.1f} GiB usable of {free_bytes / GIB:.1f} GiB free (margin 10% + 1 GiB)"

@@ -156,3 +156,25 @@ def test_lora_reason_names_the_precision_used():
 def test_rank_and_targets_with_full_are_said_to_not_apply():
     plan = make_plan("gpt2", examples=2000, gpu="H200", method="full", rank=16)
     assert any("do not apply" in n for n in plan.notes)
+
+
+def test_h200_plan_packs_uses_liger_and_the_config_carries_both(monkeypatch):
+    from ftwiz.core import recommend
+
+    monkeypatch.setattr(recommend, "liger_available", lambda: True)
+    plan = make_plan("llama-3.1-8b", examples=5000, gpu="H200")
+    hp = plan.to_dict()["hyperparameters"]
+    assert hp["packing"]["value"] is True and hp["use_liger_kernel"]["value"] is True
+    assert "guide's recipe" in hp["use_liger_kernel"]["reason"]
+    assert any("Liger" in a for a in plan.to_dict()["memory_assumptions"])
+    config = plan.to_config("train.jsonl")
+    assert config.training.packing is True and config.training.use_liger_kernel is True
+
+
+def test_cpu_plan_has_no_liger_and_no_packing(monkeypatch):
+    from ftwiz.core import recommend
+
+    monkeypatch.setattr(recommend, "liger_available", lambda: True)
+    cpu = detect_hardware(backend=RecordedBackend({"nvml_state": "no-driver", "gpus": []}))
+    config = make_plan("smollm2-135m", examples=100, gpu=cpu).to_config("train.jsonl")
+    assert config.training.use_liger_kernel is False and config.training.packing is False

@@ -92,7 +92,7 @@ def test_qlora_fits_where_lora_does_not(llama8b):
 
 
 def test_nothing_fits_says_what_would(llama8b):
-    f = fit_to_gpu(llama8b, "qlora", 9 * GIB, 16, (4096,), 16, QKVO)
+    f = fit_to_gpu(llama8b, "qlora", 10 * GIB, 16, (4096,), 16, QKVO)  # context measured 1.35 GiB
     assert not f.fits and "max_length" in f.suggestion
     hopeless = fit_to_gpu(llama8b, "qlora", 4 * GIB, 16, (512,), 16, QKVO)
     assert not hopeless.fits and "smaller model" in hopeless.suggestion
@@ -105,3 +105,45 @@ def test_full_fine_tuning_falls_back_to_8bit_adam(llama8b):
 
 def test_margin_is_ten_percent_plus_one_gib():
     assert usable_bytes(100 * GIB) == 89 * GIB
+
+
+def test_gpu_plans_pack_and_cite_the_measured_h200_ratio(monkeypatch):
+    import json
+
+    from ftwiz.core import recommend
+
+    measured = json.loads(recommend.SPEED_RESULTS.read_text())["summary"]["ratios_to_a"]
+    monkeypatch.setattr(recommend, "liger_available", lambda: True)
+    hp = recommend_hyperparams(5000, "lora", bf16_ok=True)
+    assert hp["packing"] is True and hp["use_liger_kernel"] is True
+    for name in ("packing", "use_liger_kernel"):
+        assert f"{measured['b2']:.2f}x" in hp.items[name].reason and "speed-h200.json" in hp.items[name].reason
+
+
+def test_liger_only_when_importable_and_never_on_cpu(monkeypatch):
+    from ftwiz.core import recommend
+
+    monkeypatch.setattr(recommend, "liger_available", lambda: False)
+    without = recommend_hyperparams(5000, "qlora", bf16_ok=True)
+    assert without["use_liger_kernel"] is False and "not installed" in without.items["use_liger_kernel"].reason
+    assert without["packing"] is True
+    monkeypatch.setattr(recommend, "liger_available", lambda: True)
+    cpu = recommend_hyperparams(5000, "lora", bf16_ok=False, cpu_only=True)
+    assert cpu["use_liger_kernel"] is False and cpu["packing"] is False
+
+
+def test_liger_is_found_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from ftwiz.core.recommend import recommend_hyperparams; "
+            "recommend_hyperparams(5000, 'lora', True); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_liger_lets_a_bigger_layout_fit(llama8b):
+    """The fused cross-entropy drops the logits (12 B x vocab per token): more fits in 80 GB."""
+    plain = fit(llama8b, "A100 80GB", seqs=(2048,))
+    liger = fit(llama8b, "A100 80GB", seqs=(2048,), liger=True)
+    assert liger.micro_batch > plain.micro_batch or (plain.grad_ckpt and not liger.grad_ckpt)
