@@ -50,11 +50,11 @@ def config_dict(model_dir: Path, data_path: Path, name: str = "t", **training: A
     }
 
 
-def start(model_dir: Path, data_path: Path, runs_dir: Path, name: str = "t", **training: Any) -> RunDir:
+def start(model_dir: Path, data_path: Path, runs_dir: Path, name: str = "t", env: dict | None = None, **training: Any) -> RunDir:
     from ftwiz.core.engine import start_run
 
     config = config_from_dict(config_dict(model_dir, data_path, name, **training))
-    return start_run(config, runs_dir)
+    return start_run(config, runs_dir, env=env)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 90.0, what: str = "condition", run: RunDir | None = None) -> Any:
@@ -68,7 +68,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 90.0, what: str = "c
     raise AssertionError(f"timed out waiting for {what}\n{log}")
 
 
-def wait_state(run: RunDir, states: set[str], timeout: float = 120.0) -> str:
+def wait_state(run: RunDir, states: set[str], timeout: float = 240.0) -> str:
     return wait_for(lambda: run.state() if run.state() in states else None, timeout, f"state in {states}", run)
 
 

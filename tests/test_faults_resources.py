@@ -1,4 +1,5 @@
-"""Resource faults: disk full while saving, CUDA OOM at step 0 and mid-run, NaN / exploding loss."""
+"""Resource faults: disk full while saving, CUDA OOM at step 0 and mid-run, NaN / exploding loss,
+the cost limit. The runs are independent processes, so the module starts them all at once."""
 
 from __future__ import annotations
 
@@ -9,18 +10,31 @@ from ftwiz.core.engine.checkpoints import latest_checkpoint
 
 pytestmark = pytest.mark.slow
 
+SCENARIOS = {
+    # From step 5 on, no file may grow past 64 kB (the adapter alone is ~130 kB): like a full disk.
+    "full": ({"FTWIZ_FAULT_FSIZE_BYTES": "64000", "FTWIZ_FAULT_FSIZE_AT_STEP": "5"}, {}),
+    "oom": ({"FTWIZ_FAULT_OOM_AT_STEP": "0,5"}, {}),
+    "oom2": ({"FTWIZ_FAULT_OOM_AT_STEP": "0,1"}, {"limits": {"oom_retries": 1}}),
+    "nan": ({"FTWIZ_FAULT_NAN_AT_STEP": "2"}, {}),
+    # $36000/h is $10/s: a $0.5 limit is reached within the first steps.
+    "cost": ({}, {"max_steps": 500, "save_steps": 100, "limits": {"max_cost": 0.5, "price_per_hour": 36000.0}}),
+}
+
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return tiny_model_dir(tmp_path_factory)
+def runs(tmp_path_factory):
+    model = tiny_model_dir(tmp_path_factory)
+    base = tmp_path_factory.mktemp("resources")
+    data = write_data(base / "d.jsonl")
+    started = {}
+    for name, (env, overrides) in SCENARIOS.items():
+        training = {"max_steps": 8, **overrides}
+        started[name] = start(model, data, base / "runs", name, env=env, **training)
+    return started
 
 
-def test_disk_full_while_saving_keeps_last_checkpoint_and_writes_no_adapter(model, tmp_path, monkeypatch):
-    data = write_data(tmp_path / "d.jsonl")
-    # From step 5 on, no file may grow past 64 kB (the adapter alone is ~130 kB): like a full disk.
-    monkeypatch.setenv("FTWIZ_FAULT_FSIZE_BYTES", str(64_000))
-    monkeypatch.setenv("FTWIZ_FAULT_FSIZE_AT_STEP", "5")
-    run = start(model, data, tmp_path / "runs", "full", max_steps=8)
+def test_disk_full_while_saving_keeps_last_checkpoint_and_writes_no_adapter(runs):
+    run = runs["full"]
     assert wait_state(run, {"finished", "failed", "crashed"}) == "failed", run.log_path.read_text()[-3000:]
     error = events(run, "error")[-1]
     assert "checkpoint-8" in error["message"] and "checkpoint-4" in error["message"]
@@ -33,10 +47,8 @@ def test_disk_full_while_saving_keeps_last_checkpoint_and_writes_no_adapter(mode
     assert not [p for p in run.checkpoints_dir.iterdir() if p.name.startswith(".staging")]
 
 
-def test_oom_at_step_0_and_mid_run_halves_the_micro_batch_and_keeps_the_step_count(model, tmp_path, monkeypatch):
-    data = write_data(tmp_path / "d.jsonl")
-    monkeypatch.setenv("FTWIZ_FAULT_OOM_AT_STEP", "0,5")
-    run = start(model, data, tmp_path / "runs", "oom", max_steps=8)
+def test_oom_at_step_0_and_mid_run_halves_the_micro_batch_and_keeps_the_step_count(runs):
+    run = runs["oom"]
     assert wait_state(run, {"finished", "failed", "crashed"}) == "finished", run.log_path.read_text()[-3000:]
     ooms = events(run, "oom")
     assert [(o["step"], o["attempt"], o["micro_batch_old"], o["micro_batch_new"], o["grad_accum_old"], o["grad_accum_new"])
@@ -50,10 +62,8 @@ def test_oom_at_step_0_and_mid_run_halves_the_micro_batch_and_keeps_the_step_cou
     assert status["step"] == 8 and status["micro_batch"] == 1 and status["grad_accum"] == 4
 
 
-def test_oom_beyond_the_retries_stops_with_a_suggestion(model, tmp_path, monkeypatch):
-    data = write_data(tmp_path / "d.jsonl")
-    monkeypatch.setenv("FTWIZ_FAULT_OOM_AT_STEP", "0,1")
-    run = start(model, data, tmp_path / "runs", "oom2", max_steps=8, limits={"oom_retries": 1})
+def test_oom_beyond_the_retries_stops_with_a_suggestion(runs):
+    run = runs["oom2"]
     assert wait_state(run, {"finished", "failed", "crashed"}) == "failed"
     assert len(events(run, "oom")) == 2
     error = events(run, "error")[-1]
@@ -61,10 +71,8 @@ def test_oom_beyond_the_retries_stops_with_a_suggestion(model, tmp_path, monkeyp
     assert run.read_status()["exit_code"] == 1
 
 
-def test_nan_loss_stops_the_run_with_a_suggestion_and_saves_nothing(model, tmp_path, monkeypatch):
-    data = write_data(tmp_path / "d.jsonl")
-    monkeypatch.setenv("FTWIZ_FAULT_NAN_AT_STEP", "2")
-    run = start(model, data, tmp_path / "runs", "nan", max_steps=8)
+def test_nan_loss_stops_the_run_with_a_suggestion_and_saves_nothing(runs):
+    run = runs["nan"]
     assert wait_state(run, {"finished", "failed", "crashed"}) == "failed"
     nan = events(run, "nan")[0]
     assert nan["step"] == 3 and "learning_rate" in nan["suggestion"]
@@ -93,11 +101,8 @@ def test_exploding_loss_is_detected():
     assert kind == "nan" and fields["step"] == 7 and "median" in fields["reason"]
 
 
-def test_cost_limit_saves_and_stops_with_the_spend(model, tmp_path):
-    data = write_data(tmp_path / "d.jsonl")
-    # $36000/h is $10/s: a $0.5 limit is reached within the first steps.
-    run = start(model, data, tmp_path / "runs", "cost", max_steps=500, save_steps=100,
-                limits={"max_cost": 0.5, "price_per_hour": 36000.0})
+def test_cost_limit_saves_and_stops_with_the_spend(runs):
+    run = runs["cost"]
     assert wait_state(run, {"finished", "stopped", "failed", "crashed"}) == "stopped", run.log_path.read_text()[-3000:]
     limit = events(run, "limit")[0]
     assert limit["limit"] == "max_cost" and limit["spend_usd"] >= 0.5

@@ -86,10 +86,10 @@ def validate_run(config: RunConfig) -> list[str]:
     return warnings
 
 
-def launch(run: RunDir, gpu_count: int | None = None, detach: bool = True) -> RunDir:
-    """Start the run process for an existing run directory."""
+def launch(run: RunDir, gpu_count: int | None = None, detach: bool = True, env: dict[str, str] | None = None) -> RunDir:
+    """Start the run process for an existing run directory (`env`: extra variables for it)."""
     count = visible_gpu_count() if gpu_count is None else gpu_count
-    env = {**os.environ, **RUN_ENV}
+    env = {**os.environ, **RUN_ENV, **(env or {})}
     log = os.open(run.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         process = subprocess.Popen(
@@ -113,7 +113,9 @@ def launch(run: RunDir, gpu_count: int | None = None, detach: bool = True) -> Ru
     return run
 
 
-def start_run(config: RunConfig, runs_dir: str | Path, name: str | None = None, detach: bool = True) -> RunDir:
+def start_run(
+    config: RunConfig, runs_dir: str | Path, name: str | None = None, detach: bool = True, env: dict[str, str] | None = None
+) -> RunDir:
     """Validate, create runs_dir/<name> (never an existing one), write config.yaml, start the process."""
     validate_run(config)
     wanted = name or config.name or time.strftime("run-%Y%m%d-%H%M%S")
@@ -121,7 +123,7 @@ def start_run(config: RunConfig, runs_dir: str | Path, name: str | None = None, 
     config = config.model_copy(update={"name": run.name})
     _write_private(run.config_path, config.to_yaml())
     run.write_status(state="starting", step=0, max_steps=config.training.max_steps, created=time.time())
-    return launch(run, detach=detach)
+    return launch(run, detach=detach, env=env)
 
 
 def resume_run(run: RunDir, detach: bool = True) -> RunDir:
