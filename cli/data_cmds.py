@@ -26,7 +26,7 @@ def _load_tokenizer(model: str):
     """The tokenizer of a local model directory, or of a Hub model (cache first, then the Hub)."""
     from transformers import AutoTokenizer
 
-    from ftwiz.core.data_load import hub_reachable
+    from ftwiz.core.hub import hub_reachable
 
     source = _tokenizer_source(model)
     try:

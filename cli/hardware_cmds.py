@@ -3,6 +3,8 @@ whether to fine-tune at all. Fast commands: nothing here imports torch."""
 
 from __future__ import annotations
 
+import math
+
 import json
 
 import click
@@ -67,8 +69,8 @@ def _parse_params(text: str) -> float:
         value = float(raw)
     except ValueError:
         raise UserError(f"--params: {text!r} is not a size (e.g. 8, 8B, 0.5B or 8030261248)") from None
-    if value <= 0:
-        raise UserError(f"--params: must be > 0, got {text}")
+    if not math.isfinite(value) or value <= 0:
+        raise UserError(f"--params: must be > 0 and finite, got {text}")
     return value * 1e9 if value < 1e5 else value
 
 
@@ -80,8 +82,8 @@ def _on_off(option: str, value: str) -> bool:
 
 
 def _positive(option: str, value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise UserError(f"{option}: must be > 0, got {value:g}")
+    if value is not None and (not math.isfinite(value) or value <= 0):
+        raise UserError(f"{option}: must be > 0 and finite, got {value:g}")
 
 
 def _tokens(tokens, examples, avg_tokens, epochs) -> tuple[float, str]:
@@ -153,6 +155,10 @@ def cost(params, model, tokens, examples, avg_tokens, epochs, gpu, num_gpus, met
     n_params = _parse_params(params) if params is not None else _model_params(model)
     total_tokens, data_text = _tokens(tokens, examples, avg_tokens, epochs)
     ckpt = _on_off("--grad-ckpt", grad_ckpt)
+    if price is not None and (not math.isfinite(price) or price < 0):
+        raise UserError(f"--price: must be >= 0 and finite, got {price:g}")
+    if efficiency is not None and not 0 < efficiency <= 1:
+        raise UserError(f"--efficiency: must be in (0, 1], got {efficiency:g}")
     if gpu is None:
         gpu, here = _default_gpu()
         num_gpus = here if num_gpus is None else num_gpus

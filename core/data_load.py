@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ftwiz.core.errors import UserError
+from ftwiz.core.hub import hub_reachable
 
 MAX_ROW_BYTES = 8 * 1024 * 1024
 DEMO_DATA = "demo"  # data.path of the built-in demo dataset (core/demo.py), unless a file has that name
@@ -421,23 +422,6 @@ def _csv_header(path: Path) -> list[str]:
     if duplicates:
         raise DataError([Problem(str(path), 1, None, f"duplicate column names: {', '.join(duplicates)}")])
     return header
-
-
-def hub_reachable() -> bool:
-    """Whether the Hub's host name resolves. Offline, huggingface_hub retries each request for
-    ~25 s and logs every retry; this answers at once. False in offline mode."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    try:
-        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
-    except OSError:
-        return False
-    return True
 
 
 def _load_hub(dataset_id: str, subset: str | None, split: str, max_rows: int | None) -> Loaded:

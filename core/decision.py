@@ -9,6 +9,8 @@ the exact estimate for a chosen model and settings.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -168,8 +170,8 @@ def _number(qid: str, value: Any, integer: bool) -> float:
         number = int(value) if integer else float(value)
     except (TypeError, ValueError):
         raise UserError(f"--{qid.replace('_', '-')}: {value!r} is not a number") from None
-    if number < 0:
-        raise UserError(f"--{qid.replace('_', '-')}: must be >= 0, got {value}")
+    if not math.isfinite(number) or number < 0:
+        raise UserError(f"--{qid.replace('_', '-')}: must be >= 0 and finite, got {value}")
     return number
 
 

@@ -11,6 +11,7 @@ no torch, so `ftwiz params` and `ftwiz plan` answer at once.
 from __future__ import annotations
 
 import hashlib
+import difflib
 import json
 import os
 import re
@@ -117,8 +118,11 @@ def compute_manifest(config: dict[str, Any]) -> dict[str, Any]:
     except (ValueError, KeyError) as exc:
         raise UserError(
             f"config.json: model_type: {model_type!r} is not an architecture this transformers "
-            f"knows ({exc}); upgrade transformers or pick a catalog model (ftwiz explore --help)"
+            f"knows ({str(exc).split('.')[0]}); upgrade transformers or pick a catalog model"
         ) from None
+    except Exception as exc:  # transformers validates config fields with its own exception types
+        detail = " ".join(line.strip() for line in str(exc).splitlines()[-1:])
+        raise UserError(f"config.json: {detail[:300]}") from None
     try:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(hf_config)
@@ -294,10 +298,9 @@ def load_model_info(spec: str | os.PathLike) -> ModelInfo:
         raise UserError(f"--model: {text}: no such directory")
     if _HUB_ID.match(text):
         return _load_hub(text)
-    raise UserError(
-        f"--model: {text!r} is not a local directory, a catalog name or a Hub id "
-        f"(catalog: {', '.join(catalog_names())})"
-    )
+    close = difflib.get_close_matches(text.lower(), list(index), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}?" if close else "see the catalog with `ftwiz explore --help`"
+    raise UserError(f"--model: {text!r} is not a local directory, a catalog name or a Hub id; {hint}")
 
 
 def _read_config(path: Path, label: str) -> dict[str, Any]:
@@ -317,13 +320,18 @@ def _load_local(path: Path) -> ModelInfo:
     if not config_path.is_file():
         raise UserError(f"--model: {path}: no config.json in this directory")
     config = _read_config(config_path, str(config_path))
-    manifest = cached_manifest(config)
+    try:
+        manifest = cached_manifest(config)
+    except UserError as exc:
+        raise UserError(str(exc).replace("config.json:", f"{config_path}:", 1)) from None
     return _info_from_manifest(manifest, str(path), "local")
 
 
 def _load_hub(repo_id: str) -> ModelInfo:
     """Only config.json: from the Hub cache when there, else fetched; offline and uncached is a user error."""
     from huggingface_hub import constants, hf_hub_download
+
+    from ftwiz.core.hub import hub_reachable
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
@@ -336,7 +344,7 @@ def _load_hub(repo_id: str) -> ModelInfo:
         try:
             config_path = hf_hub_download(repo_id, "config.json", local_files_only=True)
         except LocalEntryNotFoundError:
-            if constants.HF_HUB_OFFLINE:
+            if constants.HF_HUB_OFFLINE or not hub_reachable():
                 raise
             config_path = hf_hub_download(repo_id, "config.json")
     except GatedRepoError:

@@ -170,3 +170,19 @@ def test_gpus_and_cost_are_fast_and_never_import_torch(tmp_path):
     assert result.returncode == 0, result.stderr
     elapsed = float(result.stdout.rsplit("ELAPSED", 1)[1])
     assert elapsed < 2.0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["cost", "--params", "nan", "--tokens", "1e6", "--gpu", "H200"],
+        ["cost", "--params", "8", "--tokens", "inf", "--gpu", "H200"],
+        ["cost", "--params", "8", "--tokens", "1e6", "--gpu", "H200", "--price", "nan"],
+        ["cost", "--params", "8", "--tokens", "1e6", "--gpu", "H200", "--efficiency", "1.5"],
+        ["decide", "--gpu-memory-gib", "nan"],
+    ],
+)
+def test_non_finite_numbers_are_refused(args, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ftwiz: ") and err.count("\n") == 1

@@ -175,3 +175,16 @@ def test_multimodal_config_reports_its_language_model(tmp_path):
     assert (info.architecture, info.hidden_size, info.num_layers, info.vocab_size) == (
         "Gemma3ForConditionalGeneration", 48, 2, 300)
     assert "fc1" in info.linear_names()  # the vision tower's layers are targetable, as peft sees them
+
+
+def test_a_typo_in_a_catalog_name_suggests_the_right_one():
+    with pytest.raises(UserError, match="did you mean llama-3.1-8b"):
+        load_model_info("lama-3.1-8b")
+
+
+def test_a_config_transformers_rejects_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text('{"model_type": "llama", "hidden_size": -5}')
+    with pytest.raises(UserError, match=r"m/config\.json: .*hidden size \(-5\)"):
+        load_model_info(tmp_path / "m")
