@@ -184,6 +184,7 @@ def cost(params, model, tokens, examples, avg_tokens, epochs, gpu, num_gpus, met
     click.echo("Assumptions:")
     for line in main.assumptions:
         click.echo(f"  - {line}")
+    click.echo("  - memory fit is not checked here: `ftwiz plan` checks it")
 
 
 def _decide_options(command):

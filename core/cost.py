@@ -246,7 +246,7 @@ def estimate_time_cost(
             f"{num_gpus} GPUs data-parallel at {SCALING_PER_DOUBLING:.0%} scaling per doubling "
             f"= {scaling_factor(num_gpus):.2f}x one GPU"
         )
-    assumptions.append(f"price ${price:g}/GPU-hour from {source}; memory fit is not checked here (see ftwiz plan)")
+    assumptions.append(f"price ${price:g}/GPU-hour from {source}")
     return CostEstimate(
         gpu=spec.name,
         num_gpus=num_gpus,
