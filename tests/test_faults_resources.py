@@ -18,6 +18,8 @@ SCENARIOS = {
     "nan": ({"FTWIZ_FAULT_NAN_AT_STEP": "2"}, {}),
     # $36000/h is $10/s: a $0.5 limit is reached within the first steps.
     "cost": ({}, {"max_steps": 500, "save_steps": 100, "limits": {"max_cost": 0.5, "price_per_hour": 36000.0}}),
+    # Not a fault: full fine-tuning, started here to share the wait.
+    "fullft": ({}, {"method": "full", "output": {"samples": 2}}),
 }
 
 
@@ -110,3 +112,15 @@ def test_cost_limit_saves_and_stops_with_the_spend(runs):
     assert step < 500 and complete_steps(run) == [step]
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
     assert all(e["spend_usd"] is not None for e in events(run, "step"))
+
+
+def test_full_fine_tuning_writes_a_loadable_model(runs):
+    from transformers import AutoModelForCausalLM
+
+    run = runs["fullft"]
+    assert wait_state(run, {"finished", "failed", "crashed"}) == "finished", run.log_path.read_text()[-3000:]
+    model_event = events(run, "model")[0]
+    assert model_event["peft_wrappers"] == 0 and model_event["trainable_params"] == model_event["total_params"]
+    model = AutoModelForCausalLM.from_pretrained(run.adapter_dir)
+    assert not any("lora" in name for name, _ in model.named_modules())
+    assert events(run, "samples")[0]["count"] == 2
