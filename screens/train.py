@@ -177,7 +177,7 @@ class TrainScreen(Screen):
           description="follow events.jsonl, status.json and train.log")
     def _follow(self) -> None:
         follow_run(self.run_dir, lambda update: self.post_message(RunUpdated(update)),
-                   self._cancel, self._poll_interval_s)
+                   self._cancel, self._poll_interval_s, self.clock)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="gpu-poll",
           description="sample GPU memory, utilization, temperature and power")
@@ -290,7 +290,7 @@ class TrainScreen(Screen):
 
     def action_stop(self) -> None:
         """First press: graceful (checkpoint, then exit). Second press: force, after asking."""
-        state = self.run_dir.state()
+        state = self.run_dir.state(self.clock())
         if state not in ACTIVE_STATES:
             self.notify(f"{self.run_dir.name} is not running ({state}).")
             return

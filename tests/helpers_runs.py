@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import atexit
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,9 @@ from ftwiz.core.runs import EVENT_SCHEMA_VERSION, RunDir, create_run_dir
 
 T0 = 1_750_000_000.0
 """The fixed clock of snapshot fixtures (2025-06-15)."""
+
+ENGINE_MARKER = "ftwiz.core.engine"
+"""What RunDir.state() looks for in a live pid's command line to tell a run from a recycled pid."""
 
 
 def run_config(name: str, max_cost: float | None = 5.0) -> dict[str, Any]:
@@ -72,12 +77,15 @@ def make_run(
     heartbeat: float | None = None,
     max_cost: float | None = 5.0,
 ) -> RunDir:
+    """A run as the engine leaves it: an active one has a live engine-like process (shared
+    stand-in unless pid is given) and a fresh heartbeat, so RunDir.state() calls it alive."""
     run = create_run_dir(runs_dir, name)
     config_from_dict(run_config(name, max_cost)).save(run.config_path)
+    active = state in ("starting", "running", "stopping")
     write_json(run.status_path, {
-        "pid": pid if pid is not None else (os.getpid() if state in ("starting", "running", "stopping") else None),
+        "pid": pid if pid is not None else (shared_engine_pid() if active else None),
         "state": state, "step": step, "max_steps": max_steps,
-        "heartbeat": heartbeat if heartbeat is not None else T0, "exit_code": None,
+        "heartbeat": heartbeat if heartbeat is not None else time.time(), "exit_code": None,
     })
     return run
 
@@ -112,27 +120,46 @@ class FakeRunWriter(threading.Thread):
                     log.write(f"step {step}/{self.steps} line {line} loss {events[0]['loss']}\n")
             append_events(run, events)
             status = run.read_status()
-            status.update(step=step, heartbeat=t)
+            status.update(step=step, heartbeat=time.time())  # the engine beats on the wall clock
             write_json(run.status_path, status)
             self.written = step
         if self.finish:
             append_events(run, [{"t": t + 1, "type": "finished", "step": self.steps, "message": "adapter saved"}])
             status = run.read_status()
-            status.update(state="finished", exit_code=0, heartbeat=t + 1)
+            status.update(state="finished", exit_code=0, heartbeat=time.time())
             write_json(run.status_path, status)
 
 
-def sleeping_process(ignore_sigterm: bool = False) -> subprocess.Popen:
-    """A live process whose pid stands in for a training process, in its own session like a
-    detached run (RunDir.stop(force=True) kills the process group)."""
-    code = "import signal, time\n"
+def sleeping_process(ignore_sigterm: bool = False, seconds: float = 120) -> subprocess.Popen:
+    """A live process whose pid stands in for a training process: its command line names the
+    engine module (as `python -m ftwiz.core.engine RUN_DIR` does), and it runs in its own
+    session like a detached run (RunDir.stop(force=True) kills the process group)."""
+    code = "import signal, sys, time\n"
     if ignore_sigterm:
         code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    code += "print('ready', flush=True)\ntime.sleep(120)\n"
-    process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
-                               stdout=subprocess.PIPE, text=True)
+    code += "print('ready', flush=True)\ntime.sleep(float(sys.argv[2]))\n"
+    process = subprocess.Popen([sys.executable, "-c", code, ENGINE_MARKER, str(seconds)],
+                               start_new_session=True, stdout=subprocess.PIPE, text=True)
     process.stdout.readline()  # the signal handler is in place
     return process
+
+
+_shared_engine: subprocess.Popen | None = None
+
+
+def shared_engine_pid() -> int:
+    """One engine stand-in for every run that only needs to look alive (nothing stops it);
+    started on first use, ended when the test process exits."""
+    global _shared_engine
+    if _shared_engine is None or _shared_engine.poll() is not None:
+        _shared_engine = sleeping_process(seconds=3600)
+        atexit.register(_end_shared_engine, _shared_engine)
+    return _shared_engine.pid
+
+
+def _end_shared_engine(process: subprocess.Popen) -> None:
+    process.kill()
+    process.wait()
 
 
 def dead_pid() -> int:
@@ -163,8 +190,6 @@ class HostApp(App):
 
 async def wait_for(pilot: Any, condition: Any, timeout_s: float = 15.0) -> None:
     """Let the app run until condition() holds (fails the test after timeout_s)."""
-    import time
-
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:

@@ -177,7 +177,7 @@ async def test_stop_is_graceful_first_then_forced_after_confirmation(tmp_path):
 async def test_reattach_lists_live_and_crashed_runs_and_opens_the_dashboard(tmp_path):
     process = sleeping_process()
     try:
-        live = make_run(tmp_path, "live-run", pid=process.pid, step=5)
+        live = make_run(tmp_path, "live-run", pid=process.pid, step=5, heartbeat=T0 + 55)
         append_events(live, [{"t": T0, "type": "started", "max_steps": 40},
                              *(step_event(s, 40, T0 + 3 * s) for s in range(1, 6))])
         make_run(tmp_path, "stale-run", pid=dead_pid(), step=7, heartbeat=T0 - 4000)

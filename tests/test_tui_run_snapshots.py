@@ -7,7 +7,6 @@ files are written atomically with identical bytes, so concurrent test runs canno
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from ftwiz.screens.done import DoneScreen
 from ftwiz.screens.runs import RunsScreen
 from ftwiz.screens.train import TrainScreen
-from helpers_runs import T0, HostApp, write_fixed_run
+from helpers_runs import T0, HostApp, shared_engine_pid, write_fixed_run
 
 SNAPSHOT_ROOT = Path("/tmp/ftwiz-snapshot-runs")
 SIZES = [(80, 24), (120, 40)]
@@ -54,7 +53,8 @@ async def _settle(pilot, condition) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_train_screen_snapshot(snap_compare, tmp_path, size):
-    run = write_fixed_run(tmp_path, finished=False, pid=os.getpid()).run
+    # A live engine stand-in, heartbeat T0 + 60 s against a clock at T0 + 70 s: running, at any wall time.
+    run = write_fixed_run(tmp_path, finished=False, pid=shared_engine_pid()).run
     sampler = FixedSampler()
     screen = TrainScreen(run, gpu_sampler=sampler, clock=lambda: T0 + 70, poll_interval_s=0.02,
                          sample_interval_s=3600, refresh_interval_s=0.02)

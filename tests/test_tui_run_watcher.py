@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass
 
@@ -123,3 +124,13 @@ def test_samples_file_and_match(tmp_path):
     assert load_samples(tmp_path / "missing.json").rows == []
     path.write_text(json.dumps([{"prompt": "p", "after": "a", "expected": "a"}]))
     assert [sample_match(r) for r in load_samples(path).rows] == ["✓"]
+
+
+def test_follower_judges_a_stale_heartbeat_by_its_clock_and_the_pid_by_its_command_line(tmp_path):
+    """A live pid that is not an engine (a recycled pid: here pytest's own) with a heartbeat
+    older than the clock allows is a crashed run; an engine process is alive however stale."""
+    recycled = make_run(tmp_path, "recycled", pid=os.getpid(), heartbeat=T0)
+    assert RunFollower(recycled, clock=lambda: T0 + 10).poll().state == "running"
+    assert RunFollower(recycled, clock=lambda: T0 + 500).poll().state == "crashed"
+    engine = make_run(tmp_path, "engine", heartbeat=T0)  # the shared engine stand-in
+    assert RunFollower(engine, clock=lambda: T0 + 500).poll().state == "running"
