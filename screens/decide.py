@@ -47,7 +47,7 @@ class DecideScreen(StepScreen):
         )
 
     def on_mount(self) -> None:
-        self.query_one("#ranking", DataTable).add_columns("#", "method", "verdict", "cost", "time", "quality")
+        self.query_one("#ranking", DataTable).add_columns("method", "verdict", "cost", "time", "quality")
         keep = self.state.method if self.state.answers else None
         self.recommend()
         rows = [i for i, rec in enumerate(self.ranking) if rec.method == keep]
@@ -83,7 +83,7 @@ class DecideScreen(StepScreen):
             verdict = {"recommended": "[green]recommended[/]", "not advised": "[dim]not advised[/]"}.get(
                 rec.verdict, rec.verdict
             )
-            table.add_row(str(rec.rank), rec.title, verdict, rec.cost_band, rec.time_band, quality)
+            table.add_row(rec.title, verdict, rec.cost_band, rec.time_band, quality)
         trainable = [i for i, rec in enumerate(self.ranking) if rec.method in TRAINABLE]
         if trainable:
             table.move_cursor(row=trainable[0])

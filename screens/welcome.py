@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.markup import escape
 from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, Static
 
@@ -66,10 +67,7 @@ class WelcomeScreen(StepScreen):
                 "yes" if gpu.bf16 else "no (fp16)",
             )
         if hardware.cpu_only:
-            status.update(
-                f"[b]No NVIDIA GPU found[/b] ({hardware.nvml_state}: {hardware.message}). "
-                "Fine-tuning a real model needs one; the built-in demo trains on the CPU."
-            )
+            status.update(no_gpu_line(hardware.message))
             status.set_classes("warn")
             gpus.display = False
         else:
@@ -125,3 +123,11 @@ class WelcomeScreen(StepScreen):
 
     def action_demo(self) -> None:
         self.wizard.start_demo()
+
+
+def no_gpu_line(message: str) -> str:
+    """Core's CPU-only message said once: its 'CPU only:' prefix repeats what the line says."""
+    reason = message.strip().removeprefix("CPU only:").strip().rstrip(".")
+    reason = f": {escape(reason)}" if reason else ""
+    return (f"[b]No NVIDIA GPU found[/b]{reason}. "
+            "Fine-tuning a real model needs one; the built-in demo trains on the CPU.")

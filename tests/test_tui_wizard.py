@@ -298,3 +298,22 @@ async def test_trusting_remote_code_names_the_risk_and_reaches_the_config(tmp_pa
         await pilot.pause()
         assert "runs Python from the model's repository" in str(warning.content)
         assert app.state.trust_remote_code is True
+
+
+def test_no_gpu_line_says_it_once_plainly():
+    from ftwiz.screens.welcome import no_gpu_line
+
+    line = no_gpu_line("CPU only: no NVIDIA driver answered (NVML Shared Library Not Found).")
+    assert line.startswith("[b]No NVIDIA GPU found[/b]: no NVIDIA driver answered (NVML Shared Library Not Found). ")
+    assert line.count("CPU only") == 0 and ".)" not in line and "no-driver" not in line
+
+
+async def test_method_ranking_fits_its_pane_at_120x40(tmp_path):
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        table = app.screen.query_one("#ranking", DataTable)
+        assert table.virtual_size.width <= table.scrollable_content_region.width
+        assert [str(c.label) for c in table.columns.values()][-1] == "quality"
