@@ -42,6 +42,10 @@ def test_train_demo_shows_a_measured_gain_in_under_two_minutes(tmp_path, monkeyp
     finished = [e for e in run.iter_events() if e["type"] == "finished"][0]
     assert finished["demo_score"]["before"] == samples["before"]
     assert samples["count"] == 50
+    from ftwiz.core.engine.checkpoints import complete_checkpoints
+
+    # save_steps 50, save_total_limit 2: only the newest two complete checkpoints stay.
+    assert [p.name for p in complete_checkpoints(run.checkpoints_dir)] == ["checkpoint-150", "checkpoint-200"]
     assert samples["before"]["format_match"] <= 0.1
     assert samples["after"]["format_match"] >= 0.8
     print(f"demo: {took:.0f}s, format match {samples['before']['format_match']:.0%} -> {samples['after']['format_match']:.0%}")

@@ -145,6 +145,8 @@ def test_stop_saves_then_second_stop_kills(model, tmp_path, monkeypatch):
     wait_for(lambda: any(p.name.startswith(".staging") for p in forced.checkpoints_dir.iterdir())
              if forced.checkpoints_dir.exists() else False, 60, "the stop's save under way", forced)
     assert forced.state() == "stopping"
+    beat = forced.read_status()["heartbeat"]  # the heartbeat thread beats on inside a long save
+    wait_for(lambda: forced.read_status()["heartbeat"] > beat + 1, 10, "heartbeat during the save", forced)
     assert main(["--runs-dir", str(runs), "stop", "forced"]) == 0
     assert forced.state() == "killed"
     assert events(forced, "killed")
