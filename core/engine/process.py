@@ -334,6 +334,7 @@ class Hooks:
             # Every DDP rank must save and stop at the same step, or they deadlock in the save.
             if not self.flags.limit:
                 self.flags.stop_requested = True
+                self.status.update(state="stopping")
             control.should_save = True
             control.should_training_stop = True
 
@@ -586,8 +587,8 @@ def main(run_path: str) -> int:
     flags = Flags()
 
     def on_term(signum: int, frame: Any) -> None:
+        # Only a flag: the handler may interrupt a status write that holds the lock.
         flags.stop_requested = True
-        status.update(state="stopping")
 
     signal.signal(signal.SIGTERM, on_term)
     status.update(state="running", worker_pid=os.getpid(), exit_code=None)
