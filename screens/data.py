@@ -72,6 +72,7 @@ class DataScreen(StepScreen):
     def check(self, spec: str) -> None:
         self.state.data_spec = spec
         self.state.n_examples = None
+        self.state.data_stats = None
         self.query_one("#data-status", Static).update(f"Reading {spec} ...")
         self.validate(spec)
 
@@ -111,6 +112,7 @@ class DataScreen(StepScreen):
         self.query_one("#problems", Static).update("\n".join(report.problem_lines()))
         if report.ok:
             self.state.n_examples = report.rows
+            self.state.data_stats = report.stats or None
         self._show_stats(report.stats)
         self._show_example(message.example)
 

@@ -50,7 +50,7 @@ class SettingsScreen(StepScreen):
                 yield Static(label, classes="field-label")
                 value = values.get(key)
                 if kind == "bool":
-                    yield Checkbox("on", bool(value), id=_widget_id(key), compact=True)
+                    yield Checkbox("on" if value else "off", bool(value), id=_widget_id(key), compact=True)
                 elif kind == "preset":
                     yield Select([(p, p) for p in PRESETS], value=value if value in PRESETS else "attention",
                                  allow_blank=False, id=_widget_id(key), compact=True)
@@ -79,40 +79,34 @@ class SettingsScreen(StepScreen):
             reasons = {key: why for key, _, _ in FIELDS}
             reasons["training.num_train_epochs"] = f"unused: the demo stops after max_steps {demo.training.max_steps}"
             return values, reasons
-        from ftwiz.core.recommend import fit_to_gpu, recommend_hyperparams
-
         state = self.state
-        hardware = state.hardware
-        cpu_only = bool(hardware is None or hardware.cpu_only)
-        hyper = recommend_hyperparams(state.n_examples, state.method, state.bf16_ok, cpu_only=cpu_only)
-        reasons = {}
+        if state.model_info is None:  # the model did not load: hyperparameters without a memory fit
+            from ftwiz.core.recommend import recommend_hyperparams
+
+            cpu_only = bool(state.hardware is None or state.hardware.cpu_only)
+            hyper = recommend_hyperparams(state.n_examples, state.method, state.bf16_ok, cpu_only=cpu_only)
+            recommended = {name: {"value": rec.value, "reason": rec.reason} for name, rec in hyper.items.items()}
+        else:
+            recommended = self._plan().to_dict()["hyperparameters"]
         values: dict[str, Any] = {}
-        for name, rec in hyper.items.items():
+        reasons: dict[str, str] = {}
+        for name, rec in recommended.items():
             key = ("lora." if name in ("r", "lora_alpha", "lora_dropout") else "training.") + name
-            values[key], reasons[key] = rec.value, rec.reason
+            values[key], reasons[key] = rec["value"], rec["reason"]
         values["lora.target_modules"] = "attention"
         reasons["lora.target_modules"] = "q, k, v, o: the usual start; all-linear adds capacity and memory"
-        effective = hyper["effective_batch_size"]
-        values["training.per_device_train_batch_size"], values["training.gradient_accumulation_steps"] = effective, 1
-        values["training.max_length"], values["training.gradient_checkpointing"] = 1024, True
-        if state.model_info is not None and state.gpu_free_bytes:
-            from ftwiz.core.models import resolve_targets
-
-            fit = fit_to_gpu(
-                state.model_info, state.method, state.gpu_free_bytes, effective, [2048, 1024, 512],
-                rank=values.get("lora.r", 16), targets=resolve_targets(state.model_info, "attention"),
-                dtype="bf16" if state.bf16_ok else "fp16",
-            )
-            values["training.per_device_train_batch_size"] = fit.micro_batch
-            values["training.gradient_accumulation_steps"] = fit.grad_accum
-            values["training.max_length"] = fit.max_length
-            values["training.gradient_checkpointing"] = fit.grad_ckpt
-            values["training.optim"] = fit.optim
-            reason = "; ".join(fit.reasons[1:]) or (fit.suggestion or "")
-            for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "gradient_checkpointing"):
-                reasons[f"training.{key}"] = reason
-            reasons["training.max_length"] = fit.reasons[0] if fit.fits else (fit.suggestion or "")
         return values, reasons
+
+    def _plan(self):
+        """core's plan for this model, method, GPU and the Data step's token lengths."""
+        from ftwiz.core.plan import make_plan
+
+        state = self.state
+        self.plan = make_plan(
+            state.model_info, examples=state.n_examples, data_stats=state.data_stats,
+            gpu=state.hardware, method=state.method, targets="attention",
+        )
+        return self.plan
 
     # -- live updates ---------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -145,6 +139,10 @@ class SettingsScreen(StepScreen):
             else:
                 values[key] = _number(raw, kind)
         return values
+
+    @on(Checkbox.Changed)
+    def _checkbox_label(self, event: Checkbox.Changed) -> None:
+        event.checkbox.label = "on" if event.value else "off"
 
     @on(Input.Changed)
     @on(Checkbox.Changed)
@@ -181,6 +179,11 @@ class SettingsScreen(StepScreen):
                 "training": {},
                 "lora": {},
             }
+            plan = getattr(self, "plan", None)
+            if plan is not None:  # what the plan adds beyond the fields: packing, kernels, scheduler
+                planned = plan.to_config(data_path=state.data_spec).model_dump(mode="json")
+                data["training"] = planned["training"]
+                data["quantization"] = planned["quantization"]
             precision = self.reasons and values.get("training.precision")
             data["training"]["bf16"] = precision == "bf16"
             data["training"]["fp16"] = precision == "fp16"
@@ -233,7 +236,17 @@ class SettingsScreen(StepScreen):
         state = self.state
         if not state.n_examples or not state.gpu_free_bytes:
             return ""
-        tokens = state.n_examples * config.training.max_length * config.training.num_train_epochs
+        stats = state.data_stats or {}
+        if stats.get("mean"):  # the Data step's mean length, as core.plan counts it
+            from ftwiz.core.plan import TOKENS_PER_WORD
+
+            per_example = min(stats["mean"] * (TOKENS_PER_WORD if stats.get("estimate") else 1.0),
+                              config.training.max_length)
+            basis = f"examples of ~{per_example:,.0f} tokens on average"
+        else:
+            per_example = config.training.max_length
+            basis = "upper bound: every example counted at max_length"
+        tokens = state.n_examples * per_example * config.training.num_train_epochs
         try:
             estimate = estimate_time_cost(
                 params=state.model_info.total_params, tokens=tokens, gpu=state.hardware.gpus[0].name,
@@ -244,7 +257,7 @@ class SettingsScreen(StepScreen):
         return (
             f"Time ~{estimate.hours:.1f} h at ~{estimate.tokens_per_second:,.0f} tokens/s, "
             f"cost ~${estimate.cost_usd:.2f} at ${estimate.price_per_gpu_hour:g}/h "
-            f"(upper bound: every example counted at max_length)"
+            f"({basis})"
         )
 
     def commit(self) -> bool:

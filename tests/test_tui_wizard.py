@@ -317,3 +317,30 @@ async def test_method_ranking_fits_its_pane_at_120x40(tmp_path):
         table = app.screen.query_one("#ranking", DataTable)
         assert table.virtual_size.width <= table.scrollable_content_region.width
         assert [str(c.label) for c in table.columns.values()][-1] == "quality"
+
+
+async def test_settings_follow_the_data_steps_token_lengths_and_say_why_per_field(tmp_path):
+    """Short examples give a short max_length (core's plan from the data statistics), and the
+    batch, accumulation and checkpointing fields each carry their own reason."""
+    from ftwiz.core.models import load_model_info
+
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.state.model_spec = "llama-3.1-8b"
+        app.state.model_info = load_model_info("llama-3.1-8b")
+        app.state.data_spec, app.state.n_examples = "train.jsonl", 2000
+        app.state.data_stats = {"rows": 2000, "estimate": False, "p50": 40, "p95": 90, "max": 120, "mean": 45.0}
+        app.goto_step("settings")
+        await settle(pilot)
+        assert app.screen.query_one("#f-training-max_length", Input).value == "128"
+        assert app.state.config.training.max_length == 128
+        why = {key: str(app.screen.query_one(f"#f-training-{key}-why", Static).content)
+               for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "gradient_checkpointing")}
+        assert len(set(why.values())) == 3, why
+        checkbox = app.screen.query_one("#f-training-gradient_checkpointing")
+        assert str(checkbox.label) == ("on" if checkbox.value else "off")
+        checkbox.toggle()
+        await pilot.pause()
+        assert str(checkbox.label) == ("on" if checkbox.value else "off")
+        assert "~45 tokens on average" in str(app.screen.query_one("#time-cost", Static).content)

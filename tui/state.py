@@ -28,6 +28,8 @@ class WizardState:
     """Dataset file, Hub id or 'demo'."""
     n_examples: int | None = None
     """Rows in the dataset, once validated (drives the recommended hyperparameters)."""
+    data_stats: dict[str, Any] | None = None
+    """core.data token_stats of the validated dataset (drives max_length, time and cost)."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Settings the user edited, as 'section.field' -> value, applied over the plan."""
     config: Any = None
@@ -42,6 +44,7 @@ class WizardState:
         self.data_spec = DEMO
         self.method = "lora"
         self.trust_remote_code = False
+        self.data_stats = None
         self.config = None
 
     @property

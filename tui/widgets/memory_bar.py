@@ -20,8 +20,15 @@ class MemoryBar(Static):
     }
     """
 
+    _shown: tuple[Any, int | None, int] | None = None
+
+    def on_resize(self) -> None:
+        if self._shown is not None:
+            self.show(*self._shown)  # the legend's line breaks depend on the width
+
     def show(self, estimate: Any, free_bytes: int | None, width: int = 50) -> None:
         """estimate: core.memory.MemoryEstimate; free_bytes None means there is no GPU."""
+        self._shown = (estimate, free_bytes, width)
         text = Text()
         need = estimate.required_bytes
         if free_bytes:
@@ -45,7 +52,19 @@ class MemoryBar(Static):
             f"nvidia-smi ~{estimate.nvidia_smi_gib:.1f} GiB\n",
             style="dim",
         )
+        # Legend items never split: a line break goes before an item that would not fit whole.
+        room = self.content_region.width or 76
+        column = 0
         for i, (name, size) in enumerate(estimate.breakdown.items()):
+            label = f"{name} {size / GIB:.2f} GiB"
+            item = 2 + len(label)
+            if column and column + 3 + item > room:
+                text.append("\n")
+                column = 0
+            elif column:
+                text.append("   ")
+                column += 3
             text.append("■ ", style=COLOURS[i % len(COLOURS)])
-            text.append(f"{name} {size / GIB:.2f} GiB   ")
+            text.append(label)
+            column += item
         self.update(text)
