@@ -23,16 +23,24 @@ from ftwiz.tui.run_messages import MergeFinished
 
 CELL_WIDTH = 20
 """Sample texts are cut to this many characters in the table; samples.json has them whole."""
+SHOWN_SAMPLES = 8
+"""Rows in the samples table: the page scrolls, the table never does; samples.json has them all."""
+CHAT_FORMATS = frozenset({"chat", "sharegpt", "alpaca"})
+"""Data formats the engine renders through the chat template (core/data.py's docstring)."""
 
 
 @dataclass
 class Samples:
     rows: list[dict[str, Any]] = field(default_factory=list)
     scores: list[tuple[str, float | None, float | None]] = field(default_factory=list)
+    metric: str | None = None
+    """The engine's description of its main metric."""
+    count: int | None = None
 
 
 def load_samples(path: Path) -> Samples:
-    """samples.json as the engine writes it: {"before": {metric: v}, "after": {...}, "samples": [...]}.
+    """samples.json as the engine writes it: {"metric", "count", "before": {metric: v}, "after": {...},
+    "examples": [{"prompt", "reference", "before", "after"}]} ("samples"/"expected" also read).
 
     Tolerant of a bare list of rows and of missing parts: a run that stopped early has none.
     """
@@ -51,7 +59,15 @@ def load_samples(path: Path) -> Samples:
         before, after = before or {}, after or {}
         for metric in dict.fromkeys([*before, *after]):
             scores.append((metric, before.get(metric), after.get(metric)))
-    return Samples(rows=[row for row in rows if isinstance(row, dict)], scores=scores)
+    count = data.get("count")
+    return Samples(rows=[row for row in rows if isinstance(row, dict)], scores=scores,
+                   metric=data.get("metric") if isinstance(data.get("metric"), str) else None,
+                   count=count if isinstance(count, int) and not isinstance(count, bool) else None)
+
+
+def expected_text(row: dict[str, Any]) -> Any:
+    """The reference answer: the engine writes "reference"; "expected" is read too."""
+    return row.get("reference", row.get("expected"))
 
 
 def sample_match(row: dict[str, Any]) -> str:
@@ -59,7 +75,7 @@ def sample_match(row: dict[str, Any]) -> str:
     for key in ("match", "match_after", "after_match"):
         if isinstance(row.get(key), bool):
             return "✓" if row[key] else "✗"
-    expected, after = row.get("expected"), row.get("after")
+    expected, after = expected_text(row), row.get("after")
     if isinstance(expected, str) and isinstance(after, str):
         return "✓" if after.strip() == expected.strip() else "✗"
     return ""
@@ -74,6 +90,31 @@ def _pct(value: float | None) -> str:
     return "--" if value is None else f"{value:.0%}"
 
 
+def shell_quote(text: str) -> str:
+    """One shell word on one line: plain quoting, or bash's $'...' when the text has a newline or
+    another control character (a prompt like "Date: ...\\nISO:")."""
+    if all(ch.isprintable() for ch in text):
+        return shlex.quote(text)
+    escapes = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+    body = "".join(escapes.get(ch) or (ch if ch.isprintable() else f"\\x{ord(ch):02x}") for ch in text)
+    return f"$'{body}'"
+
+
+def run_data_format(run_dir: RunDir, config: dict[str, Any]) -> str | None:
+    """The data format the run trained on: config.yaml's when set, else what the engine reported
+    (a "started" event's data_format, or its "<format> data: N training ..." note)."""
+    configured = (config.get("data") or {}).get("format")
+    if configured and configured != "auto":
+        return configured
+    for event in run_dir.iter_events():
+        if event.get("type") == "started" and isinstance(event.get("data_format"), str):
+            return event["data_format"]
+        message = event.get("message")
+        if isinstance(message, str) and " data: " in message and "training and" in message:
+            return message.split(" data: ", 1)[0]
+    return None
+
+
 def run_ref(run_dir: RunDir) -> str:
     """How to name the run on the command line: its name if ./runs holds it, else its path."""
     if run_dir.path.resolve().parent == (Path.cwd() / "runs").resolve():
@@ -81,32 +122,47 @@ def run_ref(run_dir: RunDir) -> str:
     return str(run_dir.path.resolve())
 
 
-def usage_snippets(run_dir: RunDir, config: dict[str, Any], prompt: str) -> dict[str, str]:
-    """The exact code and commands for this run, with its real paths."""
+def usage_snippets(run_dir: RunDir, config: dict[str, Any], prompt: str,
+                   data_format: str | None = None) -> dict[str, str]:
+    """The exact code and commands for this run, with its real paths, prompting as training did:
+    the chat template for chat data, the plain prompt text for prompt/completion and text data."""
     base = (config.get("model") or {}).get("name_or_path", "BASE_MODEL")
     adapter = str(run_dir.adapter_dir.resolve())
     merged = str(run_dir.merged_dir.resolve())
     ref = shlex.quote(run_ref(run_dir))
+    if data_format is None or data_format in CHAT_FORMATS:
+        # The run saved its tokenizer with the template it trained with (ftwiz's fallback
+        # included) next to the adapter: load the tokenizer from there.
+        tokenizer_path = adapter
+        prompt_code = (
+            f"messages = [{{\"role\": \"user\", \"content\": {json.dumps(prompt)}}}]\n"
+            "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True,\n"
+            "                                       return_dict=True, return_tensors=\"pt\")\n"
+        )
+    else:
+        tokenizer_path = base
+        prompt_code = (
+            f"# {data_format} data: the model learned from the plain prompt text, no chat template\n"
+            f"inputs = tokenizer({json.dumps(prompt)}, return_tensors=\"pt\")\n"
+        )
     generate = (
-        f"messages = [{{\"role\": \"user\", \"content\": {json.dumps(prompt)}}}]\n"
-        "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True,\n"
-        "                                       return_dict=True, return_tensors=\"pt\")\n"
-        "output = model.generate(**inputs, max_new_tokens=64)\n"
+        prompt_code
+        + "output = model.generate(**inputs, max_new_tokens=64)\n"
         "print(tokenizer.decode(output[0][inputs[\"input_ids\"].shape[1]:], skip_special_tokens=True))"
     )
     if config.get("method") == "full":
         load = (
             "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
             f"model = AutoModelForCausalLM.from_pretrained({json.dumps(adapter)}, dtype=\"auto\")\n"
-            f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(base)})\n"
+            f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(tokenizer_path)})\n"
         )
-        return {"load": load + generate, "commands": f"ftwiz sample {ref} --prompt {shlex.quote(prompt)}"}
+        return {"load": load + generate, "commands": f"ftwiz sample {ref} --prompt {shell_quote(prompt)}"}
     load = (
         "from peft import PeftModel\n"
         "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
         f"base = AutoModelForCausalLM.from_pretrained({json.dumps(base)}, dtype=\"auto\")\n"
         f"model = PeftModel.from_pretrained(base, {json.dumps(adapter)})\n"
-        f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(base)})\n"
+        f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(tokenizer_path)})\n"
     )
     merged_code = (
         "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
@@ -115,7 +171,7 @@ def usage_snippets(run_dir: RunDir, config: dict[str, Any], prompt: str) -> dict
     )
     commands = (
         "# the base model and base + adapter, side by side\n"
-        f"ftwiz sample {ref} --prompt {shlex.quote(prompt)}\n"
+        f"ftwiz sample {ref} --prompt {shell_quote(prompt)}\n"
         "# base + adapter as one standalone model, in merged/\n"
         f"ftwiz merge {ref}"
     )
@@ -153,20 +209,28 @@ class DoneScreen(Screen):
                 if not full:
                     yield Button("Merge into one model (m)", id="done-merge", variant="primary")
                 yield Static("", id="done-merge-status", markup=False)
-            yield Static("Before / after on held-out examples", classes="done-heading")
+            count = self.samples.count or len(self.samples.rows)
+            yield Static(f"Before / after on {count or ''} held-out examples".replace("  ", " "),
+                         classes="done-heading")
+            if self.samples.metric:
+                yield Static(f"Metric: {self.samples.metric}", id="done-metric", markup=False)
             if self.samples.scores:
                 yield Static(
-                    "  ".join(f"{m}: {_pct(b)} → {_pct(a)}" for m, b, a in self.samples.scores),
+                    "    ".join(f"{m}: {_pct(b)} → {_pct(a)}" for m, b, a in self.samples.scores),
                     id="done-score",
                     markup=False,
                 )
             if self.samples.rows:
                 yield DataTable(id="done-samples", cursor_type="row", zebra_stripes=True)
+                if len(self.samples.rows) > SHOWN_SAMPLES:
+                    yield Static(f"{SHOWN_SAMPLES} of {len(self.samples.rows)} shown; all in "
+                                 f"{self.run_dir.samples_path.resolve()}", classes="run-hint", markup=False)
             else:
                 yield Static("No samples.json in this run (it stopped before the end, or "
                              "output.samples is 0).", id="done-no-samples", markup=False)
             yield Static("Use it from Python", classes="done-heading")
-            snippets = usage_snippets(self.run_dir, self.config, self._prompt())
+            snippets = usage_snippets(self.run_dir, self.config, self._prompt(),
+                                      run_data_format(self.run_dir, self.config))
             yield Static(snippets["load"], id="done-code-load", classes="done-code", markup=False)
             yield Static("From the shell", classes="done-heading")
             yield Static(snippets["commands"], id="done-code-commands", classes="done-code", markup=False)
@@ -179,9 +243,9 @@ class DoneScreen(Screen):
         if self.samples.rows:
             table = self.query_one("#done-samples", DataTable)
             table.add_columns("prompt", "before", "after", "expected", "match")
-            for row in self.samples.rows:
-                table.add_row(*(_cut(row.get(k)) for k in ("prompt", "before", "after", "expected")),
-                              sample_match(row))
+            for row in self.samples.rows[:SHOWN_SAMPLES]:
+                table.add_row(*(_cut(row.get(k)) for k in ("prompt", "before", "after")),
+                              _cut(expected_text(row)), sample_match(row))
 
     def _prompt(self) -> str:
         for row in self.samples.rows:

@@ -134,3 +134,52 @@ def test_follower_judges_a_stale_heartbeat_by_its_clock_and_the_pid_by_its_comma
     assert RunFollower(recycled, clock=lambda: T0 + 500).poll().state == "crashed"
     engine = make_run(tmp_path, "engine", heartbeat=T0)  # the shared engine stand-in
     assert RunFollower(engine, clock=lambda: T0 + 500).poll().state == "running"
+
+
+ENGINE_SAMPLES = {
+    "count": 2, "metric": "demo: format_match = answer is an ISO date and nothing else",
+    "before": {"format_match": 0.0}, "after": {"format_match": 1.0},
+    "examples": [
+        {"prompt": "Date: 18 April 1951\nISO:", "reference": "1951-04-18", "before": "Pr", "after": "1951-04-18"},
+        {"prompt": "Date: 3 May 1994\nISO:", "reference": "1994-05-03", "before": "/r", "after": "1995-05-05"},
+    ],
+}
+
+
+def test_samples_as_the_engine_writes_them(tmp_path):
+    from ftwiz.screens.done import expected_text
+
+    path = tmp_path / "samples.json"
+    path.write_text(json.dumps(ENGINE_SAMPLES))
+    samples = load_samples(path)
+    assert samples.metric.startswith("demo: format_match") and samples.count == 2
+    assert [expected_text(r) for r in samples.rows] == ["1951-04-18", "1994-05-03"]
+    assert [sample_match(r) for r in samples.rows] == ["✓", "✗"]
+
+
+def test_shell_command_keeps_a_multiline_prompt_on_one_line_and_bash_reads_it_back():
+    import subprocess
+
+    from ftwiz.screens.done import shell_quote
+
+    for prompt in ["Date: 18 April 1951\nISO:", "it's \\ odd\t\x01", "plain words"]:
+        quoted = shell_quote(prompt)
+        assert "\n" not in quoted
+        echoed = subprocess.run(["bash", "-c", f"printf %s {quoted}"], capture_output=True, text=True).stdout
+        assert echoed == prompt
+
+
+def test_python_snippet_prompts_as_training_did(tmp_path):
+    from ftwiz.screens.done import run_data_format, usage_snippets
+
+    run = make_run(tmp_path, state="finished")
+    config = {"method": "lora", "model": {"name_or_path": "base"}, "data": {"format": "auto"}}
+    assert run_data_format(run, config) is None
+    append_events(run, [{"t": T0, "type": "warning",
+                         "message": "prompt_completion data: 1900 training and 100 evaluation examples"}])
+    assert run_data_format(run, config) == "prompt_completion"
+    plain = usage_snippets(run, config, "Date: 1 May 2000\nISO:", "prompt_completion")["load"]
+    assert "apply_chat_template" not in plain and 'tokenizer("Date: 1 May 2000\\nISO:", return_tensors="pt")' in plain
+    chat = usage_snippets(run, {**config, "data": {"format": "chat"}}, "Hi", "chat")["load"]
+    adapter = str(run.adapter_dir.resolve())
+    assert "apply_chat_template" in chat and f'AutoTokenizer.from_pretrained("{adapter}")' in chat
