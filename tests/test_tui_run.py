@@ -65,7 +65,9 @@ async def test_dashboard_follows_a_run_as_it_writes(tmp_path, size):
         chart = screen.query_one(LossChart)
         assert len(chart.train) == 20 and [x for x, _ in chart.eval] == [10, 20]
         assert chart.train[-1][1] == step_event(20, 20, 0)["loss"]
-        assert any("\u2800" < ch <= "\u28ff" for ch in str(chart.render()))  # braille dots drawn
+        drawn = str(chart.render())
+        assert any("\u2800" < ch <= "\u28ff" for ch in drawn)  # braille dots drawn
+        assert "● eval" in drawn and drawn.count("●") >= 3  # eval: its own marker, legend + 2 points
         log = log_text(screen)
         assert "step 20/20 line 0" in log
         assert "⚠ warning at step 10: grad norm spiked" in log

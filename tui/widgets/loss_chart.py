@@ -36,6 +36,9 @@ def _per_column(dots: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+EVAL_MARK = "●"
+
+
 class _Canvas:
     """A grid of braille cells; each remembers which series set its dots (eval wins)."""
 
@@ -69,13 +72,13 @@ class _Canvas:
 
 
 class LossChart(Widget):
-    """Train loss as a line, eval loss as a second line, on one shared scale."""
+    """Train loss as a braille line, eval loss as ● markers in another colour, on one scale."""
 
     COMPONENT_CLASSES = {"loss-chart--train", "loss-chart--eval", "loss-chart--axis"}
     DEFAULT_CSS = """
     LossChart { height: 1fr; min-height: 5; }
     LossChart > .loss-chart--train { color: $accent; }
-    LossChart > .loss-chart--eval { color: $warning; }
+    LossChart > .loss-chart--eval { color: $primary; text-style: bold; }
     LossChart > .loss-chart--axis { color: $text-muted; }
     """
 
@@ -99,7 +102,7 @@ class LossChart(Widget):
         if self.train:
             legend.append(f" {self.train[-1][1]:.4f}")
         legend.append("  ")
-        legend.append("⣿ eval", eval_style)
+        legend.append(f"{EVAL_MARK} eval", eval_style)
         if self.eval:
             legend.append(f" {self.eval[-1][1]:.4f}")
         points = self.train + self.eval
@@ -122,7 +125,13 @@ class LossChart(Widget):
             py = round((high - y) / (high - low) * (rows * 4 - 1))
             return px, py
 
-        for series_id, series in ((1, self.train), (2, self.eval)):
+        # Eval points are few (one per eval_steps): a marker per point reads better than a line,
+        # and keeps them apart from the train curve without relying on colour alone.
+        marks = set()
+        for x, y in self.eval:
+            px, py = to_dot(x, y)
+            marks.add((min(rows - 1, max(0, py // 4)), min(columns - 1, max(0, px // 2))))
+        for series_id, series in ((1, self.train),):
             previous = None
             for current in _per_column(to_dot(x, y) for x, y in series):
                 if previous is None:
@@ -139,6 +148,9 @@ class LossChart(Widget):
             label = label_rows.get(row)
             text.append(f"{label:>{label_width}}┤" if label else " " * label_width + "│", axis_style)
             for column in range(columns):
+                if (row, column) in marks:
+                    text.append(EVAL_MARK, eval_style)
+                    continue
                 bits = canvas.bits[row][column]
                 char = chr(_BRAILLE_BASE + bits) if bits else " "
                 text.append(char, styles.get(canvas.owner[row][column]))
