@@ -25,6 +25,9 @@ def demo_config() -> RunConfig:
     return config_from_dict(demo_config_dict(cache_dir() / f"demo-model-v{DEMO_VERSION}"), "demo")
 
 
+METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA", "full": "Full fine-tuning"}
+
+
 class ReviewScreen(StepScreen):
     STEP = "review"
     NEXT_LABEL = "Start training"
@@ -55,7 +58,8 @@ class ReviewScreen(StepScreen):
             return
         name = self.config.name or "run"
         summary.update(
-            f"{self.config.method.upper()} of {self.config.model.name_or_path} on {self.config.data.path}. "
+            f"{METHOD_NAMES[self.config.method]} of {self.config.model.name_or_path} on {self.config.data.path}"
+            f"{'' if self.config.method == 'qlora' else ' (the quantization section applies to QLoRA only)'}. "
             f"Start training runs it in its own process: quitting ftwiz leaves it running."
         )
         self.query_one("#yaml", Static).update(

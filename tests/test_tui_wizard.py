@@ -344,3 +344,14 @@ async def test_settings_follow_the_data_steps_token_lengths_and_say_why_per_fiel
         await pilot.pause()
         assert str(checkbox.label) == ("on" if checkbox.value else "off")
         assert "~45 tokens on average" in str(app.screen.query_one("#time-cost", Static).content)
+
+
+async def test_review_summary_names_the_method_as_people_write_it(tmp_path):
+    app = fixed_app(tmp_path / "runs", CPU_ONLY)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("d")
+        await settle(pilot)
+        summary = str(app.screen.query_one("#summary", Static).content)
+        assert summary.startswith("LoRA of ") and "LORA" not in summary
+        assert "quantization section applies to QLoRA only" in summary
