@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from ftwiz.core.errors import UserError
-from ftwiz.core.runs import RunDir, list_runs, open_run
+from ftwiz.core.runs import STALLED, RunDir, list_runs, open_run
 
 
 def _runs_dir(ctx: click.Context) -> str:
@@ -89,7 +89,7 @@ def _age(seconds: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def runs(ctx: click.Context, as_json: bool) -> None:
-    """Runs in the runs directory: state (running, finished, crashed, ...), progress, loss, age."""
+    """Runs in the runs directory: state (running, stalled, finished, crashed, ...), progress, loss, age."""
     rows = [run_row(r) for r in list_runs(_runs_dir(ctx))]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -102,6 +102,12 @@ def runs(ctx: click.Context, as_json: bool) -> None:
         steps = f"{row['step']}/{row['max_steps'] if row['max_steps'] not in (None, -1) else '?'}"
         loss = f"{row['loss']:.4f}" if isinstance(row["loss"], (int, float)) else "-"
         click.echo(f"{row['name']:<28} {row['state']:<9} {steps:>11} {loss:>8} {_age(row['age_s']):>5}")
+    for row in rows:
+        if row["state"] == STALLED:
+            click.echo(
+                f"{row['name']}: stalled: its process is alive but silent for {_age(row['heartbeat_age_s'] or 0)} "
+                f"(hung?); `ftwiz stop {row['name']}` twice kills it, then `ftwiz resume {row['name']}`"
+            )
 
 
 def format_event(event: dict) -> str:
@@ -124,14 +130,17 @@ def format_event(event: dict) -> str:
 def attach(ctx: click.Context, run_ref: str, interval: float) -> None:
     """Follow a run's events until it ends. Ctrl-C detaches; the run goes on."""
     run = open_run(run_ref, _runs_dir(ctx))
-    offset = 0
+    offset, warned = 0, False
     try:
         while True:
             events, offset = run.read_events(offset)
             for event in events:
                 click.echo(format_event(event))
             state = run.state()
-            if state not in ("starting", "running", "stopping") and not events:
+            if state == STALLED and not warned:
+                click.echo(f"run {run.name}: stalled (process alive, no heartbeat); still following")
+            warned = state == STALLED
+            if state not in ("starting", "running", "stopping", STALLED) and not events:
                 click.echo(f"run {run.name}: {state}")
                 return
             time.sleep(interval)

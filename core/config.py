@@ -107,6 +107,11 @@ class TrainingSection(_Section):
     save_steps: int = Field(50, gt=0)
     save_total_limit: int = Field(2, gt=0)
     max_grad_norm: float = Field(1.0, gt=0.0)
+    probe: bool = Field(
+        True,
+        description="Before training, measure memory and tokens/s on the longest batch, adjust the "
+        "micro-batch / checkpointing if it does not fit, and replace the time and cost estimates.",
+    )
 
     @model_validator(mode="after")
     def _one_half_precision(self) -> TrainingSection:

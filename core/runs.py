@@ -32,7 +32,11 @@ from ftwiz.core.errors import UserError
 
 EVENT_SCHEMA_VERSION = 1
 HEARTBEAT_STALE_S = 120.0
-"""A run whose heartbeat is older than this and whose process is gone is shown as crashed."""
+"""A heartbeat older than this: crashed when the pid no longer runs ftwiz, stalled when it does."""
+STALLED = "stalled"
+"""Derived, never written: the run process is alive but its heartbeat thread has not written
+status.json for HEARTBEAT_STALE_S (hung: deadlocked, stuck in a driver call, stopped with
+SIGSTOP, or status.json unwritable). Not final: it may recover; `ftwiz stop` twice kills it."""
 
 ACTIVE_STATES = frozenset({"starting", "running", "stopping"})
 FINAL_STATES = frozenset({"finished", "stopped", "failed", "killed"})
@@ -151,17 +155,18 @@ class RunDir:
         return status
 
     def state(self, now: float | None = None) -> str:
-        """The state a watcher should show; 'crashed' when an active run's process is gone."""
+        """The state a watcher should show: 'crashed' when an active run's process is gone,
+        'stalled' when it is there but its heartbeat stopped."""
         status = self.read_status()
         state = status.get("state", "unknown")
         if state in ACTIVE_STATES and not pid_alive(status.get("pid")):
             return "crashed"
         if state in ACTIVE_STATES:
             age = (now or time.time()) - float(status.get("heartbeat", 0))
-            # The heartbeat thread beats every few seconds even in long steps: a stale one with a
-            # live pid means the pid now belongs to some other program.
-            if age > HEARTBEAT_STALE_S and not _runs_engine(status.get("pid")):
-                return "crashed"
+            # The heartbeat thread beats every few seconds even in long steps: a stale one means
+            # the process hangs (still ftwiz) or the pid now belongs to some other program.
+            if age > HEARTBEAT_STALE_S:
+                return STALLED if _runs_engine(status.get("pid")) else "crashed"
         return state
 
     # -- events -------------------------------------------------------------------

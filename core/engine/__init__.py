@@ -59,21 +59,17 @@ def validate_run(config: RunConfig) -> list[str]:
     from ftwiz.core import checks, demo
 
     _prepare_demo_model(config)
-    path = Path(config.model.name_or_path).expanduser()
-    info = None
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UserError(f"model.name_or_path: {path} has no config.json; is it a transformers model directory?")
     from ftwiz.core.models import load_model_info
 
     try:
         info = load_model_info(config.model.name_or_path)
-    except UserError:
-        raise
+    except UserError as exc:
+        raise UserError(str(exc).replace("--model:", "model.name_or_path:", 1)) from None
     except Exception as exc:  # noqa: BLE001 - an unreadable model is the user's to fix
         raise UserError(f"model.name_or_path: {config.model.name_or_path}: {exc}") from None
     from ftwiz.core.hardware import detect_hardware
 
+    # The one place for checks against the model and the hardware (the run process repeats none).
     warnings = checks.preflight(config, detect_hardware(path=config.output.runs_dir), info)
     if config.data.path != demo.DEMO_DATA:
         from ftwiz.core.data import validate
@@ -117,12 +113,14 @@ def start_run(
     config: RunConfig, runs_dir: str | Path, name: str | None = None, detach: bool = True, env: dict[str, str] | None = None
 ) -> RunDir:
     """Validate, create runs_dir/<name> (never an existing one), write config.yaml, start the process."""
-    validate_run(config)
+    warnings = validate_run(config)
     wanted = name or config.name or time.strftime("run-%Y%m%d-%H%M%S")
     run = create_run_dir(runs_dir, wanted)
     config = config.model_copy(update={"name": run.name})
     _write_private(run.config_path, config.to_yaml())
     run.write_status(state="starting", step=0, max_steps=config.training.max_steps, created=time.time())
+    for message in warnings:
+        run.emit("warning", message=message)
     return launch(run, detach=detach, env=env)
 
 
@@ -131,7 +129,7 @@ def resume_run(run: RunDir, detach: bool = True) -> RunDir:
     from ftwiz.core.config import load_config
 
     state = run.state()
-    if state in {"starting", "running", "stopping"}:
+    if state in {"starting", "running", "stopping", "stalled"}:
         raise UserError(f"run {run.name}: still {state}; stop it first (`ftwiz stop {run.name}`)")
     if state == "finished":
         raise UserError(f"run {run.name}: already finished; start a new run to train further")

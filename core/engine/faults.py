@@ -2,6 +2,8 @@
 
     FTWIZ_FAULT_OOM_AT_STEP=N[,M] raise torch.cuda.OutOfMemoryError when step N (M, ...) begins,
                                   once per step and process
+    FTWIZ_FAULT_OOM_IN_PROBE=N    raise torch.cuda.OutOfMemoryError in the first N attempts of the
+                                  pre-flight probe (probe.py)
     FTWIZ_FAULT_NAN_AT_STEP=N     poison a trainable weight with NaN when step N begins
     FTWIZ_FAULT_SLOW_STEP_S=S     sleep S seconds in every step (gives kill tests a window)
     FTWIZ_FAULT_SLOW_SAVE_S=S     sleep S seconds inside a checkpoint write, before it is complete
@@ -64,6 +66,14 @@ def on_step_begin(step: int, model: Any, oom_fired: set[int]) -> None:
                 if parameter.requires_grad:
                     parameter.fill_(float("nan"))
                     break
+
+
+def in_probe(attempt: int) -> None:
+    """Called by the pre-flight probe before each attempt's passes (attempt counts from 0)."""
+    if attempt < (_int("FTWIZ_FAULT_OOM_IN_PROBE") or 0):
+        import torch
+
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by FTWIZ_FAULT_OOM_IN_PROBE)")
 
 
 def in_checkpoint_write() -> None:

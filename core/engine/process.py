@@ -7,6 +7,9 @@ only rank 0 writes status and events.
 
 Signals: SIGHUP is ignored (a dropped SSH connection must not stop training); SIGTERM asks for
 a graceful stop (checkpoint, then state "stopped"); SIGKILL is what a second `ftwiz stop` sends.
+The SIGTERM handler only sets a flag: Python runs handlers in the main thread between two
+bytecodes, possibly while that thread holds the status lock, so a handler that wrote status
+would wait forever on a lock its own thread holds. The step-end hook does the status write.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import gc
 import math
 import os
+import re
 import signal
 import statistics
 import sys
@@ -27,6 +31,7 @@ from typing import Any
 
 from ftwiz.core.config import RunConfig, load_config
 from ftwiz.core.engine import checkpoints, faults
+from ftwiz.core.engine.model_source import model_source
 from ftwiz.core.errors import UserError
 from ftwiz.core.runs import RunDir
 
@@ -141,7 +146,7 @@ def load_model(config: RunConfig, precision: str, cuda: bool):
         kwargs["quantization_config"] = BitsAndBytesConfig(**config.bnb_kwargs())
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     try:
-        model = AutoModelForCausalLM.from_pretrained(config.model.name_or_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(model_source(config.model.name_or_path), **kwargs)
     except OSError as exc:
         if "safetensors" in str(exc) and not config.model.allow_pickle:
             raise UserError(
@@ -290,6 +295,7 @@ class Hooks:
         self.step0 = 0
         self.max_steps = 0
         self.last_tokens: tuple[float, float] | None = None
+        self.micro_batch = self.grad_accum = 0
 
     def emit(self, type: str, **fields: Any) -> None:
         if self.is_main:
@@ -305,6 +311,8 @@ class Hooks:
     def train_begin(self, state: Any, model: Any) -> None:
         """Runs after a resume has loaded its checkpoint: the step, and one LoRA layer per target."""
         self.t0, self.step0, self.max_steps = time.time(), state.global_step, state.max_steps
+        # TRL counts num_tokens from 0 for each Trainer: the first step's rate is from here.
+        self.last_tokens = (0.0, self.t0)
         self.status.update(state="running", step=state.global_step, max_steps=state.max_steps)
         names = [name for name, _ in model.named_modules()]
         self.emit(
@@ -338,23 +346,28 @@ class Hooks:
             control.should_save = True
             control.should_training_stop = True
 
-    def memory(self) -> dict[str, Any]:
+    @staticmethod
+    def memory() -> dict[str, Any]:
+        """This process's own GPU (LOCAL_RANK's under DDP), not every visible one: the others
+        belong to other ranks. alloc/reserved are now (between steps, activations freed); the
+        peak is max_memory_allocated, never reset during training (the probe resets it once,
+        before its passes), so it is the run's peak so far and the figure to compare with a plan."""
         import torch
 
         if torch.cuda.is_available():
-            gpus = [
-                {
-                    "index": i,
-                    "alloc_gib": round(torch.cuda.memory_allocated(i) / 2**30, 3),
-                    "reserved_gib": round(torch.cuda.memory_reserved(i) / 2**30, 3),
-                    "peak_gib": round(torch.cuda.max_memory_allocated(i) / 2**30, 3),
-                }
-                for i in range(torch.cuda.device_count())
-            ]
+            i = torch.cuda.current_device()
+            gpu = {
+                "index": i,
+                "alloc_gib": round(torch.cuda.memory_allocated(i) / 2**30, 3),
+                "reserved_gib": round(torch.cuda.memory_reserved(i) / 2**30, 3),
+                "peak_gib": round(torch.cuda.max_memory_allocated(i) / 2**30, 3),
+                "peak_reserved_gib": round(torch.cuda.max_memory_reserved(i) / 2**30, 3),
+            }
             return {
-                "gpu_mem_alloc_gib": max(g["alloc_gib"] for g in gpus),
-                "gpu_mem_reserved_gib": max(g["reserved_gib"] for g in gpus),
-                "gpus": gpus,
+                "gpu_mem_alloc_gib": gpu["alloc_gib"],
+                "gpu_mem_reserved_gib": gpu["reserved_gib"],
+                "gpu_mem_peak_gib": gpu["peak_gib"],
+                "gpus": [gpu],
             }
         import psutil
 
@@ -387,6 +400,8 @@ class Hooks:
             learning_rate=logs.get("learning_rate"),
             grad_norm=grad_norm,
             tokens_per_s=tokens_per_s,
+            micro_batch=self.micro_batch,
+            grad_accum=self.grad_accum,
             eta_s=None if eta is None else round(eta, 1),
             spend_usd=self.spend_usd(),
             **self.memory(),
@@ -415,6 +430,18 @@ class Hooks:
         import torch
 
         return any(not torch.isfinite(p).all() for p in model.parameters() if p.requires_grad)
+
+
+INFO_NOTES = (re.compile(r"^\S+ data: \d+ training and \d+ evaluation examples$"), re.compile(r"has no pad token"))
+"""Notes from core.data that are facts, not problems: sent as `info` events, the rest as `warning`."""
+
+
+def note_kind(note: str) -> str:
+    return "info" if any(pattern.search(note) for pattern in INFO_NOTES) else "warning"
+
+
+def _with_checkpointing(config: RunConfig) -> RunConfig:
+    return config.model_copy(update={"training": config.training.model_copy(update={"gradient_checkpointing": True})})
 
 
 # -- datasets ---------------------------------------------------------------------------------------
@@ -446,10 +473,7 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
     hooks = Hooks(run, config, flags, status, is_main, float(prior.get("spent_s") or 0.0))
     for note in precision_notes:
         hooks.emit("warning", message=note)
-    if config.model.trust_remote_code:
-        hooks.emit("warning", message=f"trust_remote_code is on: code shipped with {config.model.name_or_path} runs with your permissions")
-    if config.model.allow_pickle:
-        hooks.emit("warning", message="allow_pickle is on: pickle weights can run code when loaded")
+    # trust_remote_code / allow_pickle warnings come from checks.preflight, emitted by start_run.
     if config.training.packing and not config.model.attn_implementation.startswith("flash_attention"):
         hooks.emit(
             "warning",
@@ -462,15 +486,17 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
 
     set_seed(config.training.seed)
     tokenizer = AutoTokenizer.from_pretrained(
-        config.model.name_or_path, trust_remote_code=config.model.trust_remote_code, revision=config.model.revision
+        model_source(config.model.name_or_path), trust_remote_code=config.model.trust_remote_code, revision=config.model.revision
     )
     notes: list[str] = []
     train_ds, eval_ds = datasets_for(config, run, tokenizer, notes)
     for note in notes:
-        hooks.emit("warning", message=note)
+        hooks.emit(note_kind(note), message=note)
 
     micro = int(prior.get("micro_batch") or config.training.per_device_train_batch_size)
     accum = int(prior.get("grad_accum") or config.training.gradient_accumulation_steps)
+    if prior.get("gradient_checkpointing"):  # turned on by an earlier probe: a resume keeps it
+        config = _with_checkpointing(config)
     flags.oom_count = int(prior.get("oom_count") or 0)
     resume_from = checkpoints.latest_checkpoint(run.checkpoints_dir)
     hooks.emit(
@@ -487,10 +513,37 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
         resumed_from=str(resume_from.relative_to(run.path)) if resume_from else None,
         pid=os.getpid(),
     )
+    model = None
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if config.training.probe and resume_from is None and "probe" not in prior:
+        if world_size > 1:
+            hooks.emit("info", message="pre-flight probe skipped: it measures one GPU, this run uses several")
+        else:
+            from ftwiz.core.engine.probe import run_probe
+
+            model = wrap_model(load_model(config, precision, cuda), config)
+            model.train()
+            found = run_probe(model, config, train_ds, tokenizer.pad_token_id, micro, accum, precision, cuda)
+            micro, accum = found["micro_batch"], found["grad_accum"]
+            if found["gradient_checkpointing"] and not config.training.gradient_checkpointing:
+                config = _with_checkpointing(config)
+            hooks.emit("probe", **found)
+            if not found["fits"]:
+                hooks.emit("warning", message="pre-flight probe: even micro-batch 1 with gradient checkpointing "
+                           f"ran out of memory; training will likely fail ({OOM_SUGGESTION})")
+            status.update(
+                micro_batch=micro,
+                grad_accum=accum,
+                gradient_checkpointing=config.training.gradient_checkpointing,
+                probe={k: found[k] for k in ("tokens_per_s", "estimated_time_s", "estimated_cost_usd", "peak_gib",
+                                              "predicted_peak_gib", "changes")},
+            )
     trainer_class = make_trainer_class()
     while True:
-        model = wrap_model(load_model(config, precision, cuda), config)
+        if model is None:
+            model = wrap_model(load_model(config, precision, cuda), config)
         model.train()
+        hooks.micro_batch, hooks.grad_accum = micro, accum
         args = training_arguments(config, run, precision, micro, accum, eval_ds is not None)
         trainer = trainer_class(
             model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer
@@ -536,7 +589,8 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
                 raise RunFailure(f"out of GPU memory at step {step} ({why})", OOM_SUGGESTION) from None
             micro, accum = new_micro, new_accum
             status.update(micro_batch=micro, grad_accum=accum, oom_count=flags.oom_count)
-            del trainer, model
+            del trainer
+            model = None
             gc.collect()
             if cuda:
                 torch.cuda.empty_cache()
@@ -577,20 +631,25 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
     return "finished"
 
 
+def install_signal_handlers(flags: Flags) -> None:
+    """SIGHUP ignored; SIGTERM sets a flag and nothing else (see the module docstring)."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        flags.stop_requested = True
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, on_term)
+
+
 def main(run_path: str) -> int:
     os.umask(0o077)  # everything the run writes is the user's only
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     faults.install_process_limits()
     run = RunDir(Path(run_path))
     is_main = int(os.environ.get("RANK", "0")) == 0
     status = Status(run, is_main)
     flags = Flags()
 
-    def on_term(signum: int, frame: Any) -> None:
-        # Only a flag: the handler may interrupt a status write that holds the lock.
-        flags.stop_requested = True
-
-    signal.signal(signal.SIGTERM, on_term)
+    install_signal_handlers(flags)
     status.update(state="running", worker_pid=os.getpid(), exit_code=None)
     status.start_heartbeat()
     code = 1

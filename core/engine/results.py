@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ftwiz.core.config import RunConfig, load_config
+from ftwiz.core.engine.model_source import model_source
 from ftwiz.core.errors import UserError
 from ftwiz.core.runs import RunDir, _write_private, private_files
 
@@ -147,7 +148,7 @@ def _load_base(config: RunConfig) -> Any:
         kwargs["device_map"] = device_map
     if not config.model.allow_pickle:
         kwargs["use_safetensors"] = True
-    return AutoModelForCausalLM.from_pretrained(config.model.name_or_path, **kwargs)
+    return AutoModelForCausalLM.from_pretrained(model_source(config.model.name_or_path), **kwargs)
 
 
 def _adapter_ready(run: RunDir) -> None:
@@ -168,7 +169,7 @@ def merge(run: RunDir) -> Path:
     merged = model.merge_and_unload()
     staged = run.path / ".merged.tmp"
     shutil.rmtree(staged, ignore_errors=True)
-    tokenizer_source = run.adapter_dir if (run.adapter_dir / "tokenizer_config.json").exists() else config.model.name_or_path
+    tokenizer_source = run.adapter_dir if (run.adapter_dir / "tokenizer_config.json").exists() else model_source(config.model.name_or_path)
     with private_files():
         merged.save_pretrained(str(staged), safe_serialization=True)
         AutoTokenizer.from_pretrained(str(tokenizer_source)).save_pretrained(str(staged))
@@ -181,7 +182,7 @@ def sample(run: RunDir, prompt: str, max_new_tokens: int = 64) -> dict[str, str]
 
     config = load_config(run.config_path)
     _adapter_ready(run)
-    tokenizer = AutoTokenizer.from_pretrained(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(model_source(config.model.name_or_path), trust_remote_code=config.model.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     base = _load_base(config)
