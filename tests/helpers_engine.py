@@ -26,10 +26,11 @@ def write_data(path: Path, n: int = 96) -> Path:
 def config_dict(model_dir: Path, data_path: Path, name: str = "t", **training: Any) -> dict[str, Any]:
     limits = training.pop("limits", {})
     output = training.pop("output", {"samples": 0})
+    model = training.pop("model", {})
     return {
         "name": name,
         "method": "lora",
-        "model": {"name_or_path": str(model_dir)},
+        "model": {"name_or_path": str(model_dir), **model},
         "data": {"path": str(data_path), "eval_fraction": 0.1},
         "lora": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": "all-linear"},
         "training": {

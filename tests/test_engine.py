@@ -62,6 +62,53 @@ def test_run_finishes_with_events_checkpoints_and_adapter(finished_run):
     assert samples["count"] == 4 and len(samples["examples"]) == 4
     finished = events(run, "finished")[0]
     assert finished["final_loss"] < steps[0]["loss"]
+    assert all(e["tokens_per_s"] > 0 for e in steps)  # the first step's too, from its own duration
+    assert {(e["micro_batch"], e["grad_accum"]) for e in steps} == {(4, 1)}
+
+
+def test_probe_measures_before_training_and_replaces_the_estimates(finished_run):
+    _, run = finished_run
+    kinds = [e["type"] for e in events(run)]
+    assert kinds.index("started") < kinds.index("probe") < kinds.index("model")
+    probe = events(run, "probe")[0]
+    assert probe["fits"] and not probe["changed"] and probe["changes"] == []
+    assert (probe["micro_batch"], probe["grad_accum"], probe["gradient_checkpointing"]) == (4, 1, False)
+    assert [a["outcome"] for a in probe["attempts"]] == ["ok"] and probe["attempts"][0]["longest_tokens"] > 10
+    assert probe["tokens_per_s"] > 0 and probe["estimated_time_s"] > 0 and probe["duration_s"] < 60
+    # 8 steps x 4 examples of the data's mean length, at the measured rate.
+    assert probe["tokens_to_train"] == pytest.approx(probe["estimated_time_s"] * probe["tokens_per_s"], rel=0.01)
+    assert probe["budget_gib"] is None and probe["estimated_cost_usd"] is None  # CPU, no price
+    status = run.read_status()["probe"]
+    assert status["tokens_per_s"] == probe["tokens_per_s"] and status["estimated_time_s"] == probe["estimated_time_s"]
+
+
+def test_facts_are_info_events_and_problems_warnings(finished_run):
+    _, run = finished_run
+    infos = [e["message"] for e in events(run, "info")]
+    warnings = [e["message"] for e in events(run, "warning")]
+    assert any("training and" in m and "evaluation examples" in m for m in infos)
+    assert not any("evaluation examples" in m for m in warnings)
+    assert any("chat template" in m for m in warnings)  # the fallback template is a real caveat
+
+
+def test_catalog_model_names_load_from_their_hub_id(monkeypatch):
+    """A config naming a catalog model (as the planner writes it) loads its Hub id everywhere."""
+    import transformers
+
+    from ftwiz.core.engine import process, results
+    from ftwiz.core.engine.model_source import model_source
+    from ftwiz.core.models import load_model_info
+
+    hub_id = load_model_info("llama-3.2-1b").hub_id
+    assert hub_id and model_source("llama-3.2-1b") == hub_id and model_source("LLAMA-3.2-1B") == hub_id
+    assert model_source("some-org/some-model") == "some-org/some-model"
+    assert model_source(__file__) == __file__
+    seen = []
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda name, **kw: seen.append(name) or _tiny_llama())
+    config = config_from_dict({"model": {"name_or_path": "llama-3.2-1b"}, "data": {"path": "d"}})
+    process.load_model(config, "fp32", cuda=False)
+    results._load_base(config)
+    assert seen == [hub_id, hub_id]
 
 
 def test_adapter_loads_with_peft_and_merge_loads_with_from_pretrained(finished_run):

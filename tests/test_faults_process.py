@@ -135,7 +135,16 @@ def test_stop_saves_then_second_stop_kills(model, tmp_path, monkeypatch):
 
     wait_for(lambda: graceful.read_status().get("step", 0) >= 2, 90, "graceful run stepping", graceful)
     assert main(["--runs-dir", str(runs), "stop", "graceful"]) == 0
-    wait_state(graceful, {"stopped", "failed", "crashed"})
+    # More SIGTERMs land at many points while the run writes status (every step, and the
+    # heartbeat): the handler must never block on the status lock (it only sets a flag).
+    worker = graceful.read_status()["worker_pid"]
+    for _ in range(40):
+        try:
+            os.kill(worker, signal.SIGTERM)
+        except ProcessLookupError:
+            break
+        time.sleep(0.01)
+    wait_state(graceful, {"stopped", "failed", "crashed"}, timeout=60)
     assert graceful.state() == "stopped"
     step = graceful.read_status()["step"]
     assert complete_steps(graceful) == [step] and events(graceful, "stopped")[0]["step"] == step
@@ -169,6 +178,60 @@ def test_two_runs_with_one_name_get_their_own_directories(tmp_path):
         thread.join()
     names = sorted(r.name for r in made)
     assert len(set(names)) == 6 and "same" in names and "same-2" in names
+
+
+SIGNAL_STORM = """
+import os, signal, sys, threading, time
+from pathlib import Path
+from ftwiz.core.engine.process import Flags, Status, install_signal_handlers
+from ftwiz.core.runs import create_run_dir
+
+status = Status(create_run_dir(Path(sys.argv[1]), "storm"), enabled=True)
+flags = Flags()
+install_signal_handlers(flags)
+done = threading.Event()
+
+def storm():
+    while not done.is_set():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.0005)
+
+threading.Thread(target=storm, daemon=True).start()
+status.start_heartbeat()
+for step in range(400):
+    status.update(step=step)
+done.set()
+print("survived", flags.stop_requested)
+"""
+
+
+def test_sigterm_during_status_writes_never_deadlocks(tmp_path):
+    """SIGTERM every 0.5 ms while the main thread writes status.json under its lock: a handler
+    that wrote status itself would wait forever on the lock its own thread holds."""
+    out = subprocess.run([sys.executable, "-c", SIGNAL_STORM, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "survived True", out.stderr[-2000:]
+
+
+def test_live_run_with_stale_heartbeat_shows_as_stalled(tmp_path, capsys):
+    """The process is still an ftwiz run but silent (hung): stalled, not running forever."""
+    hung = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "ftwiz.core.engine"])
+    try:
+        run = create_run_dir(tmp_path, "hung")
+        run.config_path.write_text("name: hung\n")
+        run.write_status(state="running", pid=hung.pid, step=3)
+        assert run.state() == "running"
+        assert run.state(now=time.time() + HEARTBEAT_STALE_S + 5) == "stalled"
+        status = json.loads(run.status_path.read_text())
+        status["heartbeat"] -= HEARTBEAT_STALE_S + 5
+        run.status_path.write_text(json.dumps(status))
+        assert main(["--runs-dir", str(tmp_path), "runs", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)[0]["state"] == "stalled"
+        assert main(["--runs-dir", str(tmp_path), "runs"]) == 0
+        assert "hung: stalled" in capsys.readouterr().out
+        assert main(["--runs-dir", str(tmp_path), "resume", "hung"]) == 2  # alive: stop it first
+    finally:
+        hung.kill()
+        hung.wait()
 
 
 def test_silent_death_shows_as_crashed(tmp_path, capsys):

@@ -18,6 +18,11 @@ SCENARIOS = {
     "nan": ({"FTWIZ_FAULT_NAN_AT_STEP": "2"}, {}),
     # $36000/h is $10/s: a $0.5 limit is reached within the first steps.
     "cost": ({}, {"max_steps": 500, "save_steps": 100, "limits": {"max_cost": 0.5, "price_per_hour": 36000.0}}),
+    # An OOM in the pre-flight probe's first attempt: it halves the batch before training starts.
+    "probeoom": ({"FTWIZ_FAULT_OOM_IN_PROBE": "1"}, {}),
+    # Same as "full" up to its step 5, without the probe: the losses must match (and allow_pickle
+    # on, to count its warning: one, from start_run's preflight, none repeated by the run).
+    "noprobe": ({}, {"probe": False, "model": {"allow_pickle": True}}),
     # Not a fault: full fine-tuning, started here to share the wait.
     "fullft": ({}, {"method": "full", "output": {"samples": 2}}),
 }
@@ -124,3 +129,58 @@ def test_full_fine_tuning_writes_a_loadable_model(runs):
     model = AutoModelForCausalLM.from_pretrained(run.adapter_dir)
     assert not any("lora" in name for name, _ in model.named_modules())
     assert events(run, "samples")[0]["count"] == 2
+
+
+def test_probe_oom_halves_the_micro_batch_before_training(runs):
+    run = runs["probeoom"]
+    assert wait_state(run, {"finished", "failed", "crashed"}) == "finished", run.log_path.read_text()[-3000:]
+    probe = events(run, "probe")[0]
+    assert [a["outcome"] for a in probe["attempts"]] == ["out of memory", "ok"]
+    assert (probe["micro_batch"], probe["grad_accum"], probe["changed"]) == (2, 2, True)
+    assert "micro-batch 4 -> 2" in probe["changes"][0] and "out of memory" in probe["changes"][0]
+    kinds = [e["type"] for e in events(run)]
+    assert kinds.index("probe") < kinds.index("step") and "oom" not in kinds  # adjusted before training
+    steps = events(run, "step")
+    assert {(e["micro_batch"], e["grad_accum"]) for e in steps} == {(2, 2)} and steps[-1]["step"] == 8
+    status = run.read_status()
+    assert (status["micro_batch"], status["grad_accum"]) == (2, 2) and status["probe"]["tokens_per_s"] > 0
+
+
+def test_probe_does_not_change_training(runs):
+    """"full" (probe on) and "noprobe" train alike until "full"'s disk fills at step 5."""
+    with_probe, without = runs["full"], runs["noprobe"]
+    assert wait_state(without, {"finished", "failed", "crashed"}) == "finished", without.log_path.read_text()[-3000:]
+    wait_state(with_probe, {"finished", "failed", "crashed"})
+    assert events(with_probe, "probe") and not events(without, "probe")
+    probed = [e["loss"] for e in events(with_probe, "step")][:4]
+    plain = [e["loss"] for e in events(without, "step")][:4]
+    assert len(probed) == 4 and probed == pytest.approx(plain, rel=1e-5)
+    pickle_warnings = [e for e in events(without, "warning") if "allow_pickle" in e["message"]]
+    assert len(pickle_warnings) == 1
+
+
+def test_max_hours_limit_saves_and_stops():
+    """A tiny max_hours is reached at the first step end: limit event, save, stop (no process needed)."""
+    from types import SimpleNamespace
+
+    from ftwiz.core.config import config_from_dict
+    from ftwiz.core.engine.process import Flags, Hooks
+
+    emitted = []
+    config = config_from_dict({"model": {"name_or_path": "m"}, "data": {"path": "d"}, "limits": {"max_hours": 1e-9}})
+    flags = Flags()
+    hooks = Hooks(run=None, config=config, flags=flags, status=SimpleNamespace(update=lambda **k: None),
+                  is_main=False, spent_s=0)
+    hooks.emit = lambda kind, **fields: emitted.append((kind, fields))
+    state, control = SimpleNamespace(global_step=3, epoch=0.1), SimpleNamespace(should_save=False, should_training_stop=False)
+    hooks.step_end(state, control)
+    assert control.should_save and control.should_training_stop
+    assert flags.limit["limit"] == "max_hours" and not flags.stop_requested  # a limit, not a user stop
+    kind, fields = emitted[0]
+    assert kind == "limit" and fields["step"] == 3 and fields["value"] == 1e-9 and fields["hours"] >= 0
+    config = config_from_dict({"model": {"name_or_path": "m"}, "data": {"path": "d"}, "limits": {"max_hours": 1.0}})
+    hooks = Hooks(run=None, config=config, flags=Flags(), status=SimpleNamespace(update=lambda **k: None),
+                  is_main=False, spent_s=0)
+    control = SimpleNamespace(should_save=False, should_training_stop=False)
+    hooks.step_end(state, control)
+    assert not control.should_training_stop
