@@ -27,6 +27,7 @@ STATE_LABELS = {
     "starting": "starting",
     "running": "running",
     "stopping": "stopping",
+    "stalled": "stalled (no heartbeat)",
 }
 
 

@@ -55,6 +55,9 @@ def state_notice(state: str, name: str, last_error: str | None) -> tuple[str, st
     """(text, severity) for a run that is no longer training, telling what to do next."""
     if state == "finished":
         return "Run finished. Press d for the adapter, samples and how to use it.", "success"
+    if state == "stalled":
+        return (f"Run stalled: its process is alive but has not reported for minutes (hung?). "
+                f"See the log; s stops it (press twice to kill), then `ftwiz resume {name}`.", "warning")
     if state == "stopped":
         return (f"Run stopped after saving a checkpoint. `ftwiz resume {name}` continues it.", "warning")
     if state in ("failed", "killed", "crashed"):
@@ -285,13 +288,13 @@ class TrainScreen(Screen):
         if action == "done":
             return self.state == "finished" or self.tracker.finished is not None
         if action == "stop":
-            return self.state in ACTIVE_STATES or self.state == "unknown"
+            return self.state in ACTIVE_STATES or self.state in ("unknown", "stalled")
         return True
 
     def action_stop(self) -> None:
         """First press: graceful (checkpoint, then exit). Second press: force, after asking."""
         state = self.run_dir.state(self.clock())
-        if state not in ACTIVE_STATES:
+        if state not in ACTIVE_STATES and state != "stalled":
             self.notify(f"{self.run_dir.name} is not running ({state}).")
             return
         if self._stop_requested or state == "stopping":

@@ -184,7 +184,8 @@ async def test_reattach_lists_live_and_crashed_runs_and_opens_the_dashboard(tmp_
                              *(step_event(s, 40, T0 + 3 * s) for s in range(1, 6))])
         make_run(tmp_path, "stale-run", pid=dead_pid(), step=7, heartbeat=T0 - 4000)
         write_fixed_run(tmp_path, "done-run")
-        screen = RunsScreen(tmp_path, clock=lambda: T0 + 60, train_screen_options=FAST)
+        screen = RunsScreen(tmp_path, clock=lambda: T0 + 60,
+                            train_screen_options={**FAST, "clock": lambda: T0 + 60})
         app = HostApp(screen)
         async with app.run_test(size=(80, 24)) as pilot:
             await wait_for(pilot, lambda: len(screen.rows) == 3)
@@ -315,3 +316,12 @@ def test_fake_writer_leaves_a_consistent_run(tmp_path):
     assert types[0] == "started" and types[-1] == "finished" and types.count("step") == 5
     assert run.read_status()["state"] == "finished"
     assert time.time() > T0
+
+
+async def test_a_stalled_run_says_so_and_can_still_be_stopped(tmp_path):
+    run = make_run(tmp_path, heartbeat=T0)  # the engine stand-in lives; its heartbeat is old
+    screen = TrainScreen(run, **FAST, clock=lambda: T0 + 500)
+    async with HostApp(screen).run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: screen.state == "stalled")
+        await wait_for(pilot, lambda: "Run stalled" in text_of(screen, "#run-notice"))
+        assert screen.check_action("stop", ()) is True

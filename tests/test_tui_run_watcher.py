@@ -128,12 +128,13 @@ def test_samples_file_and_match(tmp_path):
 
 def test_follower_judges_a_stale_heartbeat_by_its_clock_and_the_pid_by_its_command_line(tmp_path):
     """A live pid that is not an engine (a recycled pid: here pytest's own) with a heartbeat
-    older than the clock allows is a crashed run; an engine process is alive however stale."""
+    older than the clock allows is a crashed run; an engine process with one is stalled (hung)."""
     recycled = make_run(tmp_path, "recycled", pid=os.getpid(), heartbeat=T0)
     assert RunFollower(recycled, clock=lambda: T0 + 10).poll().state == "running"
     assert RunFollower(recycled, clock=lambda: T0 + 500).poll().state == "crashed"
     engine = make_run(tmp_path, "engine", heartbeat=T0)  # the shared engine stand-in
-    assert RunFollower(engine, clock=lambda: T0 + 500).poll().state == "running"
+    assert RunFollower(engine, clock=lambda: T0 + 10).poll().state == "running"
+    assert RunFollower(engine, clock=lambda: T0 + 500).poll().state == "stalled"
 
 
 ENGINE_SAMPLES = {
