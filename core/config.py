@@ -176,7 +176,7 @@ class RunConfig(_Section):
 
         from transformers import TrainingArguments
 
-        t = self.training.model_dump(exclude={"max_length", "packing"})
+        t = self.training.model_dump(exclude={"max_length", "packing", "probe"})
         if "warmup_ratio" not in {f.name for f in dataclasses.fields(TrainingArguments)}:
             t["warmup_steps"] = t.pop("warmup_ratio")
         return t
