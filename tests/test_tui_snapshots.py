@@ -18,12 +18,6 @@ def fixed_cache(monkeypatch):
     monkeypatch.setenv("FTWIZ_CACHE", "/tmp/ftwiz-cache")
 
 
-async def settle(pilot) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
 def goto(step: str, *, model: str | None = None, data: bool = False, demo: bool = False):
     async def run_before(pilot) -> None:
         from ftwiz.core.models import load_model_info
