@@ -22,6 +22,9 @@ def gib(n: int | float | None) -> str:
     return "?" if n is None else f"{n / GIB:.1f} GiB"
 
 
+CAPABILITY_COLUMNS = ("model", "params", "LoRA", "QLoRA", "Full")
+
+
 class WelcomeScreen(StepScreen):
     STEP = "welcome"
     BINDINGS = [Binding("d", "demo", "Demo on CPU")]
@@ -45,7 +48,7 @@ class WelcomeScreen(StepScreen):
         gpus = self.query_one("#gpus", DataTable)
         gpus.add_columns("#", "GPU", "memory", "free", "driver", "CUDA", "bf16")
         capabilities = self.query_one("#capabilities", DataTable)
-        capabilities.add_columns("model", "params", "LoRA", "QLoRA", "Full")
+        capabilities.add_columns(*CAPABILITY_COLUMNS)
         self.show_hardware()
 
     def show_hardware(self) -> None:
@@ -112,8 +115,15 @@ class WelcomeScreen(StepScreen):
         self.post_message(CapabilitiesEstimated(rows))
 
     def on_capabilities_estimated(self, message: CapabilitiesEstimated) -> None:
+        from textual.content import Content
+
         table = self.query_one("#capabilities", DataTable)
-        table.clear()
+        # Explicit widths: DataTable's auto widths are measured on idle, and a snapshot taken
+        # before that measurement shows the header's widths (a race seen in the test suite).
+        table.clear(columns=True)
+        for index, label in enumerate(CAPABILITY_COLUMNS):
+            width = max([len(label)] + [len(Content.from_markup(row[index]).plain) for row in message.rows])
+            table.add_column(label, width=width)
         for row in message.rows:
             table.add_row(*row)
 
