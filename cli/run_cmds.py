@@ -26,8 +26,11 @@ def _runs_dir(ctx: click.Context) -> str:
 @click.option("--detach/--foreground", default=True, show_default=True, help="Return at once, or wait for the run.")
 @click.option("--name", default=None, help="Run name (default: the config's name, or a timestamp).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run directory as JSON.")
+@click.option("--prepare-only", is_flag=True, help="Check and write the run directory, start nothing (multi-node).")
 @click.pass_context
-def train(ctx: click.Context, config_path: str | None, demo: bool, detach: bool, name: str | None, as_json: bool) -> None:
+def train(
+    ctx: click.Context, config_path: str | None, demo: bool, detach: bool, name: str | None, as_json: bool, prepare_only: bool
+) -> None:
     """Start a training run from CONFIG_PATH (or --demo) in its own process."""
     from ftwiz.core.config import config_from_dict, load_config
     from ftwiz.core.engine import start_run
@@ -40,7 +43,19 @@ def train(ctx: click.Context, config_path: str | None, demo: bool, detach: bool,
         config = config_from_dict(demo_module.demo_config_dict(demo_module.ensure_demo_model()), "demo")
     else:
         config = load_config(config_path)
-    run = start_run(config, _runs_dir(ctx), name=name, detach=detach)
+    run = start_run(config, _runs_dir(ctx), name=name, detach=detach, start=not prepare_only)
+    if prepare_only:
+        from ftwiz.core.engine import launch_command
+
+        if as_json:
+            click.echo(json.dumps({"run": run.name, "path": str(run.path), "state": "prepared"}))
+            return
+        click.echo(f"prepared {run.name} in {run.path} (checked, config written, not started)")
+        click.echo("  start it on this machine: ftwiz resume " + run.name)
+        click.echo("  or on several machines, on each (see docs/engine.md): accelerate launch --multi_gpu "
+                   "--num_machines M --machine_rank R --main_process_ip IP --num_processes N "
+                   + " ".join(launch_command(run.path, 1)[1:]))
+        return
     if as_json:
         click.echo(json.dumps({"run": run.name, "path": str(run.path), "state": run.state()}))
     elif detach:

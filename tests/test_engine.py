@@ -262,3 +262,19 @@ def _tiny_llama():
 
     return LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                                         num_attention_heads=2, num_key_value_heads=1))
+
+
+def test_prepare_only_checks_and_writes_but_starts_nothing(tmp_path_factory, tmp_path, capsys):
+    """For a launch by hand on several machines: the run directory is ready, no process runs."""
+    from ftwiz.cli.main import main
+
+    model = tiny_model_dir(tmp_path_factory)
+    config = tmp_path / "run.yaml"
+    config_from_dict(config_dict(model, write_data(tmp_path / "d.jsonl"))).save(config)
+    runs = tmp_path / "runs"
+    assert main(["--runs-dir", str(runs), "train", str(config), "--name", "multi", "--prepare-only"]) == 0
+    out = capsys.readouterr().out
+    assert "prepared multi" in out and "accelerate launch" in out and "-m ftwiz.core.engine" in out
+    status = json.loads((runs / "multi" / "status.json").read_text())
+    assert status["state"] == "prepared" and "pid" not in status
+    assert (runs / "multi" / "config.yaml").exists() and not (runs / "multi" / "train.log").exists()

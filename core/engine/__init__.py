@@ -110,9 +110,18 @@ def launch(run: RunDir, gpu_count: int | None = None, detach: bool = True, env: 
 
 
 def start_run(
-    config: RunConfig, runs_dir: str | Path, name: str | None = None, detach: bool = True, env: dict[str, str] | None = None
+    config: RunConfig,
+    runs_dir: str | Path,
+    name: str | None = None,
+    detach: bool = True,
+    env: dict[str, str] | None = None,
+    start: bool = True,
 ) -> RunDir:
-    """Validate, create runs_dir/<name> (never an existing one), write config.yaml, start the process."""
+    """Validate, create runs_dir/<name> (never an existing one), write config.yaml, start the process.
+
+    With start=False the run directory is left "prepared" for a launch by hand (several machines
+    under `accelerate launch`, see docs/engine.md).
+    """
     warnings = validate_run(config)
     wanted = name or config.name or time.strftime("run-%Y%m%d-%H%M%S")
     run = create_run_dir(runs_dir, wanted)
@@ -121,6 +130,9 @@ def start_run(
     run.write_status(state="starting", step=0, max_steps=config.training.max_steps, created=time.time())
     for message in warnings:
         run.emit("warning", message=message)
+    if not start:
+        run.write_status(state="prepared")
+        return run
     return launch(run, detach=detach, env=env)
 
 
