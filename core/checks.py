@@ -14,7 +14,7 @@ from pathlib import Path
 from ftwiz.core.config import RunConfig
 from ftwiz.core.errors import UserError
 from ftwiz.core.hardware import Hardware
-from ftwiz.core.memory import OPTIMIZERS, estimate_memory
+from ftwiz.core.memory import OPTIMIZERS, minimum_memory
 from ftwiz.core.models import ModelInfo, resolve_targets
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -95,14 +95,12 @@ def check_fits(config: RunConfig, info: ModelInfo, hardware: Hardware) -> None:
     """
     if hardware.cpu_only:
         return
-    floor = estimate_memory(
+    floor = minimum_memory(
         info,
-        method=config.method,
-        micro_batch=1,
+        config.method,
         seq_len=config.training.max_length,
         rank=config.lora.r,
         targets=_targets(config, info) if config.method != "full" else (),
-        grad_ckpt=True,
         optim=config.training.optim if config.training.optim in OPTIMIZERS else None,
         qlora_upcast=config.quantization.upcast,
         dtype="bf16" if config.training.bf16 else "fp16" if config.training.fp16 else "fp32",

@@ -260,6 +260,31 @@ def default_optim(method: str) -> str:
     return "paged_adamw_8bit" if method == "qlora" else "adamw_torch"
 
 
+def minimum_memory(
+    info: Any,
+    method: str,
+    seq_len: int = 1024,
+    rank: int = 16,
+    targets: str | Iterable[str] = "attention",
+    optim: str | None = None,
+    qlora_upcast: bool = False,
+    dtype: str = "bf16",
+) -> MemoryEstimate:
+    """The floor of a method on a model: micro-batch 1 with gradient checkpointing.
+
+    What "can this GPU train this model this way at all?" is answered against (the wizard's
+    per-method tables, checks.check_fits); anything above it is a choice of batch size.
+    `targets` is a preset ("attention") or module names; full fine-tuning ignores it.
+    """
+    from ftwiz.core.models import resolve_targets
+
+    names = resolve_targets(info, targets) if method != "full" else ()
+    return estimate_memory(
+        info, method, micro_batch=1, seq_len=seq_len, rank=rank, targets=names, grad_ckpt=True,
+        optim=optim, qlora_upcast=qlora_upcast, dtype=dtype,
+    )
+
+
 def estimate_memory(
     info: Any,
     method: str = "lora",

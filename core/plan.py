@@ -344,12 +344,48 @@ def _time_cost(plan: Plan, data_stats: dict | None) -> Any:
     if spec is None:
         plan.notes.append(f"time and cost: {plan.gpu.name} is not in the GPU table (give --gpu NAME)")
         return None
-    if data_stats and data_stats.get("mean"):
-        scale = TOKENS_PER_WORD if data_stats.get("estimate") else 1.0
-        per_example = min(data_stats["mean"] * scale, plan.fit.max_length)
-    else:
-        per_example = plan.fit.max_length
+    per_example, measured = tokens_per_example(data_stats, plan.fit.max_length)
+    if not measured:
         plan.notes.append("time: assumes every example is max_length tokens (no data given)")
     tokens = per_example * plan.n_examples * plan.hyperparams["num_train_epochs"]
     return estimate_time_cost(params=plan.model.total_params, tokens=tokens, gpu=spec.name,
                               method=plan.method, grad_ckpt=plan.fit.grad_ckpt)
+
+
+def tokens_per_example(data_stats: dict | None, max_length: int) -> tuple[float, bool]:
+    """Mean tokens per example for the time estimate, and whether it rests on the data
+    (False: no statistics, every example counted at max_length, an upper bound)."""
+    if data_stats and data_stats.get("mean"):
+        scale = TOKENS_PER_WORD if data_stats.get("estimate") else 1.0
+        return min(data_stats["mean"] * scale, max_length), True
+    return float(max_length), False
+
+
+@dataclass
+class ConfigTimeCost:
+    """Time and cost of a RunConfig as edited, with what the token count rests on."""
+
+    estimate: Any  # core.cost.CostEstimate
+    tokens_per_example: float
+    basis: str
+
+
+def config_time_cost(config: Any, params: float, n_examples: int, data_stats: dict | None,
+                     gpu: Any) -> ConfigTimeCost:
+    """Time and cost of training `config` on `n_examples` examples on `gpu` (name or core.hardware
+    GPU): the wizard's Settings line, recomputed on every edit. max_steps, when set, wins over
+    epochs as it does in the Trainer. UserError for a GPU core.cost does not know."""
+    from ftwiz.core.cost import estimate_time_cost
+
+    t = config.training
+    per_example, measured = tokens_per_example(data_stats, t.max_length)
+    basis = (f"examples of ~{per_example:,.0f} tokens on average" if measured
+             else "upper bound: every example counted at max_length")
+    if t.max_steps > 0:
+        examples = t.max_steps * t.per_device_train_batch_size * t.gradient_accumulation_steps
+        basis += f", max_steps {t.max_steps}"
+    else:
+        examples = n_examples * t.num_train_epochs
+    estimate = estimate_time_cost(params=params, tokens=examples * per_example, gpu=gpu,
+                                  method=config.method, grad_ckpt=t.gradient_checkpointing)
+    return ConfigTimeCost(estimate, per_example, basis)

@@ -163,17 +163,12 @@ class ModelScreen(StepScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="model-memory",
           description="Estimating memory per method")
     def estimate_methods(self, info) -> None:
-        from ftwiz.core.memory import estimate_memory
-        from ftwiz.core.models import resolve_targets
+        from ftwiz.core.memory import minimum_memory
 
         free = self.state.gpu_free_bytes
         rows = []
         for method in METHODS:
-            estimate = estimate_memory(
-                info, method, micro_batch=1, seq_len=1024, rank=16, targets=resolve_targets(info, "attention"),
-                grad_ckpt=True, optim="paged_adamw_8bit" if method == "qlora" else "adamw_torch",
-                qlora_upcast=False,
-            )
+            estimate = minimum_memory(info, method)
             if free is None:
                 verdict = "no GPU here"
             elif estimate.required_bytes < free:

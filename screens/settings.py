@@ -231,33 +231,21 @@ class SettingsScreen(StepScreen):
         return self._targets("all-linear") if targets == "all-linear" else list(targets)
 
     def _time_cost(self, config) -> str:
-        from ftwiz.core.cost import estimate_time_cost
+        from ftwiz.core.plan import config_time_cost
 
         state = self.state
         if not state.n_examples or not state.gpu_free_bytes:
             return ""
-        stats = state.data_stats or {}
-        if stats.get("mean"):  # the Data step's mean length, as core.plan counts it
-            from ftwiz.core.plan import TOKENS_PER_WORD
-
-            per_example = min(stats["mean"] * (TOKENS_PER_WORD if stats.get("estimate") else 1.0),
-                              config.training.max_length)
-            basis = f"examples of ~{per_example:,.0f} tokens on average"
-        else:
-            per_example = config.training.max_length
-            basis = "upper bound: every example counted at max_length"
-        tokens = state.n_examples * per_example * config.training.num_train_epochs
         try:
-            estimate = estimate_time_cost(
-                params=state.model_info.total_params, tokens=tokens, gpu=state.hardware.gpus[0].name,
-                method=config.method, grad_ckpt=config.training.gradient_checkpointing,
-            )
+            result = config_time_cost(config, state.model_info.total_params, state.n_examples,
+                                      state.data_stats, state.hardware.gpus[0])
         except UserError as exc:
             return f"Time and cost: {exc}"
+        estimate = result.estimate
         return (
             f"Time ~{estimate.hours:.1f} h at ~{estimate.tokens_per_second:,.0f} tokens/s, "
             f"cost ~${estimate.cost_usd:.2f} at ${estimate.price_per_gpu_hour:g}/h "
-            f"({basis})"
+            f"({result.basis})"
         )
 
     def commit(self) -> bool:

@@ -94,8 +94,8 @@ class WelcomeScreen(StepScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="capabilities",
           description="Estimating what this hardware can train")
     def estimate_capabilities(self, hardware) -> None:
-        from ftwiz.core.memory import estimate_memory
-        from ftwiz.core.models import load_model_info, resolve_targets
+        from ftwiz.core.memory import minimum_memory
+        from ftwiz.core.models import load_model_info
 
         free = hardware.gpus[0].memory_free_bytes if hardware.gpus else 0
         rows = []
@@ -103,11 +103,7 @@ class WelcomeScreen(StepScreen):
             info = load_model_info(name)
             cells = []
             for method in CAPABILITY_METHODS:
-                estimate = estimate_memory(
-                    info, method, micro_batch=1, seq_len=1024, rank=16, targets=resolve_targets(info, "attention"),
-                    grad_ckpt=True, optim="paged_adamw_8bit" if method == "qlora" else "adamw_torch",
-                    qlora_upcast=False,
-                )
+                estimate = minimum_memory(info, method)
                 fits = free and estimate.required_bytes < free
                 need = estimate.required_bytes / GIB
                 cells.append(f"[green]yes[/] {need:.0f} GiB" if fits else f"[red]no[/]  {need:.0f} GiB")

@@ -240,3 +240,24 @@ def test_full_fine_tuning_small_model_peaks_where_expected():
 def test_bad_input_is_a_user_error_naming_the_field(llama8b, kw, field):
     with pytest.raises(UserError, match=field):
         estimate(llama8b, **kw)
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora", "full"])
+def test_minimum_memory_is_micro_batch_1_with_checkpointing_on_attention(llama8b, method):
+    """The one floor the wizard's tables and checks.check_fits share."""
+    from ftwiz.core.memory import default_optim, minimum_memory
+
+    floor = minimum_memory(llama8b, method)
+    same = estimate_memory(llama8b, method, micro_batch=1, seq_len=1024, rank=16, targets=QKVO,
+                           grad_ckpt=True, optim=default_optim(method))
+    assert floor.breakdown == same.breakdown and floor.required_bytes == same.required_bytes
+    if method != "full":  # full's peak is the optimizer step, where sequence length is gone
+        assert minimum_memory(llama8b, method, seq_len=2048).peak_bytes > floor.peak_bytes
+        assert minimum_memory(llama8b, method, targets="all-linear").peak_bytes > floor.peak_bytes
+
+
+def test_minimum_memory_names_a_bad_target(llama8b):
+    from ftwiz.core.memory import minimum_memory
+
+    with pytest.raises(UserError, match="no_such_proj"):
+        minimum_memory(llama8b, "lora", targets=["no_such_proj"])

@@ -178,3 +178,39 @@ def test_cpu_plan_has_no_liger_and_no_packing(monkeypatch):
     cpu = detect_hardware(backend=RecordedBackend({"nvml_state": "no-driver", "gpus": []}))
     config = make_plan("smollm2-135m", examples=100, gpu=cpu).to_config("train.jsonl")
     assert config.training.use_liger_kernel is False and config.training.packing is False
+
+
+def _edited_config(**training):
+    plan = make_plan("llama-3.1-8b", examples=5000, gpu="H200", method="lora")
+    config = plan.to_config(data_path="d.jsonl")
+    return config.model_copy(update={"training": config.training.model_copy(update=training)})
+
+
+def test_config_time_cost_follows_the_edited_config():
+    """The Settings step's line: epochs, max_length and max_steps as the user edits them."""
+    from ftwiz.core.cost import estimate_time_cost
+    from ftwiz.core.plan import config_time_cost
+
+    stats = {"mean": 300, "estimate": False}
+    one = config_time_cost(_edited_config(num_train_epochs=1.0), 8e9, 5000, stats, "H200")
+    two = config_time_cost(_edited_config(num_train_epochs=2.0), 8e9, 5000, stats, "H200")
+    assert one.tokens_per_example == 300 and "~300 tokens on average" in one.basis
+    assert two.estimate.hours == pytest.approx(2 * one.estimate.hours)
+    assert one.estimate.cost_usd > 0
+    direct = estimate_time_cost(params=8e9, tokens=5000 * 300, gpu="H200", method="lora",
+                                grad_ckpt=_edited_config().training.gradient_checkpointing)
+    assert one.estimate.seconds == pytest.approx(direct.seconds)
+    # no statistics: every example at max_length, said as an upper bound
+    bound = config_time_cost(_edited_config(num_train_epochs=1.0, max_length=512), 8e9, 5000, None, "H200")
+    assert bound.tokens_per_example == 512 and "upper bound" in bound.basis
+    # max_steps wins over epochs, as in the Trainer
+    steps = config_time_cost(_edited_config(max_steps=10, per_device_train_batch_size=2,
+                                            gradient_accumulation_steps=4), 8e9, 5000, stats, "H200")
+    assert steps.estimate.tokens == 10 * 2 * 4 * 300 and "max_steps 10" in steps.basis
+
+
+def test_config_time_cost_unknown_gpu_is_a_user_error():
+    from ftwiz.core.plan import config_time_cost
+
+    with pytest.raises(UserError):
+        config_time_cost(_edited_config(), 8e9, 5000, None, "Voodoo 3")
