@@ -444,14 +444,14 @@ def _encode(example: Example, tokenizer: Any, completion_only_loss: bool, with_s
 # -- datasets for the engine ----------------------------------------------------------------
 
 
-def build_dataset(config: RunConfig, tokenizer: Any, notes: list[str] | None = None):
+def build_dataset(config: RunConfig, tokenizer: Any, notes: list[str] | None = None, found: dict | None = None):
     """(train_ds, eval_ds) as datasets.Dataset; eval_ds is None when eval_fraction is 0.
 
     Columns: input_ids, attention_mask, labels (-100 where no loss), completion_mask (1 where
     loss; for TRL versions whose collator builds labels from it), all cut to
     training.max_length; eval_ds also has prompt_text and reference_text for samples.
     The tokenizer gets a pad token and a chat template if missing (see prepare_tokenizer);
-    what was done is appended to `notes`. Raises DataError, before any model work, when a
+    what was done is appended to `notes`; what was detected goes in `found` ("data_format"). Raises DataError, before any model work, when a
     row is bad.
     """
     import datasets
@@ -463,6 +463,8 @@ def build_dataset(config: RunConfig, tokenizer: Any, notes: list[str] | None = N
     report = validate_rows(loaded, format=data.format, with_stats=False)
     if not report.ok:
         raise DataError(report.problems, report.problems_total - len(report.problems))
+    if found is not None:
+        found["data_format"] = report.format
     examples = [to_example(row.data, report.format) for row in loaded.rows]
     order = list(range(len(examples)))
     random.Random(training.seed).shuffle(order)

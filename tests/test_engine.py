@@ -43,6 +43,8 @@ def test_run_finishes_with_events_checkpoints_and_adapter(finished_run):
     assert status["step"] == 8 and status["max_steps"] == 8 and status["exit_code"] == 0
     kinds = [e["type"] for e in events(run)]
     assert kinds.index("started") < kinds.index("model") < kinds.index("step") < kinds.index("finished")
+    started = next(e for e in events(run) if e["type"] == "started")
+    assert started["data_format"] == "prompt_completion"  # detected by core.data, shown by Done
     for kind in ("eval", "checkpoint", "samples"):
         assert kind in kinds
     assert all(e["v"] == 1 for e in events(run))

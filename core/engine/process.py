@@ -445,7 +445,7 @@ def _with_checkpointing(config: RunConfig) -> RunConfig:
 
 
 # -- datasets ---------------------------------------------------------------------------------------
-def datasets_for(config: RunConfig, run: RunDir, tokenizer: Any, notes: list[str]):
+def datasets_for(config: RunConfig, run: RunDir, tokenizer: Any, notes: list[str], found: dict | None = None):
     """data.build_dataset on the configured data; the demo's rows are generated into the run dir first."""
     from ftwiz.core import data, demo
 
@@ -454,7 +454,7 @@ def datasets_for(config: RunConfig, run: RunDir, tokenizer: Any, notes: list[str
         if not path.exists():
             demo.write_rows(path, demo.train_rows())
         config = config.model_copy(update={"data": config.data.model_copy(update={"path": str(path)})})
-    return data.build_dataset(config, tokenizer, notes)
+    return data.build_dataset(config, tokenizer, notes, found)
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -489,7 +489,8 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
         model_source(config.model.name_or_path), trust_remote_code=config.model.trust_remote_code, revision=config.model.revision
     )
     notes: list[str] = []
-    train_ds, eval_ds = datasets_for(config, run, tokenizer, notes)
+    found: dict[str, Any] = {}
+    train_ds, eval_ds = datasets_for(config, run, tokenizer, notes, found)
     for note in notes:
         hooks.emit(note_kind(note), message=note)
 
@@ -506,6 +507,7 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
         precision=precision,
         device="cuda" if cuda else "cpu",
         world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        data_format=found.get("data_format"),
         train_examples=len(train_ds),
         eval_examples=len(eval_ds) if eval_ds is not None else 0,
         micro_batch=micro,
