@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 from textual import events
+from textual.containers import Vertical
 from textual.widgets import DataTable, ProgressBar, Static
 
 from ftwiz.core.runs import RunDir
@@ -142,13 +143,34 @@ async def test_vram_pane_and_idle_gpu_banner(tmp_path):
         assert len(panel.history) >= 3
 
 
-async def test_cpu_run_shows_process_ram(tmp_path):
-    run = make_run(tmp_path, pid=os.getpid())
-    screen = TrainScreen(run, **FAST)
-    async with HostApp(screen).run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: "MiB" in text_of(screen, "#vram-cpu-line")
-                       or "GiB" in text_of(screen, "#vram-cpu-line"))
-        assert "CPU run: process RAM" in text_of(screen, "#vram-cpu-line")
+async def test_cpu_run_shows_process_ram_history_and_machine_ram(tmp_path):
+    """Without a GPU the memory pane follows the pid in status.json: its RSS with a history
+    sparkline, and the machine's RAM used/total."""
+    import psutil
+    from textual.widgets import Sparkline
+
+    from ftwiz.tui.widgets.vram import VramPane
+
+    process = sleeping_process()
+    try:
+        run = make_run(tmp_path, pid=process.pid)
+        screen = TrainScreen(run, **FAST)
+        async with HostApp(screen).run_test(size=(80, 24)) as pilot:
+            pane = screen.query_one(VramPane)
+            await wait_for(pilot, lambda: len(pane.rss_history) >= 3)
+            rss_mib = psutil.Process(process.pid).memory_info().rss / 1024**2
+            assert pane.rss_history[-1] == pytest.approx(rss_mib, rel=0.2)
+            assert text_of(screen, "#vram-cpu-line").startswith("CPU run: process RAM ")
+            assert list(screen.query_one("#vram-cpu", Vertical).query_one(Sparkline).data) == list(pane.rss_history)
+            total_gib = f"{psutil.virtual_memory().total / 1024**3:.1f}"
+            assert f"/{total_gib} GiB" in text_of(screen, "#vram-ram-line")
+            assert text_of(screen, "#vram-ram-line").startswith("machine RAM ")
+            process.kill()
+            process.wait()
+            await wait_for(pilot, lambda: "not running" in text_of(screen, "#vram-cpu-line"))
+    finally:
+        process.kill()
+        process.wait()
 
 
 async def test_stop_is_graceful_first_then_forced_after_confirmation(tmp_path):

@@ -327,6 +327,19 @@ class HardwareSample:
     t: float
     gpus: list[Any]
     rss_bytes: int | None = None
+    ram_used_bytes: int | None = None
+    ram_total_bytes: int | None = None
+
+
+def machine_ram_bytes() -> tuple[int | None, int | None]:
+    """(used, total) RAM of this machine; used = total - available, as `free` counts it."""
+    import psutil
+
+    try:
+        memory = psutil.virtual_memory()
+    except (OSError, RuntimeError):
+        return None, None
+    return memory.total - memory.available, memory.total
 
 
 def sample_hardware(
@@ -337,7 +350,8 @@ def sample_hardware(
     interval_s: float = 1.0,
     clock: Callable[[], float] = time.time,
 ) -> None:
-    """Sample GPUs (or the process RSS without GPUs) every interval until cancelled."""
+    """Sample GPUs (or, without GPUs, the run process's RSS and the machine's RAM) every
+    interval until cancelled."""
     while not cancel.is_set():
         gpus: list[Any] = []
         if sampler is not None:
@@ -345,8 +359,13 @@ def sample_hardware(
                 gpus = list(sampler.sample())
             except Exception:  # noqa: BLE001 - a driver hiccup must not end the dashboard
                 gpus = []
-        rss = None if gpus else process_rss_bytes(pid_of_run())
-        on_sample(HardwareSample(t=clock(), gpus=gpus, rss_bytes=rss))
+        if gpus:
+            sample = HardwareSample(t=clock(), gpus=gpus)
+        else:
+            used, total = machine_ram_bytes()
+            sample = HardwareSample(t=clock(), gpus=gpus, rss_bytes=process_rss_bytes(pid_of_run()),
+                                    ram_used_bytes=used, ram_total_bytes=total)
+        on_sample(sample)
         cancel.wait(interval_s)
 
 
@@ -388,6 +407,7 @@ __all__ = [
     "format_bytes_gib",
     "format_duration",
     "last_step_event",
+    "machine_ram_bytes",
     "make_gpu_sampler",
     "process_rss_bytes",
     "sample_hardware",

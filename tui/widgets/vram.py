@@ -80,6 +80,7 @@ class VramPane(VerticalScroll):
         with Vertical(id="vram-cpu"):
             yield Static("sampling hardware…", id="vram-cpu-line", markup=False)
             yield Sparkline([], summary_function=max)
+            yield Static("", id="vram-ram-line", markup=False)
 
     def show(self, hardware: Any) -> None:
         """Apply one tui.run_watcher.HardwareSample."""
@@ -96,9 +97,14 @@ class VramPane(VerticalScroll):
             return
         cpu.display = True
         line = self.query_one("#vram-cpu-line", Static)
+        used, total = hardware.ram_used_bytes, hardware.ram_total_bytes
+        self.query_one("#vram-ram-line", Static).update(
+            f"machine RAM {format_bytes_gib(used)}/{format_bytes_gib(total)} GiB"
+            + (f" {used / total:.0%}" if used is not None and total else "")
+        )
         if hardware.rss_bytes is None:
-            line.update("No GPU sampled; training process not running.")
+            line.update("No GPU; the training process is not running.")
             return
-        self.rss_history.append(hardware.rss_bytes / 1024**3)
+        self.rss_history.append(hardware.rss_bytes / 1024**2)
         line.update(f"CPU run: process RAM {format_bytes(hardware.rss_bytes)}")
         cpu.query_one(Sparkline).data = list(self.rss_history)
