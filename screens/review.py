@@ -8,7 +8,7 @@ from rich.syntax import Syntax
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
+from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Static
 from textual.worker import Worker, WorkerState
 
@@ -40,7 +40,8 @@ class ReviewScreen(StepScreen):
     def compose_body(self) -> ComposeResult:
         yield Static("Your run, as a config file", classes="title")
         yield Static("", id="summary", classes="hint")
-        yield Static("", id="yaml")
+        with VerticalScroll(id="yaml-box"):  # the YAML scrolls; summary, save and start stay in view
+            yield Static("", id="yaml")
         with Horizontal(id="save-row"):
             yield Input(placeholder="file to save to", id="save-path")
             yield Button("Save (ctrl+s)", id="save")
