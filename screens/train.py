@@ -16,7 +16,6 @@ import yaml
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.markup import escape
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Label, Static
@@ -144,10 +143,10 @@ class TrainScreen(Screen):
         yield RunLog(id="run-log")
         yield Static("", id="run-notice", markup=False)
         yield Static(
-            "Quitting leaves the run going: come back with [b]ftwiz[/b] or "
-            f"[b]ftwiz attach {escape(self.run_dir.name)}[/b]",
+            f"Quitting leaves the run going: come back with `ftwiz` or `ftwiz attach {self.run_dir.name}`",
             id="run-quit-hint",
             classes="run-hint",
+            markup=False,
         )
         yield Footer()
 

@@ -74,7 +74,7 @@ async def test_dashboard_follows_a_run_as_it_writes(tmp_path, size):
         assert "⚠ warning at step 10: grad norm spiked" in log
         assert "✓ run finished at step 20" in log
         assert "Run finished. Press d" in text_of(screen, "#run-notice")
-        assert "ftwiz attach demo-lora" in text_of(screen, "#run-quit-hint")
+        assert "come back with `ftwiz` or `ftwiz attach demo-lora`" in text_of(screen, "#run-quit-hint")
         assert "Quitting leaves the run going" in text_of(screen, "#run-quit-hint")
         await pilot.press("d")
         assert isinstance(app.screen, DoneScreen)

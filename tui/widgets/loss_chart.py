@@ -97,14 +97,16 @@ class LossChart(Widget):
         train_style = self.get_component_rich_style("loss-chart--train")
         eval_style = self.get_component_rich_style("loss-chart--eval")
         axis_style = self.get_component_rich_style("loss-chart--axis")
+        # Each space ends a styled run rather than starting the next one: SVG renderers
+        # (rsvg, some browsers) drop a text element's leading space ("eval1.43" in screenshots).
         legend = Text("loss  ")
-        legend.append("⣿ train", train_style)
+        legend.append("⣿ train ", train_style)
         if self.train:
-            legend.append(f" {self.train[-1][1]:.4f}")
+            legend.append(f"{self.train[-1][1]:.4f}")
         legend.append("  ")
-        legend.append(f"{EVAL_MARK} eval", eval_style)
+        legend.append(f"{EVAL_MARK} eval ", eval_style)
         if self.eval:
-            legend.append(f" {self.eval[-1][1]:.4f}")
+            legend.append(f"{self.eval[-1][1]:.4f}")
         points = self.train + self.eval
         if not points or height < 4 or width < 16:
             return legend + Text("\nwaiting for the first loss value…", axis_style)
