@@ -142,13 +142,14 @@ def usage_snippets(run_dir: RunDir, config: dict[str, Any], prompt: str,
     else:
         tokenizer_path = base
         prompt_code = (
-            f"# {data_format} data: the model learned from the plain prompt text, no chat template\n"
+            f"# {data_format} data: trained on the plain prompt, no chat template\n"
             f"inputs = tokenizer({json.dumps(prompt)}, return_tensors=\"pt\")\n"
         )
     generate = (
         prompt_code
         + "output = model.generate(**inputs, max_new_tokens=64)\n"
-        "print(tokenizer.decode(output[0][inputs[\"input_ids\"].shape[1]:], skip_special_tokens=True))"
+        "new_tokens = output[0][inputs[\"input_ids\"].shape[1]:]\n"
+        "print(tokenizer.decode(new_tokens, skip_special_tokens=True))"
     )
     if config.get("method") == "full":
         load = (

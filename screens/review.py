@@ -103,6 +103,9 @@ class ReviewScreen(StepScreen):
         """Next on the last planning step starts the run."""
         if self.config is not None:
             self.query_one("#next", Button).disabled = True
+            self.notify("Checking the config and starting the run in its own process"
+                        + (" (the demo model is built on first use)" if self.state.demo else "") + "…",
+                        title="Starting")
             self.start_training(self.config)
         return False
 

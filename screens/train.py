@@ -142,13 +142,14 @@ class TrainScreen(Screen):
             yield VramPane(id="vram")
         yield RunLog(id="run-log")
         yield Static("", id="run-notice", markup=False)
-        yield Static(
-            f"Quitting leaves the run going: come back with `ftwiz` or `ftwiz attach {self.run_dir.name}`",
-            id="run-quit-hint",
-            classes="run-hint",
-            markup=False,
-        )
+        yield Static(self._quit_hint(), id="run-quit-hint", classes="run-hint", markup=False)
         yield Footer()
+
+    def _quit_hint(self) -> str:
+        name = self.run_dir.name
+        if self.state in ACTIVE_STATES or self.state in ("unknown", "stalled"):
+            return f"Quitting leaves the run going: come back with `ftwiz` or `ftwiz attach {name}`"
+        return f"Later: `ftwiz` lists this run with the others; `ftwiz attach {name}` reopens it"
 
     def _title(self) -> str:
         model = (self.config.get("model") or {}).get("name_or_path", "?")
@@ -215,6 +216,7 @@ class TrainScreen(Screen):
         if update.state is not None and update.state != self.state:
             self.state = update.state
             self.query_one("#run-title", Static).update(self._title())
+            self.query_one("#run-quit-hint", Static).update(self._quit_hint())
             self.refresh_bindings()
         self.query_one("#run-log", RunLog).add(update.log_lines, update.events)
         self._chart_dirty |= any(event.get("type") in ("step", "eval") for event in update.events)
@@ -247,6 +249,7 @@ class TrainScreen(Screen):
             elapsed_s=elapsed,
             estimate_usd=first_number(self.status.get("estimate_usd"), self.tracker.estimate_usd),
             budget_usd=first_number(limits.get("max_cost")),
+            cpu=self.status.get("gpus") == 0,
         )
 
     def _render_notice(self) -> None:
@@ -259,6 +262,11 @@ class TrainScreen(Screen):
         elif event is not None:
             text = f"{event['type']}: {event.get('message', '')}".rstrip(": ")
             severity = "error" if event["type"] in ("error", "killed") else "warning"
+        elif self.state in ACTIVE_STATES and not self.tracker.step:
+            # A CPU box spends up to a minute importing torch and loading before step 1.
+            text = ("Getting ready: loading the model and the data." if self.tracker.started_t
+                    else "Getting ready: importing the training libraries (torch, transformers, peft).")
+            severity = "info"
         else:
             notice.remove_class("-visible")
             return

@@ -54,6 +54,9 @@ async def test_dashboard_follows_a_run_as_it_writes(tmp_path, size):
     async with app.run_test(size=size) as pilot:
         await wait_for(pilot, lambda: screen.state == "running")
         assert "step 0/20 · ETA --" in text_of(screen, "#run-progress-line")
+        assert text_of(screen, "#run-quit-hint") == (
+            "Quitting leaves the run going: come back with `ftwiz` or `ftwiz attach demo-lora`")
+        assert "Getting ready" in text_of(screen, "#run-notice")  # no step yet
         writer.start()
         await wait_for(pilot, lambda: screen.state == "finished" and screen.tracker.finished)
         writer.join()
@@ -74,8 +77,7 @@ async def test_dashboard_follows_a_run_as_it_writes(tmp_path, size):
         assert "⚠ warning at step 10: grad norm spiked" in log
         assert "✓ run finished at step 20" in log
         assert "Run finished. Press d" in text_of(screen, "#run-notice")
-        assert "come back with `ftwiz` or `ftwiz attach demo-lora`" in text_of(screen, "#run-quit-hint")
-        assert "Quitting leaves the run going" in text_of(screen, "#run-quit-hint")
+        assert "`ftwiz attach demo-lora` reopens it" in text_of(screen, "#run-quit-hint")  # ended
         await pilot.press("d")
         assert isinstance(app.screen, DoneScreen)
 
@@ -167,7 +169,7 @@ async def test_cpu_run_shows_process_ram_history_and_machine_ram(tmp_path):
             assert text_of(screen, "#vram-ram-line").startswith("machine RAM ")
             process.kill()
             process.wait()
-            await wait_for(pilot, lambda: "not running" in text_of(screen, "#vram-cpu-line"))
+            await wait_for(pilot, lambda: "process ended (peak " in text_of(screen, "#vram-cpu-line"))
     finally:
         process.kill()
         process.wait()

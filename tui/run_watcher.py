@@ -309,6 +309,8 @@ def process_rss_bytes(pid: int | None) -> int | None:
 
     try:
         process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:  # exited, not yet reaped by its parent
+            return None
         total = process.memory_info().rss
         for child in process.children(recursive=True):
             try:

@@ -26,9 +26,11 @@ def progress_line(tracker: RunTracker, elapsed_s: float | None) -> str:
     return " · ".join(parts)
 
 
-def spend_line(spent: float | None, estimate: float | None, budget: float | None) -> str:
+def spend_line(spent: float | None, estimate: float | None, budget: float | None, cpu: bool = False) -> str:
     """The spend so far next to what the plan said and the hard limit, if any."""
-    if spent is None:
+    if spent is None and cpu:
+        text = "spent: -- (a CPU run: no GPU-hours to count)"
+    elif spent is None:
         text = "spent: -- (no GPU price set)"
     else:
         text = f"spent ${spent:,.2f}"
@@ -64,12 +66,13 @@ class RunProgress(Vertical):
         elapsed_s: float | None = None,
         estimate_usd: float | None = None,
         budget_usd: float | None = None,
+        cpu: bool = False,
     ) -> None:
         bar = self.query_one("#run-progress-bar", ProgressBar)
         if tracker.max_steps:
             bar.update(total=tracker.max_steps, progress=min(tracker.step, tracker.max_steps))
         self._set("#run-progress-line", progress_line(tracker, elapsed_s))
-        self._set("#run-progress-spend", spend_line(tracker.spend_usd, estimate_usd, budget_usd))
+        self._set("#run-progress-spend", spend_line(tracker.spend_usd, estimate_usd, budget_usd, cpu))
 
     def _set(self, selector: str, text: str) -> None:
         """Fixed one-line widgets: skip the screen-wide layout pass an update would cost."""
