@@ -47,7 +47,7 @@ class RunsScreen(Screen):
     CSS_PATH = "../tui/run.tcss"
     BINDINGS = [
         Binding("enter", "open", "Open", show=True),
-        Binding("escape", "back", "Back"),
+        Binding("escape", "back", "New fine-tune"),  # the list sits over the wizard's first step
     ]
 
     def __init__(
@@ -78,7 +78,8 @@ class RunsScreen(Screen):
             markup=False,
         )
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-        yield Static("Enter opens a run: the live dashboard while it trains, its results when done.",
+        yield Static("Enter opens a run: the live dashboard while it trains, its results when done. "
+                     "Esc starts a new fine-tune.",
                      classes="run-hint", markup=False)
         yield Footer()
 

@@ -169,7 +169,7 @@ async def test_cpu_run_shows_process_ram_history_and_machine_ram(tmp_path):
             assert text_of(screen, "#vram-ram-line").startswith("machine RAM ")
             process.kill()
             process.wait()
-            await wait_for(pilot, lambda: "process ended (peak " in text_of(screen, "#vram-cpu-line"))
+            await wait_for(pilot, lambda: "CPU run ended · peak " in text_of(screen, "#vram-cpu-line"))
     finally:
         process.kill()
         process.wait()

@@ -103,7 +103,7 @@ class VramPane(VerticalScroll):
             + (f" {used / total:.0%}" if used is not None and total else "")
         )
         if hardware.rss_bytes is None:
-            line.update(f"CPU run: process ended (peak {format_bytes(max(self.rss_history) * 1024**2)})"
+            line.update(f"CPU run ended · peak {format_bytes(max(self.rss_history) * 1024**2)}"
                         if self.rss_history else "No GPU; the training process is not running.")
             return
         self.rss_history.append(hardware.rss_bytes / 1024**2)
