@@ -148,7 +148,7 @@ class TrainScreen(Screen):
     def _quit_hint(self) -> str:
         name = self.run_dir.name
         if self.state in ACTIVE_STATES or self.state in ("unknown", "stalled"):
-            return f"Quitting leaves the run going: come back with `ftwiz` or `ftwiz attach {name}`"
+            return f"Quitting leaves the run going; come back: `ftwiz` or `ftwiz attach {name}`"
         return f"Later: `ftwiz` lists this run with the others; `ftwiz attach {name}` reopens it"
 
     def _title(self) -> str:

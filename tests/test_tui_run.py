@@ -55,7 +55,7 @@ async def test_dashboard_follows_a_run_as_it_writes(tmp_path, size):
         await wait_for(pilot, lambda: screen.state == "running")
         assert "step 0/20 · ETA --" in text_of(screen, "#run-progress-line")
         assert text_of(screen, "#run-quit-hint") == (
-            "Quitting leaves the run going: come back with `ftwiz` or `ftwiz attach demo-lora`")
+            "Quitting leaves the run going; come back: `ftwiz` or `ftwiz attach demo-lora`")
         assert "Getting ready" in text_of(screen, "#run-notice")  # no step yet
         writer.start()
         await wait_for(pilot, lambda: screen.state == "finished" and screen.tracker.finished)
