@@ -102,10 +102,12 @@ class VramPane(VerticalScroll):
             f"machine RAM {format_bytes_gib(used)}/{format_bytes_gib(total)} GiB"
             + (f" {used / total:.0%}" if used is not None and total else "")
         )
+        sparkline = cpu.query_one(Sparkline)
+        sparkline.display = bool(self.rss_history) or hardware.rss_bytes is not None
         if hardware.rss_bytes is None:
             line.update(f"CPU run ended · peak {format_bytes(max(self.rss_history) * 1024**2)}"
                         if self.rss_history else "No GPU; the training process is not running.")
             return
         self.rss_history.append(hardware.rss_bytes / 1024**2)
         line.update(f"CPU run: process RAM {format_bytes(hardware.rss_bytes)}")
-        cpu.query_one(Sparkline).data = list(self.rss_history)
+        sparkline.data = list(self.rss_history)
