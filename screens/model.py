@@ -14,6 +14,7 @@ from ftwiz.tui.steps import StepScreen
 
 GIB = 1024**3
 METHODS = ("lora", "qlora", "full")
+METHOD_LABELS = {"lora": "LoRA", "qlora": "QLoRA", "full": "Full"}
 DEMO_DESCRIPTION = (
     "[b]demo[/b]: the built-in tiny Llama (2 layers, hidden 128, character tokenizer), built on "
     "this machine on first use. It learns to write dates as YYYY-MM-DD in about a minute on a CPU."
@@ -42,7 +43,10 @@ class ModelScreen(StepScreen):
         from ftwiz.core.models import catalog_names
 
         self.names = [DEMO, *catalog_names()]
-        self.query_one("#model-memory", DataTable).add_columns("method", "peak memory", "on this GPU")
+        memory = self.query_one("#model-memory", DataTable)
+        # Fixed widths: auto widths depend on when the worker's rows land, so the layout would too.
+        for label, width in (("method", 6), ("peak memory", 11), ("on this GPU", 22)):
+            memory.add_column(label, width=width)
         self.query_one("#trust", Checkbox).value = self.state.trust_remote_code
         self._fill_catalog("")
         if self.state.model_spec:
@@ -175,7 +179,7 @@ class ModelScreen(StepScreen):
                 verdict = f"[green]fits[/] ({free / GIB:.0f} GiB free)"
             else:
                 verdict = f"[red]too big[/] ({free / GIB:.0f} GiB free)"
-            rows.append((method.upper() if method != "full" else "Full", f"{estimate.peak_gib:.1f} GiB", verdict))
+            rows.append((METHOD_LABELS[method], f"{estimate.peak_gib:.1f} GiB", verdict))
         self.post_message(MethodMemory(info.name, rows))
 
     def on_method_memory(self, message: MethodMemory) -> None:
