@@ -6,6 +6,7 @@ Update with `pytest tests/test_tui_snapshots.py --snapshot-update`, then look at
 from __future__ import annotations
 
 import pytest
+from textual.widgets import Input
 
 from snapshot_apps import CPU_ONLY, H200, fixed_app, settle
 
@@ -33,6 +34,9 @@ def goto(step: str, *, model: str | None = None, data: bool = False, demo: bool 
             app.state.data_spec, app.state.n_examples = "train.jsonl", 5000
         app.goto_step(step)
         await settle(pilot)
+        for field in app.screen.query(Input):  # a blinking cursor would make the picture depend on time
+            field.cursor_blink = False
+        await pilot.pause()
 
     return run_before
 
