@@ -8,13 +8,13 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
 import pytest
 from textual import events
 from textual.containers import Vertical
 from textual.widgets import DataTable, ProgressBar, Static
 
+from ftwiz.core.hardware import GpuSample
 from ftwiz.core.runs import RunDir
 from ftwiz.screens.done import DoneScreen, merge_command
 from ftwiz.screens.runs import RunsScreen
@@ -104,17 +104,6 @@ async def test_warning_events_show_in_status_line_and_log(tmp_path):
         assert "Run failed: dataset vanished" in notice and "ftwiz resume demo-lora" in notice
 
 
-@dataclass
-class Sample:
-    index: int
-    t: float
-    memory_used_bytes: int | None
-    memory_total_bytes: int | None
-    utilization_pct: float | None
-    temperature_c: float | None
-    power_w: float | None
-
-
 class ScriptedSampler:
     """Stands in for core.hardware.GpuSampler: 30 s pass per sample, at the utilization set."""
 
@@ -124,7 +113,7 @@ class ScriptedSampler:
 
     def sample(self):
         self.calls += 1
-        return [Sample(0, T0 + 30.0 * self.calls, 40 * 1024**3, 80 * 1024**3, self.utilization, 61.0, 305.0)]
+        return [GpuSample(0, T0 + 30.0 * self.calls, 40 * 1024**3, 80 * 1024**3, self.utilization, 61.0, 305.0)]
 
 
 async def test_vram_pane_and_idle_gpu_banner(tmp_path):
