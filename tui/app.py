@@ -7,6 +7,8 @@ in workers, so the first screen appears at once.
 
 from __future__ import annotations
 
+import importlib
+
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -39,33 +41,23 @@ FTWIZ_THEME = Theme(
 )
 
 
+_STEP_SCREENS = {
+    "welcome": ("ftwiz.screens.welcome", "WelcomeScreen"),
+    "decide": ("ftwiz.screens.decide", "DecideScreen"),
+    "model": ("ftwiz.screens.model", "ModelScreen"),
+    "data": ("ftwiz.screens.data", "DataScreen"),
+    "settings": ("ftwiz.screens.settings", "SettingsScreen"),
+    "review": ("ftwiz.screens.review", "ReviewScreen"),
+}
+
+
 def _step_screen(key: str) -> Screen:
-    """A fresh screen for a wizard step (screens read their state from the app on mount)."""
-    if key == "welcome":
-        from ftwiz.screens.welcome import WelcomeScreen
+    """A fresh screen for a wizard step (screens read their state from the app on mount).
 
-        return WelcomeScreen()
-    if key == "decide":
-        from ftwiz.screens.decide import DecideScreen
-
-        return DecideScreen()
-    if key == "model":
-        from ftwiz.screens.model import ModelScreen
-
-        return ModelScreen()
-    if key == "data":
-        from ftwiz.screens.data import DataScreen
-
-        return DataScreen()
-    if key == "settings":
-        from ftwiz.screens.settings import SettingsScreen
-
-        return SettingsScreen()
-    if key == "review":
-        from ftwiz.screens.review import ReviewScreen
-
-        return ReviewScreen()
-    raise KeyError(key)
+    Imported on first use, so the first screen appears before the later steps are loaded.
+    """
+    module, name = _STEP_SCREENS[key]
+    return getattr(importlib.import_module(module), name)()
 
 
 class FtwizApp(App):
