@@ -1,0 +1,54 @@
+"""Speed options the engine applies to a model: regional torch.compile and Liger's kernel choice.
+
+Regional compilation (PyTorch's recipe, the one accelerate's `compile_regions` follows) compiles
+the repeated decoder layer once and reuses the code for every layer, so the cold start is one
+layer's compile rather than the whole model's. Each layer is compiled in place
+(`nn.Module.compile`), so parameter names, peft's adapter saving and checkpoints stay as
+they are, and gradient checkpointing wraps the compiled call.
+
+Liger: with compiled layers, inductor fuses the layers' RMSNorm, RoPE and SwiGLU itself, and
+Liger's own kernels for them would only break its graphs; Liger's fused linear cross-entropy
+lives outside the layers and still saves the logits' memory, so it alone stays on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+COMPILED_LIGER = {"rope": False, "rms_norm": False, "swiglu": False, "fused_linear_cross_entropy": True}
+"""Liger kernels kept when the layers are compiled (the keyword arguments Liger's patchers take)."""
+
+
+def liger_kernel_config(regional_compile: bool) -> dict[str, bool] | None:
+    """transformers' TrainingArguments.liger_kernel_config: None means every kernel."""
+    return dict(COMPILED_LIGER) if regional_compile else None
+
+
+def repeated_layers(model: Any) -> list[Any]:
+    """The decoder layers: the longest ModuleList whose members are all of one class."""
+    import torch
+
+    best: list[Any] = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) > len(best):
+            kinds = {type(child) for child in module}
+            if len(kinds) == 1:
+                best = list(module)
+    return best
+
+
+def compile_layers(model: Any, dynamic: bool | None = None) -> int:
+    """torch.compile every decoder layer in place; returns how many were compiled.
+
+    Lazy: nothing is traced until the first forward, so kernels patched in later (Liger's loss)
+    are seen. Sequence lengths that change from batch to batch cost one more compile with
+    dynamic shapes, then none.
+    """
+    import torch._dynamo
+
+    layers = repeated_layers(model)
+    # Layers share one code object; each distinct guard set (shapes, autocast) takes a slot.
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    for layer in layers:
+        layer.compile(dynamic=dynamic)
+    return len(layers)
