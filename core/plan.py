@@ -164,6 +164,7 @@ class Plan:
             "max_length": self.fit.max_length,
             "packing": hp["packing"],
             "use_liger_kernel": hp["use_liger_kernel"],
+            "regional_compile": hp["regional_compile"],
         }
         data: dict[str, Any] = {
             "name": name,

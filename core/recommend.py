@@ -30,6 +30,10 @@ SHORTEST_SEQ = 128
 # The H200 speed comparison against the guide's recipe (issue 5; bench/README.md says how to
 # repeat it). Its ratios are quoted in the packing and Liger reasons, read from the file.
 SPEED_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "speed-h200.json"
+# The H200 comparison with transformers + peft and Unsloth (8B LoRA, micro-batch 4 x 512).
+PEER_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "peer-h200-round2.json"
+COMPILED_METHODS = ("lora", "full")
+"""Methods whose compiled layers were measured; 4-bit layers (QLoRA) were not."""
 
 
 @lru_cache(maxsize=1)
@@ -48,6 +52,30 @@ def measured_speedups() -> dict[str, float]:
     return {**ratios, **({"padding_share": padded[0]} if padded else {})}
 
 
+@lru_cache(maxsize=1)
+def measured_compile_gain() -> dict[str, float]:
+    """Compiled layers' tokens/s over transformers + peft and over Unsloth, checkpointing on; {} if absent."""
+    try:
+        doc = json.loads(PEER_RESULTS.read_text())
+        part = doc["summary"]["checkpointing"]
+        return {"peft": part["ratio_to_peft"]["ftwiz-c"], "unsloth": part["ratio_to_unsloth"]["ftwiz-c"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def compile_option(cpu_only: bool, method: str) -> Recommendation:
+    """Regional torch.compile of the decoder layers, where it was measured (GPU, LoRA or full)."""
+    if cpu_only:
+        return Recommendation("regional_compile", False, "no GPU: compiled layers pay off on GPU kernels only")
+    if method not in COMPILED_METHODS:
+        return Recommendation("regional_compile", False, f"{method}: compiled 4-bit layers were not measured; left off")
+    gain = measured_compile_gain()
+    evidence = (f"on the H200, 8B LoRA trained {gain['peft']:.2f}x transformers + peft and {gain['unsloth']:.2f}x "
+                "Unsloth (bench/results/peer-h200-round2.json)" if gain else "measured faster on the H200")
+    return Recommendation("regional_compile", True,
+                          "torch.compile each decoder layer (one compile, about a minute, reused by all): " + evidence)
+
+
 def liger_available() -> bool:
     """liger-kernel importable (found without importing it or torch)."""
     return importlib.util.find_spec("liger_kernel") is not None
@@ -61,14 +89,15 @@ def _speed_evidence() -> str:
             f"vs {ratios['b']:.2f}x padded without (bench/results/speed-h200.json)")
 
 
-def speed_options(cpu_only: bool) -> list[Recommendation]:
-    """Padding-free packing and Liger kernels, each with the measured reason (GPU only)."""
+def speed_options(cpu_only: bool, method: str = "lora") -> list[Recommendation]:
+    """Padding-free packing, Liger kernels and compiled layers, each with the measured reason (GPU only)."""
     evidence = _speed_evidence()
     padding = measured_speedups().get("padding_share")
     wasted = f" ({padding:.0%} of the H200 run's padded tokens)" if padding is not None else ""
     if cpu_only:
         return [Recommendation("packing", False, "no GPU: padding-free packing is for GPU attention kernels"),
-                Recommendation("use_liger_kernel", False, "no GPU: Liger's kernels are Triton, CUDA only")]
+                Recommendation("use_liger_kernel", False, "no GPU: Liger's kernels are Triton, CUDA only"),
+                compile_option(cpu_only, method)]
     packing = Recommendation(
         "packing", True,
         f"padding-free packing (TRL BFD, position_ids): no compute on padding{wasted}; " + evidence)
@@ -78,7 +107,7 @@ def speed_options(cpu_only: bool) -> list[Recommendation]:
     else:
         liger = Recommendation("use_liger_kernel", False,
                                "liger-kernel is not installed (pip install liger-kernel to use it; " + evidence + ")")
-    return [packing, liger]
+    return [packing, liger, compile_option(cpu_only, method)]
 
 
 @dataclass(frozen=True)
@@ -157,7 +186,7 @@ def recommend_hyperparams(
     else:
         r.append(Recommendation("optim", "adamw_torch", "AdamW: the standard; the states of LoRA's few weights are small"
                                 if method == "lora" else "AdamW: the standard (8-bit AdamW if memory is short)"))
-    r.extend(speed_options(cpu_only))
+    r.extend(speed_options(cpu_only, method))
     if cpu_only:
         r.append(Recommendation("precision", "fp32", "no GPU: CPUs train in fp32"))
     elif bf16_ok:

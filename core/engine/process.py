@@ -173,11 +173,35 @@ def wrap_model(model: Any, config: RunConfig) -> Any:
     return get_peft_model(model, LoraConfig(**config.lora_kwargs()))
 
 
+def build_model(config: RunConfig, precision: str, cuda: bool) -> Any:
+    """The model the run trains: base weights, Liger kernels, adapters, compiled layers.
+
+    Liger goes on here, before the probe's first step, so the probe measures the kernels the
+    run trains with; the Trainer applies the same kernels again from its arguments, which
+    changes nothing (they patch the same forwards) and keeps TRL from reading the logits that
+    Liger's fused loss never builds.
+    """
+    from ftwiz.core.engine.speed import compile_layers, liger_kernel_config
+
+    model = load_model(config, precision, cuda)
+    t = config.training
+    if cuda and t.use_liger_kernel:
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+        _apply_liger_kernel_to_instance(model=model, **(liger_kernel_config(t.regional_compile) or {}))
+    model = wrap_model(model, config)
+    if cuda and t.regional_compile:
+        compile_layers(model)
+    return model
+
+
 def training_arguments(config: RunConfig, run: RunDir, precision: str, micro: int, accum: int, has_eval: bool):
     """SFTConfig from the run config; no hub, no token, no reporting services, our own rotation."""
     import dataclasses
 
     from trl import SFTConfig
+
+    from ftwiz.core.engine.speed import liger_kernel_config
 
     names = {f.name for f in dataclasses.fields(SFTConfig)}
     t = config.training_kwargs()  # maps warmup_ratio onto this transformers' field
@@ -200,6 +224,9 @@ def training_arguments(config: RunConfig, run: RunDir, precision: str, micro: in
         disable_tqdm=True,
         logging_nan_inf_filter=False,  # a NaN loss must reach our callback, not be averaged away
         gradient_checkpointing_kwargs={"use_reentrant": False},
+        # Every trainable weight is used in every step; DDP's search for unused ones costs time.
+        ddp_find_unused_parameters=False,
+        liger_kernel_config=liger_kernel_config(config.training.regional_compile),
         max_length=config.training.max_length,
         packing=config.training.packing,
         completion_only_loss=config.data.completion_only_loss,
@@ -523,7 +550,7 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
         else:
             from ftwiz.core.engine.probe import run_probe
 
-            model = wrap_model(load_model(config, precision, cuda), config)
+            model = build_model(config, precision, cuda)
             model.train()
             found = run_probe(model, config, train_ds, tokenizer.pad_token_id, micro, accum, precision, cuda)
             micro, accum = found["micro_batch"], found["grad_accum"]
@@ -543,7 +570,7 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
     trainer_class = make_trainer_class()
     while True:
         if model is None:
-            model = wrap_model(load_model(config, precision, cuda), config)
+            model = build_model(config, precision, cuda)
         model.train()
         hooks.micro_batch, hooks.grad_accum = micro, accum
         args = training_arguments(config, run, precision, micro, accum, eval_ds is not None)

@@ -1,0 +1,179 @@
+"""One GPU against two through `ftwiz train` itself, plus a QLoRA run watched by the dashboard.
+
+    python bench/ddp.py --out $OUT/ddp-h200x2.json [--steps 80] [--screenshot-dir $OUT]
+
+Needs a machine with two GPUs (the device kind nvidia-h200-x2). Every run is the real engine as
+a user starts it: `ftwiz train CONFIG --foreground`, which launches through accelerate (DDP)
+when it sees two GPUs; CUDA_VISIBLE_DEVICES picks one or two. The model is Llama-3.2-1B's shape
+with random weights and the data synthetic ~450-token rows (core/engine/gpu_check.py). The
+config is what the planner picks on an H200 for LoRA: packing, Liger, compiled layers, the
+pre-flight probe; runs alternate 1 GPU / 2 GPUs, with compiled layers and without.
+tokens/s are the run's own step events (TRL counts the tokens of every rank), the median over
+the steps after the first `--skip` (compilation happens there).
+
+The last run is QLoRA on one GPU, started detached; while it trains, the wizard's dashboard
+(TrainScreen) is opened on it with the real NVML backend and saved as an SVG: the README's
+picture of a live GPU run. Its peak memory is also the engine's own QLoRA reading to check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import environment, write_json  # noqa: E402
+
+
+def config_for(model: Path, data: Path, method: str, steps: int, compiled: bool, name: str) -> dict:
+    return {
+        "name": name,
+        "method": method,
+        "model": {"name_or_path": str(model)},
+        "data": {"path": str(data), "eval_fraction": 0.02},
+        "lora": {"r": 16, "lora_alpha": 32, "target_modules": "all-linear"},
+        "training": {"learning_rate": 2e-4, "max_steps": steps, "per_device_train_batch_size": 16,
+                     "gradient_accumulation_steps": 1, "bf16": True, "gradient_checkpointing": False,
+                     "max_length": 512, "logging_steps": 5, "save_steps": 10 * steps, "packing": True,
+                     "use_liger_kernel": True, "regional_compile": compiled, "probe": True},
+        "output": {"samples": 0},
+    }
+
+
+def events_of(run_dir: Path) -> list[dict]:
+    path = run_dir / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def summarize(run_dir: Path, skip: int) -> dict:
+    events = events_of(run_dir)
+    steps = [e for e in events if e["type"] == "step"]
+    rates = [e["tokens_per_s"] for e in steps if e.get("tokens_per_s") and e["step"] > skip]
+    last = [e for e in events if e["type"] in ("finished", "error", "stopped")]
+    started = next((e for e in events if e["type"] == "started"), {})
+    return {
+        "run": run_dir.name,
+        "outcome": last[-1]["type"] if last else "none",
+        "message": last[-1].get("message") if last else None,
+        "world_size": started.get("world_size"),
+        "steps": steps[-1]["step"] if steps else 0,
+        "tokens_per_s_median": statistics.median(rates) if rates else None,
+        "tokens_per_s_samples": rates,
+        "peak_gib_per_gpu": max((g["peak_gib"] for e in steps for g in e.get("gpus", [])), default=None),
+        "probe": next((e for e in events if e["type"] == "probe"), None),
+        "warnings": [e["message"] for e in events if e["type"] == "warning"],
+        "duration_s": last[-1].get("duration_s") if last else None,
+    }
+
+
+def ftwiz(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ftwiz.cli.main", *args]
+
+
+async def shoot_dashboard(runs_dir: Path, name: str, out_dir: Path, size=(120, 40)) -> str:
+    """The wizard's dashboard on a live run, real NVML; saved as an SVG."""
+    from ftwiz.core.runs import open_run
+    from ftwiz.screens.train import TrainScreen
+    from ftwiz.tui.app import make_app
+
+    app = make_app(runs_dir=str(runs_dir))
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause(1.0)
+        app.push_screen(TrainScreen(open_run(name, str(runs_dir))))
+        await pilot.pause(8.0)  # a few GPU samples and step events for the panes
+        app.save_screenshot("8-train-h200.svg", str(out_dir))
+    return str(out_dir / "8-train-h200.svg")
+
+
+def main() -> None:
+    import yaml
+
+    from ftwiz.core.engine.gpu_check import build_data, build_model
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--work", default="/tmp/ftwiz-ddp")
+    ap.add_argument("--steps", type=int, default=80)
+    ap.add_argument("--skip", type=int, default=20)
+    ap.add_argument("--order", default="c1,c2,e1,e2", help="c: compiled layers, e: eager; 1 or 2 GPUs")
+    ap.add_argument("--screenshot-dir", default=None)
+    ap.add_argument("--timeout-s", type=float, default=240)
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    runs = work / "runs"
+    t0 = time.time()
+    model = build_model(work / "model-llama-1b", "llama-1b")
+    data = build_data(work / "data.jsonl")
+    doc = {"kind": "ddp", "environment": environment(), "model": "Llama-3.2-1B shapes, random weights",
+           "build_s": round(time.time() - t0, 1), "runs": []}
+    for item in args.order.split(","):
+        compiled, gpus = item[0] == "c", int(item[1])
+        name = f"{'compiled' if compiled else 'eager'}-{gpus}gpu"
+        cfg = work / f"{name}.yaml"
+        cfg.write_text(yaml.safe_dump(config_for(model, data, "lora", args.steps, compiled, name)))
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(gpus))}
+        t = time.time()
+        try:
+            subprocess.run(ftwiz("--runs-dir", str(runs), "train", str(cfg), "--foreground"), env=env,
+                           timeout=args.timeout_s, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        except subprocess.TimeoutExpired:
+            pass
+        row = {"name": name, "gpus": gpus, "compiled": compiled, "wall_s": round(time.time() - t, 1),
+               **summarize(runs / name, args.skip)}
+        if row["outcome"] != "finished":
+            log = runs / name / "train.log"
+            row["log_tail"] = log.read_text(errors="replace")[-2000:] if log.exists() else None
+        doc["runs"].append(row)
+        write_json(args.out, doc)
+        print(f"[{time.time() - t0:4.0f}s] {name}: {row['outcome']} world={row['world_size']} "
+              f"tok/s={row['tokens_per_s_median']} peak/gpu={row['peak_gib_per_gpu']} wall={row['wall_s']} "
+              f"{(row.get('log_tail') or '')[-800:]}", flush=True)
+    pairs = {}
+    for kind in ("compiled", "eager"):
+        one = next((r for r in doc["runs"] if r["name"] == f"{kind}-1gpu" and r["tokens_per_s_median"]), None)
+        two = next((r for r in doc["runs"] if r["name"] == f"{kind}-2gpu" and r["tokens_per_s_median"]), None)
+        if one and two:
+            pairs[kind] = round(two["tokens_per_s_median"] / one["tokens_per_s_median"], 3)
+    doc["two_gpu_ratio"] = pairs
+    write_json(args.out, doc)
+    print("two_gpu_ratio", pairs, flush=True)
+
+    if args.screenshot_dir:  # QLoRA on one GPU, detached, with the dashboard open on it
+        name = "qlora-dashboard"
+        cfg = work / f"{name}.yaml"
+        conf = config_for(model, data, "qlora", args.steps, False, name)
+        cfg.write_text(yaml.safe_dump(conf))
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0"}
+        subprocess.run(ftwiz("--runs-dir", str(runs), "train", str(cfg)), env=env, check=False,
+                       stdout=subprocess.DEVNULL)
+        deadline = time.time() + 150
+        while time.time() < deadline and not any(e["type"] == "step" and e["step"] >= 10 for e in events_of(runs / name)):
+            time.sleep(1)
+        try:
+            doc["screenshot"] = asyncio.run(shoot_dashboard(runs, name, Path(args.screenshot_dir)))
+        except Exception as exc:  # noqa: BLE001 - the picture is a bonus; keep the measurements
+            doc["screenshot_error"] = f"{type(exc).__name__}: {exc}"
+        while time.time() < deadline + 120 and not any(e["type"] in ("finished", "error") for e in events_of(runs / name)):
+            time.sleep(1)
+        row = {"name": name, "gpus": 1, **summarize(runs / name, args.skip)}
+        if row["outcome"] != "finished":
+            log = runs / name / "train.log"
+            row["log_tail"] = log.read_text(errors="replace")[-2000:] if log.exists() else None
+        doc["qlora"] = row
+        print(f"qlora: {row['outcome']} tok/s={row['tokens_per_s_median']} peak={row['peak_gib_per_gpu']} "
+              f"screenshot={doc.get('screenshot') or doc.get('screenshot_error')}", flush=True)
+    doc["wall_s"] = round(time.time() - t0, 1)
+    write_json(args.out, doc)
+
+
+if __name__ == "__main__":
+    main()
