@@ -106,6 +106,7 @@ def main() -> None:
     ap.add_argument("--order", default="c1,c2,e1,e2", help="c: compiled layers, e: eager; 1 or 2 GPUs")
     ap.add_argument("--screenshot-dir", default=None)
     ap.add_argument("--timeout-s", type=float, default=240)
+    ap.add_argument("--no-qlora", action="store_true", help="skip the QLoRA run with the dashboard")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -131,7 +132,12 @@ def main() -> None:
                **summarize(runs / name, args.skip)}
         if row["outcome"] != "finished":
             log = runs / name / "train.log"
-            row["log_tail"] = log.read_text(errors="replace")[-2000:] if log.exists() else None
+            text = log.read_text(errors="replace") if log.exists() else ""
+            row["log_tail"] = text[-2000:]
+            first = text.find("Traceback")
+            row["first_traceback"] = text[first:first + 6000] if first >= 0 else None
+            if args.screenshot_dir:
+                (Path(args.screenshot_dir) / f"{name}-train.log").write_text(text[-200_000:])
         doc["runs"].append(row)
         write_json(args.out, doc)
         print(f"[{time.time() - t0:4.0f}s] {name}: {row['outcome']} world={row['world_size']} "
@@ -147,7 +153,7 @@ def main() -> None:
     write_json(args.out, doc)
     print("two_gpu_ratio", pairs, flush=True)
 
-    if args.screenshot_dir:  # QLoRA on one GPU, detached, with the dashboard open on it
+    if args.screenshot_dir and not args.no_qlora:  # QLoRA on one GPU, detached, with the dashboard open on it
         name = "qlora-dashboard"
         cfg = work / f"{name}.yaml"
         conf = config_for(model, data, "qlora", args.steps, False, name)

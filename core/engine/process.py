@@ -183,7 +183,12 @@ def build_model(config: RunConfig, precision: str, cuda: bool) -> Any:
     """
     from ftwiz.core.engine.speed import compile_layers, liger_kernel_config
 
+    import torch
+
     model = load_model(config, precision, cuda)
+    if cuda and config.method != "qlora":  # 4-bit weights are placed by device_map already
+        # On the GPU now, not when the Trainer starts: the probe runs before it.
+        model.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))))
     t = config.training
     if cuda and t.use_liger_kernel:
         from liger_kernel.transformers import _apply_liger_kernel_to_instance
