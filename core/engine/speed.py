@@ -19,9 +19,21 @@ COMPILED_LIGER = {"rope": False, "rms_norm": False, "swiglu": False, "fused_line
 """Liger kernels kept when the layers are compiled (the keyword arguments Liger's patchers take)."""
 
 
+def trl_fuses_lm_head() -> bool:
+    """TRL 1.16+ computes the loss through its own chunked LM head and refuses Liger's fused one."""
+    try:
+        from trl.trainer import sft_trainer
+    except ImportError:
+        return False
+    return hasattr(sft_trainer, "add_fused_lm_head")
+
+
 def liger_kernel_config(regional_compile: bool) -> dict[str, bool] | None:
     """transformers' TrainingArguments.liger_kernel_config: None means every kernel."""
-    return dict(COMPILED_LIGER) if regional_compile else None
+    config = dict(COMPILED_LIGER) if regional_compile else None
+    if trl_fuses_lm_head():
+        config = {**(config or {}), "fused_linear_cross_entropy": False}
+    return config
 
 
 def repeated_layers(model: Any) -> list[Any]:
