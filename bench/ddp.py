@@ -116,9 +116,10 @@ def main() -> None:
     data = build_data(work / "data.jsonl")
     doc = {"kind": "ddp", "environment": environment(), "model": "Llama-3.2-1B shapes, random weights",
            "build_s": round(time.time() - t0, 1), "runs": []}
-    for item in args.order.split(","):
+    for number, item in enumerate(args.order.split(",")):
         compiled, gpus = item[0] == "c", int(item[1])
-        name = f"{'compiled' if compiled else 'eager'}-{gpus}gpu"
+        kind = f"{'compiled' if compiled else 'eager'}-{gpus}gpu"
+        name = f"{kind}-{number}"
         cfg = work / f"{name}.yaml"
         cfg.write_text(yaml.safe_dump(config_for(model, data, "lora", args.steps, compiled, name)))
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(gpus))}
@@ -128,7 +129,7 @@ def main() -> None:
                            timeout=args.timeout_s, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         except subprocess.TimeoutExpired:
             pass
-        row = {"name": name, "gpus": gpus, "compiled": compiled, "wall_s": round(time.time() - t, 1),
+        row = {"name": name, "kind": kind, "gpus": gpus, "compiled": compiled, "wall_s": round(time.time() - t, 1),
                **summarize(runs / name, args.skip)}
         if row["outcome"] != "finished":
             log = runs / name / "train.log"
@@ -145,10 +146,10 @@ def main() -> None:
               f"{(row.get('log_tail') or '')[-800:]}", flush=True)
     pairs = {}
     for kind in ("compiled", "eager"):
-        one = next((r for r in doc["runs"] if r["name"] == f"{kind}-1gpu" and r["tokens_per_s_median"]), None)
-        two = next((r for r in doc["runs"] if r["name"] == f"{kind}-2gpu" and r["tokens_per_s_median"]), None)
+        one = [r["tokens_per_s_median"] for r in doc["runs"] if r["kind"] == f"{kind}-1gpu" and r["tokens_per_s_median"]]
+        two = [r["tokens_per_s_median"] for r in doc["runs"] if r["kind"] == f"{kind}-2gpu" and r["tokens_per_s_median"]]
         if one and two:
-            pairs[kind] = round(two["tokens_per_s_median"] / one["tokens_per_s_median"], 3)
+            pairs[kind] = round(statistics.median(two) / statistics.median(one), 3)
     doc["two_gpu_ratio"] = pairs
     write_json(args.out, doc)
     print("two_gpu_ratio", pairs, flush=True)
