@@ -160,6 +160,105 @@ def e2e_markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+PEER_FILES = ("peer-h200-round1.json", "peer-h200-round2.json")
+DDP_FILES = ("ddp-h200x2-call1.json", "ddp-h200x2-call2.json", "ddp-h200x2-call3.json")
+
+
+def peer_estimate(r: dict) -> dict[str, Any]:
+    """The estimator on a peer run (a LoRA run of the reference set-up; Liger's loss when ftwiz)."""
+    from ftwiz.core.memory import estimate_memory
+    from ftwiz.core.models import load_model_info
+
+    est = estimate_memory(
+        load_model_info("llama-3.1-8b"), method="lora", micro_batch=r["micro_batch"], seq_len=r["seq_len"],
+        rank=r["rank"], targets=r["targets"], grad_ckpt=r["grad_ckpt"], optim="adamw_torch", lora_dropout=0.0,
+        liger=r["system"] == "ftwiz" and r.get("liger", False),
+    )
+    return {"est_peak_allocated_gib": round(est.peak_gib, 3), "err_allocated_pct": error_pct(est.peak_gib, r.get("peak_allocated_gib"))}
+
+
+def peer_markdown(docs: list[tuple[str, dict]]) -> str:
+    """Both peer rounds: every run, then each round's ratios (each round is one alternating run)."""
+    env = docs[-1][1].get("environment", {})
+    setup = docs[-1][1].get("setup", {})
+    lines = [
+        "# ftwiz against Unsloth and transformers + peft (H200, Llama-3.1-8B shapes, random weights)", "",
+        "`bench/peer.py`: systems alternating within a round, each run in its own process; checkpointing on, then off. "
+        f"Set-up: {setup}. tokens/s are real tokens (every sequence full length). "
+        "Systems: `peft` = transformers + peft (the reference); `unsloth` = Unsloth 2026.10.9 FastLanguageModel "
+        "(its own checkpointing, `use_gradient_checkpointing=\"unsloth\"`); `ftwiz-l` = ftwiz's engine with every Liger kernel; "
+        "`ftwiz-c` = ftwiz's engine with compiled decoder layers (regional torch.compile) and Liger's fused linear "
+        "cross-entropy. Unsloth crashed in round 1 (it needs bitsandbytes even for 16-bit LoRA, and round 1 carried none); "
+        "round 2 installed it.", "",
+        *env_lines(env), "",
+        "| round | system | checkpointing | tokens/s | MFU % | peak alloc GiB | nvidia-smi GiB | estimator GiB (err %) | warm-up s | loss first -> last |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, doc in docs:
+        for r in doc.get("runs", []):
+            if r.get("status") != "ok":
+                lines.append(f"| {label} | {r.get('name')} | {'on' if r.get('grad_ckpt') else 'off'} | {r.get('status')} |||||||")
+                continue
+            est = peer_estimate(r) if r["system"] != "unsloth" else {}
+            losses = r.get("losses") or []
+            lines.append("| " + " | ".join([
+                label, r["name"], "on" if r["grad_ckpt"] else "off", fmt(r["tokens_per_s"], 0), fmt(r["mfu_pct"]),
+                fmt(r["peak_allocated_gib"], 2), fmt(r["nvml_used_gib"], 2),
+                f"{fmt(est.get('est_peak_allocated_gib'), 2)} ({fmt(est.get('err_allocated_pct'))})" if est else "-",
+                fmt(r.get("warmup_s")), f"{losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "-",
+            ]) + " |")
+    lines.append("")
+    for label, doc in docs:
+        for setting, part in doc.get("summary", {}).items():
+            for ref in ("peft", "unsloth"):
+                ratios = part.get(f"ratio_to_{ref}")
+                if ratios:
+                    lines.append(f"- {label}, {setting.replace('_', ' ')}: tokens/s relative to {ref}: "
+                                 + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    return "\n".join(lines) + "\n"
+
+
+def ddp_markdown(docs: list[tuple[str, dict]]) -> str:
+    """One GPU against two through `ftwiz train`, every call's runs and its ratio."""
+    env = docs[-1][1].get("environment", {})
+    lines = [
+        "# One H200 against two through `ftwiz train` (accelerate DDP; Llama-3.2-1B shapes, random weights)", "",
+        "`bench/ddp.py`: the real engine as a user starts it (`ftwiz train CONFIG --foreground`; two visible GPUs make it "
+        "launch through `accelerate launch --multi_gpu`), LoRA r=16 on all linear layers, micro-batch 16 x 512 per GPU, "
+        "packing, Liger, the pre-flight probe; `compiled` adds regional torch.compile. tokens/s are the run's own step "
+        "events (TRL counts every rank's tokens), median after step 20. Peak is per GPU and includes the probe's batch.", "",
+        *env_lines(env), "",
+        "| call | run | GPUs | outcome | tokens/s | peak GiB per GPU | probe tokens/s | probe s | probe peak (predicted) GiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, doc in docs:
+        seen: set[str] = set()
+        for r in doc.get("runs", []):
+            if r["name"] in seen:  # an early bench/ddp.py reused the name, so it re-read the first run's events
+                lines.append(f"| {label} | {r['name']} (again) | {r.get('gpus')} | not recorded: the summary re-read "
+                             "the first run's events (fixed: one name per run) |||||| ")
+                continue
+            seen.add(r["name"])
+            p = r.get("probe") or {}
+            lines.append("| " + " | ".join([
+                label, r["name"], str(r.get("gpus")), r["outcome"] + (f": {r.get('message')}" if r.get("message") else ""),
+                fmt(r.get("tokens_per_s_median"), 0), fmt(r.get("peak_gib_per_gpu"), 2), fmt(p.get("tokens_per_s"), 0),
+                fmt(p.get("duration_s")), f"{fmt(p.get('peak_gib'), 2)} ({fmt(p.get('predicted_peak_gib'), 2)})" if p else "-",
+            ]) + " |")
+        q = doc.get("qlora")
+        if q:
+            p = q.get("probe") or {}
+            lines.append("| " + " | ".join([
+                label, "qlora (dashboard open)", "1", q["outcome"], fmt(q.get("tokens_per_s_median"), 0),
+                fmt(q.get("peak_gib_per_gpu"), 2), fmt(p.get("tokens_per_s"), 0), fmt(p.get("duration_s")),
+                f"{fmt(p.get('peak_gib'), 2)} ({fmt(p.get('predicted_peak_gib'), 2)})" if p else "-"]) + " |")
+    lines.append("")
+    for label, doc in docs:
+        if doc.get("two_gpu_ratio"):
+            lines.append(f"- {label}: two GPUs / one GPU = " + ", ".join(f"{k} {v:.2f}x" for k, v in doc["two_gpu_ratio"].items()))
+    return "\n".join(lines) + "\n"
+
+
 def _commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -181,6 +280,11 @@ def main() -> None:
                    "peak_reserved_gib": r.get("peak_reserved_gib"), "nvml_used_gib": r.get("nvml_used_gib"),
                    "tokens_per_s": r.get("tokens_per_s"), **r.get("estimate", {})} for r in rows]
         (RESULTS / "estimator-errors.json").write_text(json.dumps({"estimator_commit": commit, "rows": errors}, indent=1) + "\n")
+    for name, files, render in (("peer-h200", PEER_FILES, peer_markdown), ("ddp-h200x2", DDP_FILES, ddp_markdown)):
+        found = [(f.split("-")[-1].removesuffix(".json"), json.loads((RESULTS / f).read_text()))
+                 for f in files if (RESULTS / f).exists()]
+        if found:
+            (RESULTS / f"{name}.md").write_text(render(found))
     for name, render in (("speed-h200", speed_markdown), ("e2e-h200", e2e_markdown)):
         path = RESULTS / f"{name}.json"
         if path.exists():

@@ -112,3 +112,33 @@ def test_gpu_fixture_was_recorded_on_the_h200():
     data = json.loads((Path(__file__).parent / "fixtures" / "gpus" / "h200.json").read_text())
     assert data["nvml_state"] == "ok" and data["gpus"][0]["name"] == "NVIDIA H200"
     assert data["gpus"][0]["compute_capability"] == [9, 0] and data["gpus"][0]["bf16"] is True
+
+
+def test_peer_summary_ratios_per_checkpointing_setting():
+    import peer
+
+    runs = [
+        {"status": "ok", "name": n, "grad_ckpt": c, "tokens_per_s": t, "peak_allocated_gib": 1.0, "nvml_used_gib": 2.0, "mfu_pct": 1.0}
+        for n, c, t in [("peft", True, 100), ("unsloth", True, 150), ("ftwiz-c", True, 165), ("ftwiz-c", True, 175),
+                        ("peft", False, 200), ("unsloth", False, 210), ("ftwiz-c", False, 240)]
+    ] + [{"status": "crashed", "name": "unsloth", "grad_ckpt": False}]
+    s = peer.summarise(runs)
+    assert s["checkpointing"]["tokens_per_s_median"]["ftwiz-c"] == 170
+    assert s["checkpointing"]["ratio_to_unsloth"]["ftwiz-c"] == pytest.approx(170 / 150, abs=1e-3)
+    assert s["no_checkpointing"]["ratio_to_peft"]["unsloth"] == pytest.approx(1.05)
+
+
+def test_committed_peer_and_ddp_results_render_and_hold_the_claims():
+    """The figures the README quotes, read back from the committed GPU results."""
+    peer_doc = json.loads((RESULTS / "peer-h200-round2.json").read_text())
+    s = peer_doc["summary"]
+    assert peer_doc["environment"]["gpu"] == "NVIDIA H200"
+    assert s["checkpointing"]["ratio_to_unsloth"]["ftwiz-c"] >= 1.0
+    assert s["no_checkpointing"]["ratio_to_unsloth"]["ftwiz-c"] >= 1.0
+    assert s["no_checkpointing"]["peak_allocated_gib_max"]["ftwiz-c"] <= s["no_checkpointing"]["peak_allocated_gib_max"]["unsloth"]
+    ddp = json.loads((RESULTS / "ddp-h200x2-call3.json").read_text())
+    assert ddp["environment"]["gpu_count"] == 2 and ddp["two_gpu_ratio"]["compiled"] >= 1.8
+    assert json.loads((RESULTS / "ddp-h200x2-call2.json").read_text())["two_gpu_ratio"]["eager"] >= 1.8
+    docs = [(f, json.loads((RESULTS / f).read_text())) for f in report.PEER_FILES]
+    assert "| round2 | unsloth | on |" in report.peer_markdown(docs).replace(f"| {docs[1][0]} |", "| round2 |")
+    assert "two GPUs / one GPU" in report.ddp_markdown([(f, json.loads((RESULTS / f).read_text())) for f in report.DDP_FILES])

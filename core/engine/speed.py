@@ -49,12 +49,12 @@ def repeated_layers(model: Any) -> list[Any]:
     return best
 
 
-def compile_layers(model: Any, dynamic: bool | None = None) -> int:
+def compile_layers(model: Any, dynamic: bool | None = None, **compile_kwargs: Any) -> int:
     """torch.compile every decoder layer in place; returns how many were compiled.
 
     Lazy: nothing is traced until the first forward, so kernels patched in later (Liger's loss)
     are seen. Sequence lengths that change from batch to batch cost one more compile with
-    dynamic shapes, then none.
+    dynamic shapes, then none. `compile_kwargs` go to torch.compile (tests pick a CPU backend).
     """
     import torch._dynamo
 
@@ -62,5 +62,5 @@ def compile_layers(model: Any, dynamic: bool | None = None) -> int:
     # Layers share one code object; each distinct guard set (shapes, autocast) takes a slot.
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     for layer in layers:
-        layer.compile(dynamic=dynamic)
+        layer.compile(dynamic=dynamic, **compile_kwargs)
     return len(layers)
