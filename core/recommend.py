@@ -32,8 +32,8 @@ SHORTEST_SEQ = 128
 SPEED_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "speed-h200.json"
 # The H200 comparison with transformers + peft and Unsloth (8B LoRA, micro-batch 4 x 512).
 PEER_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "peer-h200-round2.json"
-COMPILED_METHODS = ("lora", "full")
-"""Methods whose compiled layers were measured; 4-bit layers (QLoRA) were not."""
+COMPILED_METHODS = ("lora",)
+"""Methods whose compiled layers were measured (LoRA); full fine-tuning and 4-bit layers were not."""
 
 
 @lru_cache(maxsize=1)
@@ -64,11 +64,12 @@ def measured_compile_gain() -> dict[str, float]:
 
 
 def compile_option(cpu_only: bool, method: str) -> Recommendation:
-    """Regional torch.compile of the decoder layers, where it was measured (GPU, LoRA or full)."""
+    """Regional torch.compile of the decoder layers, where it was measured (LoRA on a GPU)."""
     if cpu_only:
         return Recommendation("regional_compile", False, "no GPU: compiled layers pay off on GPU kernels only")
     if method not in COMPILED_METHODS:
-        return Recommendation("regional_compile", False, f"{method}: compiled 4-bit layers were not measured; left off")
+        what = "4-bit layers" if method == "qlora" else "layers under full fine-tuning"
+        return Recommendation("regional_compile", False, f"{method}: compiled {what} were not measured; left off")
     gain = measured_compile_gain()
     evidence = (f"on the H200, 8B LoRA trained {gain['peft']:.2f}x transformers + peft and {gain['unsloth']:.2f}x "
                 "Unsloth (bench/results/peer-h200-round2.json)" if gain else "measured faster on the H200")

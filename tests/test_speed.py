@@ -102,8 +102,9 @@ def test_planner_compiles_lora_on_a_gpu_with_the_measured_reason():
     assert plan.to_config("d.jsonl").training.regional_compile is True
 
 
-def test_no_compiled_layers_for_qlora_or_cpu():
+def test_no_compiled_layers_where_unmeasured_or_on_cpu():
     from ftwiz.core.recommend import recommend_hyperparams
 
     assert recommend_hyperparams(5000, "qlora", bf16_ok=True)["regional_compile"] is False
+    assert recommend_hyperparams(5000, "full", bf16_ok=True)["regional_compile"] is False
     assert recommend_hyperparams(5000, "lora", bf16_ok=False, cpu_only=True)["regional_compile"] is False
