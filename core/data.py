@@ -6,6 +6,9 @@
     render_example(row, tokenizer, ...)     -> RenderedExample (exact text, per-token loss spans)
     build_dataset(config, tokenizer)        -> (train_ds, eval_ds) for the engine
 
+What is said along the way is a list of Note (kind "info" or "warning", set where the note is
+made; the engine emits each as an event of that kind, the CLI and the Data screen show them).
+
 Chat rows (chat, sharegpt, alpaca) go through the tokenizer's chat template. A tokenizer with
 no template gets ftwiz's fallback, FALLBACK_CHAT_TEMPLATE, which renders:
 
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ftwiz.core.data_formats import FORMATS, Example, check_row, detect_format, row_format, to_example
-from ftwiz.core.data_load import DataError, Loaded, Problem, Row, load_rows
+from ftwiz.core.data_load import DataError, Loaded, Note, Problem, Row, load_rows
 from ftwiz.core.errors import UserError
 
 if TYPE_CHECKING:
@@ -39,6 +42,7 @@ __all__ = [
     "FORMATS",
     "DataError",
     "DataReport",
+    "Note",
     "Problem",
     "RenderedExample",
     "TokenSpan",
@@ -78,7 +82,7 @@ class DataReport:
     problems: list[Problem]
     problems_total: int
     stats: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
     limit: int = DEFAULT_LIMIT
 
     @property
@@ -101,7 +105,7 @@ class DataReport:
             "problems_total": self.problems_total,
             "problems_more": self.problems_total - len(self.problems),
             "stats": self.stats,
-            "notes": self.notes,
+            "notes": [note.message for note in self.notes],
         }
 
 
@@ -196,7 +200,7 @@ def validate_rows(
             own = row_format(row.data, fuzzy=False)
             counts[own or "unknown"] = counts.get(own or "unknown", 0) + 1
         if len(counts) > 1:
-            report.notes.append("formats by row: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+            report.notes.append(Note.warning("formats by row: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))))
     if with_stats and good:
         report.stats = token_stats(good, tokenizer, max_length)
         report.stats["valid_rows"] = len(good)
@@ -286,25 +290,28 @@ def _plain_text(example: Example) -> str:
 # -- tokenizer and rendering ---------------------------------------------------------------
 
 
-def prepare_tokenizer(tokenizer: Any) -> list[str]:
+def prepare_tokenizer(tokenizer: Any) -> list[Note]:
     """Give the tokenizer a pad token and a chat template when it lacks them; say what was done.
+
+    The pad token chosen is an info note; the fallback chat template a warning (the model
+    learns ftwiz's format, not its own).
 
     Pad falls back to eos, then unk. Padding never carries loss: labels are built here, not
     from pad positions, so a pad equal to eos does not stop the model learning to end.
     """
-    notes = []
+    notes: list[Note] = []
     if tokenizer.pad_token is None:
         for name in ("eos_token", "unk_token"):
             token = getattr(tokenizer, name)
             if token is not None:
                 tokenizer.pad_token = token
-                notes.append(f"the tokenizer has no pad token: using its {name.split('_')[0]} token {token!r} for padding")
+                notes.append(Note.info(f"the tokenizer has no pad token: using its {name.split('_')[0]} token {token!r} for padding"))
                 break
         else:
             raise UserError("tokenizer: no pad, eos or unk token to pad with; add a pad token to the tokenizer")
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
-        notes.append("the tokenizer has no chat template: using ftwiz's fallback (### User: / ### Assistant:)")
+        notes.append(Note.warning("the tokenizer has no chat template: using ftwiz's fallback (### User: / ### Assistant:)"))
     return notes
 
 
@@ -444,15 +451,16 @@ def _encode(example: Example, tokenizer: Any, completion_only_loss: bool, with_s
 # -- datasets for the engine ----------------------------------------------------------------
 
 
-def build_dataset(config: RunConfig, tokenizer: Any, notes: list[str] | None = None, found: dict | None = None):
+def build_dataset(config: RunConfig, tokenizer: Any, notes: list[Note] | None = None, found: dict | None = None):
     """(train_ds, eval_ds) as datasets.Dataset; eval_ds is None when eval_fraction is 0.
 
     Columns: input_ids, attention_mask, labels (-100 where no loss), completion_mask (1 where
     loss; for TRL versions whose collator builds labels from it), all cut to
     training.max_length; eval_ds also has prompt_text and reference_text for samples.
     The tokenizer gets a pad token and a chat template if missing (see prepare_tokenizer);
-    what was done is appended to `notes`; what was detected goes in `found` ("data_format"). Raises DataError, before any model work, when a
-    row is bad.
+    what was done is appended to `notes` as Note (the split sizes and the pad token are info;
+    examples cut or left out, and the fallback template, are warnings); what was detected
+    goes in `found` ("data_format"). Raises DataError, before any model work, when a row is bad.
     """
     import datasets
 
@@ -492,9 +500,9 @@ def build_dataset(config: RunConfig, tokenizer: Any, notes: list[str] | None = N
                 out["prompt_text"].append(rendered.prompt_text)
                 out["reference_text"].append(rendered.reference_text)
         if truncated:
-            said.append(f"{truncated} of {len(indices)} examples cut to max_length {training.max_length}")
+            said.append(Note.warning(f"{truncated} of {len(indices)} examples cut to max_length {training.max_length}"))
         if dropped:
-            said.append(f"{dropped} examples left out: no answer token within max_length {training.max_length}")
+            said.append(Note.warning(f"{dropped} examples left out: no answer token within max_length {training.max_length}"))
         return out
 
     train = columns(train_ids, with_text=False)
@@ -507,6 +515,6 @@ def build_dataset(config: RunConfig, tokenizer: Any, notes: list[str] | None = N
     held_out = columns(eval_ids, with_text=True)
     eval_ds = datasets.Dataset.from_dict(held_out) if held_out["input_ids"] else None
     said.append(
-        f"{report.format} data: {len(train_ds)} training and {len(eval_ds) if eval_ds else 0} evaluation examples"
+        Note.info(f"{report.format} data: {len(train_ds)} training and {len(eval_ds) if eval_ds else 0} evaluation examples")
     )
     return train_ds, eval_ds

@@ -21,7 +21,7 @@ import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from ftwiz.core.errors import UserError
 from ftwiz.core.hub import hub_reachable
@@ -70,6 +70,39 @@ class Problem:
         return {**asdict(self), "text": str(self)}
 
 
+NoteKind = Literal["info", "warning"]
+NOTE_KINDS: tuple[NoteKind, ...] = ("info", "warning")
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something said while reading or preparing data, typed where it is said.
+
+    `info`: a fact (how a file was read, the train/evaluation split, the pad token chosen);
+    `warning`: something the user should look at (examples cut or left out, the fallback chat
+    template). The engine sends each note as an event of its kind (docs/events.md), so
+    rewording a message never changes how it is shown. `str(note)` is the message.
+    """
+
+    kind: NoteKind
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in NOTE_KINDS:
+            raise ValueError(f"note kind {self.kind!r}: expected one of {', '.join(NOTE_KINDS)}")
+
+    def __str__(self) -> str:
+        return self.message
+
+    @classmethod
+    def info(cls, message: str) -> Note:
+        return cls("info", message)
+
+    @classmethod
+    def warning(cls, message: str) -> Note:
+        return cls("warning", message)
+
+
 class DataError(UserError):
     """Data that cannot be used; carries every problem found (up to the report's limit)."""
 
@@ -97,7 +130,7 @@ class Loaded:
     unit: str
     rows: list[Row] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
 
 
 def load_rows(
@@ -136,14 +169,14 @@ def load_rows(
         return _load_tabular(path, "csv", max_rows)
     loaded = Loaded(source=spec, unit="line")
     if encoding.startswith(("utf-16", "utf-32")):
-        loaded.notes.append(f"read as {encoding.upper()} (byte-order mark found)")
+        loaded.notes.append(Note.info(f"read as {encoding.upper()} (byte-order mark found)"))
     if suffix in JSON_SUFFIXES and head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] != b"{":
         return _load_json_document(path, encoding, loaded, max_rows)
     if suffix in JSON_SUFFIXES:
         document = _load_json_document(path, encoding, loaded, max_rows, lines_fallback=True)
         if document is not None:
             return document
-        loaded.notes.append("a .json file with one object per line: read as JSON lines")
+        loaded.notes.append(Note.info("a .json file with one object per line: read as JSON lines"))
     _read_json_lines(path, encoding, loaded, max_rows, max_row_bytes)
     return loaded
 
@@ -331,7 +364,7 @@ def _load_json_document(
             'expected a JSON array of objects, or {"data": [...]}; for one object per line use a .jsonl file',
         )
     loaded.unit = "row"
-    loaded.notes.append(f'rows read from the "{lists[0]}" list; locations are row numbers')
+    loaded.notes.append(Note.info(f'rows read from the "{lists[0]}" list; locations are row numbers'))
     items = document[lists[0]][:max_rows] if max_rows else document[lists[0]]
     loaded.rows.extend(Row(i + 1, item) for i, item in enumerate(items))
     return loaded

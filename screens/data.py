@@ -10,6 +10,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.content import Content
 from textual.widgets import Button, Input, Sparkline, Static
 
 from ftwiz.tui.messages import DataValidated
@@ -103,11 +104,12 @@ class DataScreen(StepScreen):
             return
         report = message.report
         status = self.query_one("#data-status", Static)
-        verdict = "[green]ready to train[/]" if report.ok else f"[red]{report.problems_total} problem(s)[/]"
-        status.update(
-            f"[b]{report.source}[/b]: {report.rows:,} rows, format [b]{report.format or '?'}[/b], {verdict}"
-            + "".join(f"\n{note}" for note in report.notes)
-        )
+        verdict = ("ready to train", "green") if report.ok else (f"{report.problems_total} problem(s)", "red")
+        # Plain text, not markup: a path or a token such as [PAD] keeps its brackets. Warnings stand out.
+        notes = [part for note in report.notes for part in ("\n", (note.message, "yellow" if note.kind == "warning" else ""))]
+        status.update(Content.assemble(
+            (report.source, "bold"), f": {report.rows:,} rows, format ", (report.format or "?", "bold"), ", ", verdict, *notes
+        ))
         status.set_classes("")
         self.query_one("#problems", Static).update("\n".join(report.problem_lines()))
         if report.ok:

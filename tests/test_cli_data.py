@@ -44,6 +44,18 @@ def test_json_report_with_model_tokenizer(model_dir, capsys):
     assert "".join(s["text"] for s in spans if s["trains"]) == "four<|im_end|>\n"
 
 
+def test_tokenizer_notes_print_as_before_and_stay_strings_in_json(tmp_path, capsys):
+    """prepare_tokenizer's typed notes: `note: ...` lines in the report, plain strings in --json."""
+    bare = save_tiny_tokenizer(tmp_path / "bare", chat_template=False, pad=False)
+    assert main(["data", str(FIXTURES / "alpaca.jsonl"), "--model", str(bare), "--no-example"]) == 0
+    out = capsys.readouterr().out
+    assert "note: the tokenizer has no pad token: using its eos token '</s>' for padding\n" in out
+    assert "note: the tokenizer has no chat template: using ftwiz's fallback (### User: / ### Assistant:)\n" in out
+    assert main(["data", str(FIXTURES / "alpaca.jsonl"), "--model", str(bare), "--json"]) == 0
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert len(notes) == 2 and all(isinstance(note, str) for note in notes) and "no pad token" in notes[0]
+
+
 def test_unusable_file_exit_2_lists_problems_as_file_line(tmp_path, capsys):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "", "output": "b"}\n')

@@ -13,6 +13,7 @@ from ftwiz.core.config import config_from_dict
 from ftwiz.core.data import (
     FALLBACK_CHAT_TEMPLATE,
     DataError,
+    Note,
     build_dataset,
     detect_format,
     load_rows,
@@ -89,7 +90,8 @@ def test_json_data_wrapper_and_json_lines_in_a_json_file(tmp_path):
     lines = tmp_path / "lines.json"
     lines.write_text('{"text": "a"}\n{"text": "b"}\n')
     report = validate(str(lines))
-    assert report.ok and report.rows == 2 and "read as JSON lines" in report.notes[0]
+    assert report.ok and report.rows == 2 and "read as JSON lines" in report.notes[0].message
+    assert report.notes[0].kind == "info" and report.to_dict()["notes"] == [report.notes[0].message]
 
 
 def test_utf8_bom_and_utf16_bom_are_read(tmp_path):
@@ -98,7 +100,7 @@ def test_utf8_bom_and_utf16_bom_are_read(tmp_path):
     assert load_rows(bom8).rows[0].data == {"text": "café"}
     bom16 = utf16_with_bom(tmp_path / "bom16.jsonl", [{"instruction": "crème", "output": "brûlée"}] * 2)
     report = validate(str(bom16))
-    assert report.ok and report.rows == 2 and "UTF-16" in report.notes[0]
+    assert report.ok and report.rows == 2 and "UTF-16" in report.notes[0].message and report.notes[0].kind == "info"
     assert load_rows(bom16).rows[1].data["output"] == "brûlée"
 
 
@@ -144,13 +146,13 @@ def test_stats_without_tokenizer_are_labelled_estimates():
 
 def test_prepare_tokenizer_pad_and_fallback_template():
     bare = make_tiny_tokenizer(chat_template=False, pad=False)
-    notes = prepare_tokenizer(bare)
-    assert bare.pad_token == bare.eos_token == "</s>" and "eos token '</s>'" in notes[0]
-    assert bare.chat_template == FALLBACK_CHAT_TEMPLATE and "fallback" in notes[1]
+    pad, template = prepare_tokenizer(bare)
+    assert bare.pad_token == bare.eos_token == "</s>" and "eos token '</s>'" in str(pad) and pad.kind == "info"
+    assert bare.chat_template == FALLBACK_CHAT_TEMPLATE and "fallback" in str(template) and template.kind == "warning"
     assert prepare_tokenizer(bare) == []
     no_eos = make_tiny_tokenizer(chat_template=True, pad=False)
     no_eos.eos_token = None
-    assert "unk token '<unk>'" in prepare_tokenizer(no_eos)[0] and no_eos.pad_token == "<unk>"
+    assert "unk token '<unk>'" in prepare_tokenizer(no_eos)[0].message and no_eos.pad_token == "<unk>"
 
 
 def test_render_uses_chat_template_and_trains_only_answers(tokenizer):
@@ -193,7 +195,7 @@ def test_build_dataset_columns_labels_and_seeded_split(tmp_path):
     path = tmp_path / "chat.jsonl"
     path.write_text("".join(json.dumps(CHAT_ROW) + "\n" for _ in range(20)))
     tok = make_tiny_tokenizer(pad=False)
-    notes: list[str] = []
+    notes: list[Note] = []
     train, held_out = build_dataset(_config(path, eval_fraction=0.2), tok, notes)
     assert (len(train), len(held_out)) == (16, 4)
     assert {"input_ids", "attention_mask", "labels", "completion_mask"} <= set(train.column_names)
@@ -202,7 +204,8 @@ def test_build_dataset_columns_labels_and_seeded_split(tmp_path):
     assert len(example["input_ids"]) == len(example["labels"]) == 48  # cut to training.max_length
     assert example["labels"][0] == -100 and any(label != -100 for label in example["labels"])
     assert example["completion_mask"] == [int(label != -100) for label in example["labels"]]
-    assert tok.pad_token == "</s>" and any("pad" in n for n in notes) and any("cut to max_length" in n for n in notes)
+    said = [note.message for note in notes]
+    assert tok.pad_token == "</s>" and any("pad" in m for m in said) and any("cut to max_length" in m for m in said)
     again, _ = build_dataset(_config(path, eval_fraction=0.2), make_tiny_tokenizer(), [])
     assert again["input_ids"] == train["input_ids"]
 
@@ -217,6 +220,25 @@ def test_build_dataset_split_is_seeded_and_honours_max_rows(tmp_path):
     assert first["input_ids"] == train["input_ids"]
     no_eval, none = build_dataset(_config(path, eval_fraction=0.0, completion_only_loss=False), tok)
     assert none is None and len(no_eval) == 30 and no_eval[0]["labels"] == no_eval[0]["input_ids"]
+
+
+def test_notes_say_their_kind_where_they_are_made(tmp_path):
+    """Facts are info, things to look at are warnings: set by core.data, not read from the words."""
+    path = tmp_path / "pc.jsonl"
+    rows = [{"prompt": f"q{i} ", "completion": f"a{i}"} for i in range(8)]
+    rows += [{"prompt": "p", "completion": "answer " * 30}, {"prompt": "question " * 60, "completion": "a"}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    notes: list[Note] = []
+    build_dataset(_config(path, eval_fraction=0.2), make_tiny_tokenizer(chat_template=False, pad=False), notes)
+    assert all(isinstance(note, Note) and str(note) == note.message for note in notes)
+    infos = [note.message for note in notes if note.kind == "info"]
+    warnings = [note.message for note in notes if note.kind == "warning"]
+    assert len(infos) == 2 and "has no pad token" in infos[0] and infos[1].endswith("2 evaluation examples")
+    assert "chat template" in warnings[0], warnings
+    assert any("cut to max_length" in m for m in warnings) and any("left out" in m for m in warnings)
+    with pytest.raises(ValueError, match="note kind 'error'"):
+        Note("error", "not a kind the engine sends")  # type: ignore[arg-type]
+    assert Note.info("x") == Note("info", "x") and Note.warning("x").kind == "warning"
 
 
 def test_build_dataset_refuses_bad_rows_with_locations(tmp_path):

@@ -94,6 +94,52 @@ def test_facts_are_info_events_and_problems_warnings(finished_run):
     assert any("chat template" in m for m in warnings)  # the fallback template is a real caveat
 
 
+def test_engine_sends_each_note_as_the_kind_it_was_made_with(tmp_path, monkeypatch):
+    """The event type is note.kind, whatever the words: a reworded fact stays info, and a warning
+    worded like the split-size or pad-token facts stays a warning (no guessing from the text)."""
+    from types import SimpleNamespace
+
+    import torch
+    import transformers
+    from helpers_tokenizer import make_tiny_tokenizer
+
+    from ftwiz.core.data import Note
+    from ftwiz.core.engine import process
+    from ftwiz.core.runs import RunDir
+
+    said = [
+        Note.info("the split, said another way: 9 to learn from, 1 to check against"),
+        Note.warning("prompt_completion data: 9 training and 1 evaluation examples"),
+        Note.warning("the tokenizer has no pad token, and this time it is a warning"),
+    ]
+
+    class Sent(Exception):
+        """Raised once the last note is out: the rest of train() is not this test's business."""
+
+    def datasets_for(config, run, tokenizer, notes, found=None):
+        notes += said
+        return None, None
+
+    emit = process.Hooks.emit
+
+    def emit_then_stop(self, type, **fields):
+        emit(self, type, **fields)
+        if fields.get("message") == said[-1].message:
+            raise Sent
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # train() sets it for its own process
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: make_tiny_tokenizer())
+    monkeypatch.setattr(process, "datasets_for", datasets_for)
+    monkeypatch.setattr(process.Hooks, "emit", emit_then_stop)
+    run = RunDir(tmp_path)
+    config = config_from_dict({"model": {"name_or_path": "tiny"}, "data": {"path": "d"}})
+    with pytest.raises(Sent):
+        process.train(run, config, process.Flags(), SimpleNamespace(update=lambda **k: None), is_main=True)
+    messages = {note.message for note in said}
+    sent = [(e["type"], e["message"]) for e in events(run) if e.get("message") in messages]
+    assert sent == [(note.kind, note.message) for note in said]
+
+
 def test_catalog_model_names_load_from_their_hub_id(monkeypatch):
     """A config naming a catalog model (as the planner writes it) loads its Hub id everywhere."""
     import transformers

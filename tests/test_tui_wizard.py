@@ -359,3 +359,24 @@ async def test_review_summary_names_the_method_as_people_write_it(tmp_path):
         summary = str(app.screen.query_one("#summary", Static).content)
         assert summary.startswith("LoRA of ") and "LORA" not in summary
         assert "quantization section applies to QLoRA only" in summary
+
+
+async def test_data_notes_show_as_plain_text_with_warnings_marked(tmp_path):
+    """The Data screen shows each note's words as is ([brackets] too) and marks warnings by their kind."""
+    import json
+
+    path = tmp_path / "mixed [v2].json"  # one object per line in a .json file: an info note
+    rows = [{"instruction": f"say {i}", "output": f"[{i}]"} for i in range(3)] + [{"text": "a [b] c"}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))  # two formats: a warning note
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.state.data_spec = str(path)
+        app.goto_step("data")
+        await settle(pilot)
+        content = app.screen.query_one("#data-status", Static).content
+        lines = content.plain.split("\n")
+        assert lines[0] == f"{path}: 4 rows, format alpaca, 1 problem(s)"
+        assert lines[1:] == ["a .json file with one object per line: read as JSON lines", "formats by row: alpaca 3, text 1"]
+        marked = {content.plain[span.start:span.end].strip() for span in content.spans if str(span.style) == "yellow"}
+        assert marked == {lines[2]}

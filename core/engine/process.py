@@ -17,7 +17,6 @@ from __future__ import annotations
 import gc
 import math
 import os
-import re
 import signal
 import statistics
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ftwiz.core.config import RunConfig, load_config
+from ftwiz.core.data import Note
 from ftwiz.core.engine import checkpoints, faults
 from ftwiz.core.engine.model_source import model_source
 from ftwiz.core.errors import UserError
@@ -464,20 +464,12 @@ class Hooks:
         return any(not torch.isfinite(p).all() for p in model.parameters() if p.requires_grad)
 
 
-INFO_NOTES = (re.compile(r"^\S+ data: \d+ training and \d+ evaluation examples$"), re.compile(r"has no pad token"))
-"""Notes from core.data that are facts, not problems: sent as `info` events, the rest as `warning`."""
-
-
-def note_kind(note: str) -> str:
-    return "info" if any(pattern.search(note) for pattern in INFO_NOTES) else "warning"
-
-
 def _with_checkpointing(config: RunConfig) -> RunConfig:
     return config.model_copy(update={"training": config.training.model_copy(update={"gradient_checkpointing": True})})
 
 
 # -- datasets ---------------------------------------------------------------------------------------
-def datasets_for(config: RunConfig, run: RunDir, tokenizer: Any, notes: list[str], found: dict | None = None):
+def datasets_for(config: RunConfig, run: RunDir, tokenizer: Any, notes: list[Note], found: dict | None = None):
     """data.build_dataset on the configured data; the demo's rows are generated into the run dir first."""
     from ftwiz.core import data, demo
 
@@ -520,11 +512,11 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
     tokenizer = AutoTokenizer.from_pretrained(
         model_source(config.model.name_or_path), trust_remote_code=config.model.trust_remote_code, revision=config.model.revision
     )
-    notes: list[str] = []
+    notes: list[Note] = []
     found: dict[str, Any] = {}
     train_ds, eval_ds = datasets_for(config, run, tokenizer, notes, found)
     for note in notes:
-        hooks.emit(note_kind(note), message=note)
+        hooks.emit(note.kind, message=note.message)
 
     micro = int(prior.get("micro_batch") or config.training.per_device_train_batch_size)
     accum = int(prior.get("grad_accum") or config.training.gradient_accumulation_steps)
