@@ -23,15 +23,20 @@ def _hours(hours: float) -> str:
 
 def _render(d: dict) -> str:
     gpu = d["gpu"]
+    count = gpu.get("count", 1)
     gpu_line = (
         "none here (CPU only): plan for one with --gpu NAME or --vram GIB" if gpu["source"] == "cpu"
-        else f"{gpu['name']}: {gpu['free_gib']:.1f} of {gpu['total_gib']:.1f} GiB free ({gpu['source']})"
+        else f"{gpu['name']}: {gpu['free_gib']:.1f} of {gpu['total_gib']:.1f} GiB free ({gpu['source']})" if count == 1
+        else f"{count} x {gpu['name']}: {gpu['free_gib']:.1f} of {gpu['total_gib']:.1f} GiB free on each ({gpu['source']})"
     )
     lines = [
         f"Model    {d['model']['name']} ({d['model']['total_params'] / 1e9:.2f}B parameters)",
         f"GPU      {gpu_line}",
         f"Method   {d['method_reason']}",
     ]
+    if count > 1 and gpu["source"] != "cpu":
+        dist = d["distribution"]
+        lines.append(f"Launch   {dist['label']}: {dist['reason']}")
     if d["method"] == "qlora":
         lines.append(f"         fp32 upcast of embeddings/head/norms: {'yes' if d['qlora_upcast'] else 'no (base only frozen)'}")
     if d["method"] != "full":
@@ -41,7 +46,8 @@ def _render(d: dict) -> str:
     for name, item in d["hyperparameters"].items():
         lines.append(f"  {name:<28} {str(item['value']):<14} {item['reason']}")
     lines.append("")
-    lines.append(f"Memory   estimated peak GPU memory, reached at the {d['peak_phase']}")
+    each = " on each GPU" if count > 1 else ""
+    lines.append(f"Memory   estimated peak GPU memory{each}, reached at the {d['peak_phase']}")
     for name, gib in d["breakdown"].items():
         if gib:
             lines.append(f"  {name:<28} {_gib(gib)}")
@@ -91,6 +97,8 @@ def _on_off(value: str | None) -> bool | None:
 @click.option("--examples", type=int, default=None, help="Number of training examples (without --data).")
 @click.option("--gpu", type=str, default=None, help="Plan for this GPU (e.g. H200, 'A100 80GB', 4090).")
 @click.option("--vram", type=float, default=None, help="Plan for a GPU with this many GiB.")
+@click.option("--gpus", type=int, default=None,
+              help="How many of the --gpu/--vram GPUs (default 1; detected: this machine's count).")
 @click.option("--method", type=click.Choice(["auto", "lora", "qlora", "full"]), default="auto", show_default=True)
 @click.option("--batch", type=int, default=None, help="Micro-batch per GPU (per_device_train_batch_size).")
 @click.option("--seq", type=int, default=None, help="Maximum tokens per example.")
@@ -103,7 +111,7 @@ def _on_off(value: str | None) -> bool | None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--write", "write", type=click.Path(dir_okay=False), default=None, help="Write the run config YAML here.")
 @click.option("--force", is_flag=True, help="Let --write replace an existing file.")
-def plan(model, data, examples, gpu, vram, method, batch, seq, rank, targets, grad_ckpt, qlora_upcast, optim,
+def plan(model, data, examples, gpu, vram, gpus, method, batch, seq, rank, targets, grad_ckpt, qlora_upcast, optim,
          as_json, write, force):
     """Plan a fine-tune: method, hyperparameters, memory, fit, time and cost."""
     from ftwiz.core.plan import make_plan
@@ -127,6 +135,7 @@ def plan(model, data, examples, gpu, vram, method, batch, seq, rank, targets, gr
     result = make_plan(
         model, examples=examples, data_stats=data_stats, gpu=target, method=method, batch=batch, seq=seq,
         rank=rank, targets=targets, grad_ckpt=_on_off(grad_ckpt), qlora_upcast=qlora_upcast == "on", optim=optim,
+        gpus=gpus,
     )
     d = result.to_dict()
     if write:

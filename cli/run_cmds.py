@@ -55,11 +55,17 @@ def train(
         click.echo("  or on several machines, on each (see docs/engine.md): accelerate launch --multi_gpu "
                    "--num_machines M --machine_rank R --main_process_ip IP --num_processes N "
                    + " ".join(launch_command(run.path, 1)[1:]))
+        if config.training.fsdp:
+            click.echo("  FSDP (training.fsdp: true) is set by the config: the launch line is the same, "
+                       "the model is sharded over all N processes")
         return
     if as_json:
         click.echo(json.dumps({"run": run.name, "path": str(run.path), "state": run.state()}))
     elif detach:
         click.echo(f"started {run.name} in {run.path} (training goes on if you close this terminal)")
+        gpus = run.read_status().get("gpus") or 0
+        if gpus > 1:
+            click.echo(f"  {'FSDP' if config.training.fsdp else 'DDP'} over {gpus} GPUs (accelerate launch)")
         click.echo(f"  follow: ftwiz attach {run.name}    stop: ftwiz stop {run.name}")
     else:
         _print_summary(run)

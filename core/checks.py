@@ -95,6 +95,8 @@ def check_fits(config: RunConfig, info: ModelInfo, hardware: Hardware) -> None:
     """
     if hardware.cpu_only:
         return
+    # Under FSDP each GPU holds 1/N of the model (N: the GPUs here; a launch on more machines shards further).
+    shards = len(hardware.gpus) if config.training.fsdp else 1
     floor = minimum_memory(
         info,
         config.method,
@@ -104,15 +106,28 @@ def check_fits(config: RunConfig, info: ModelInfo, hardware: Hardware) -> None:
         optim=config.training.optim if config.training.optim in OPTIMIZERS else None,
         qlora_upcast=config.quantization.upcast,
         dtype="bf16" if config.training.bf16 else "fp16" if config.training.fp16 else "fp32",
+        shards=shards,
     )
     smallest = min(gpu.memory_total_bytes or 0 for gpu in hardware.gpus)
     if floor.peak_bytes > smallest:
         hint = {"full": "use method: lora or qlora", "lora": "use method: qlora"}.get(
             config.method, "use a smaller model or a shorter training.max_length"
         )
+        if config.method == "full" and shards == 1 and len(hardware.gpus) > 1:
+            hint = "set training.fsdp: true to shard it over the GPUs, or " + hint
+        sharded = f" sharded over {shards} GPUs (FSDP)" if shards > 1 else ""
         raise UserError(
-            f"method: {config.method} of {info.name} needs at least {floor.peak_gib:.1f} GiB even at "
+            f"method: {config.method} of {info.name} needs at least {floor.peak_gib:.1f} GiB{sharded} even at "
             f"micro-batch 1 with checkpointing, more than this GPU's {smallest / 2**30:.0f} GiB; {hint}"
+        )
+
+
+def check_launch(config: RunConfig, gpu_count: int) -> None:
+    """What the run needs from the GPUs it is launched on (checked again on each start and resume)."""
+    if config.training.fsdp and gpu_count < 2:
+        raise UserError(
+            f"training.fsdp: FSDP shards the model over several GPUs and this launch has {gpu_count}; "
+            "set training.fsdp: false (one GPU), or start the run where several GPUs are visible"
         )
 
 

@@ -83,6 +83,41 @@ class QuantizationSection(_Section):
     )
 
 
+FSDP_OPTION_WORDS = ("full_shard", "shard_grad_op", "offload", "auto_wrap", "no_shard", "hybrid_shard",
+                     "hybrid_shard_zero2")
+
+
+class FsdpConfig(_Section):
+    """transformers.TrainingArguments `fsdp_config` keys (transformers 5, FSDP2 through accelerate).
+
+    The defaults are the library's own; the keys FSDP1 alone reads (use_orig_params,
+    sync_module_states, forward/backward_prefetch) are not accepted: transformers 5 deprecates
+    FSDP1 and ftwiz runs FSDP2 only.
+    """
+
+    version: Literal[2] = Field(2, description="FSDP2 (torch.distributed.fsdp.fully_shard).")
+    reshard_after_forward: bool = Field(
+        True,
+        description="true: FULL_SHARD (ZeRO-3), the layer's weights are gathered again for backward; false: "
+        "SHARD_GRAD_OP (ZeRO-2), faster, more memory. ftwiz's memory estimate assumes true.",
+    )
+    cpu_offload: bool = Field(False, description="Keep parameters and gradients in CPU RAM between uses.")
+    activation_checkpointing: bool = Field(
+        False,
+        description="FSDP's own activation checkpointing. training.gradient_checkpointing: true turns it on "
+        "under FSDP (the Trainer's checkpointing would all-gather every layer once more).",
+    )
+    cpu_ram_efficient_loading: bool = Field(False, description="Load the checkpoint on rank 0 only.")
+    state_dict_type: Literal["FULL_STATE_DICT", "SHARDED_STATE_DICT"] = Field(
+        "FULL_STATE_DICT", description="FULL_STATE_DICT: checkpoints and the result load with from_pretrained."
+    )
+    auto_wrap_policy: Literal["TRANSFORMER_BASED_WRAP", "SIZE_BASED_WRAP", "NO_WRAP"] = "TRANSFORMER_BASED_WRAP"
+    transformer_layer_cls_to_wrap: list[str] | None = Field(
+        None, description="Decoder layer class names; unset: the model's own _no_split_modules."
+    )
+    min_num_params: int = Field(0, ge=0, description="SIZE_BASED_WRAP only.")
+
+
 class TrainingSection(_Section):
     """transformers.TrainingArguments / trl.SFTConfig fields."""
 
@@ -117,6 +152,25 @@ class TrainingSection(_Section):
         description="Before training, measure memory and tokens/s on the longest batch, adjust the "
         "micro-batch / checkpointing if it does not fit, and replace the time and cost estimates.",
     )
+    fsdp: bool = Field(
+        False,
+        description="Shard weights, gradients and optimizer states over the GPUs (FSDP) instead of a full "
+        "copy on each (DDP). Needs several GPUs; not with method: qlora.",
+    )
+    fsdp_config: FsdpConfig | None = Field(None, description="FSDP settings; unset: the library's defaults.")
+
+    @field_validator("fsdp", mode="before")
+    @classmethod
+    def _fsdp_flag(cls, value: Any) -> Any:
+        """transformers 5 takes fsdp=True plus fsdp_config; its older option string is deprecated."""
+        if value is None or value == "":
+            return False
+        if isinstance(value, str) and value.split() and all(w in FSDP_OPTION_WORDS for w in value.split()):
+            raise ValueError(
+                "the option string is transformers' deprecated form; write fsdp: true, and put the options in "
+                "fsdp_config (full_shard: reshard_after_forward: true, shard_grad_op: false, offload: cpu_offload: true)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_half_precision(self) -> TrainingSection:
@@ -152,6 +206,15 @@ class RunConfig(_Section):
     limits: LimitsSection = Field(default_factory=LimitsSection)
     output: OutputSection = Field(default_factory=OutputSection)
 
+    @model_validator(mode="after")
+    def _fsdp_method(self) -> RunConfig:
+        if self.training.fsdp and self.method == "qlora":
+            raise ValueError(
+                "training.fsdp: not with method: qlora (ftwiz does not shard 4-bit weights; QLoRA runs a copy per "
+                "GPU, DDP); set training.fsdp: false, or use method: lora or full"
+            )
+        return self
+
     # -- YAML -----------------------------------------------------------------------
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -176,6 +239,8 @@ class RunConfig(_Section):
 
         transformers 5.x folded `warmup_ratio` into `warmup_steps` (a float below 1 is a
         ratio); older releases still have `warmup_ratio`. Pass whichever this one has.
+        `fsdp` / `fsdp_config` are passed only when FSDP is on (fsdp=True, the form transformers
+        5 documents); the Trainer then builds accelerate's FSDP plugin from them.
         """
         import dataclasses
 
@@ -184,6 +249,15 @@ class RunConfig(_Section):
         t = self.training.model_dump(exclude={"max_length", "packing", "probe", "regional_compile"})
         if "warmup_ratio" not in {f.name for f in dataclasses.fields(TrainingArguments)}:
             t["warmup_steps"] = t.pop("warmup_ratio")
+        fsdp_config = t.pop("fsdp_config")
+        if t.pop("fsdp"):
+            # Under FSDP, checkpointing is FSDP's own: the Trainer's would all-gather each layer
+            # once more in backward, and transformers refuses both at once.
+            fsdp_config = fsdp_config or FsdpConfig().model_dump()
+            fsdp_config["activation_checkpointing"] = fsdp_config["activation_checkpointing"] or t["gradient_checkpointing"]
+            t["gradient_checkpointing"] = False
+            t["fsdp"] = True
+            t["fsdp_config"] = {k: v for k, v in fsdp_config.items() if v is not None}
         return t
 
 
@@ -195,6 +269,8 @@ def _describe(error: dict[str, Any]) -> str:
     if kind == "missing":
         return f"{field}: required but missing"
     message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:  # a check across sections: its message names the field itself
+        return message
     return f"{field}: {message} (got {error.get('input')!r})"
 
 

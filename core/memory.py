@@ -15,6 +15,9 @@ calibrated on its own (issue 5):
   layer recomputed at a time during backward.
 * logits and loss: transformers upcasts the logits to fp32 for the cross-entropy.
 * framework overhead: cuBLAS workspaces, ids/labels, rotary tables.
+* FSDP FULL_SHARD over N GPUs (`shards`): each GPU keeps 1/N of the weights, trainable
+  parameters, gradients and optimizer states; activations, the logits and the half-precision
+  copy of the layer being computed (the all-gathered weights) are not sharded.
 
 `peak_bytes` is what torch.cuda.max_memory_allocated() reports. `reserved_bytes` adds the caching
 allocator's slack and `nvidia_smi_bytes` adds the CUDA context (which max_memory_allocated never
@@ -244,6 +247,24 @@ def _selected_groups(shapes: _Shapes, targets: Iterable[Any]) -> list[Any]:
     return list(selected)
 
 
+class Sharded:
+    """A model as each of `shards` FSDP FULL_SHARD ranks holds it.
+
+    Anything that takes a model and calls estimate_memory (recommend.fit_to_gpu, minimum_memory)
+    plans for FSDP when given this view: it reads every attribute of the model and adds
+    `fsdp_shards`, which estimate_memory uses when its own `shards` is not given.
+    """
+
+    def __init__(self, info: Any, shards: int):
+        self.info = info
+        self.fsdp_shards = _positive_int(shards, "shards", "GPUs the model is sharded over")
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "info":  # not set yet (copy, unpickling): never recurse
+            raise AttributeError(name)
+        return getattr(self.info, name)
+
+
 def _positive_int(value: Any, option: str, hint: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise UserError(f"{option}: {value!r}: must be a whole number above 0 ({hint})")
@@ -269,19 +290,21 @@ def minimum_memory(
     optim: str | None = None,
     qlora_upcast: bool = False,
     dtype: str = "bf16",
+    shards: int | None = None,
 ) -> MemoryEstimate:
     """The floor of a method on a model: micro-batch 1 with gradient checkpointing.
 
     What "can this GPU train this model this way at all?" is answered against (the wizard's
     per-method tables, checks.check_fits); anything above it is a choice of batch size.
     `targets` is a preset ("attention") or module names; full fine-tuning ignores it.
+    `shards`: FSDP over that many GPUs (see estimate_memory).
     """
     from ftwiz.core.models import resolve_targets
 
     names = resolve_targets(info, targets) if method != "full" else ()
     return estimate_memory(
         info, method, micro_batch=1, seq_len=seq_len, rank=rank, targets=names, grad_ckpt=True,
-        optim=optim, qlora_upcast=qlora_upcast, dtype=dtype,
+        optim=optim, qlora_upcast=qlora_upcast, dtype=dtype, shards=shards,
     )
 
 
@@ -300,6 +323,7 @@ def estimate_memory(
     grad_accum: int = 1,
     liger: bool = False,
     calibration: Calibration = CALIBRATION,
+    shards: int | None = None,
 ) -> MemoryEstimate:
     """Peak memory allocated by PyTorch during a training step (after the first optimizer step).
 
@@ -308,6 +332,8 @@ def estimate_memory(
     across micro-batches when `grad_accum` > 1 (the Trainer zeroes them with set_to_none).
     `liger` = Liger kernels (TrainingArguments use_liger_kernel): the fused linear cross-entropy
     never materialises the logits, and RMSNorm keeps a half-precision input.
+    `shards`: the memory of one GPU under FSDP FULL_SHARD over that many GPUs (None: the
+    `fsdp_shards` of a `Sharded` model, else 1 = a whole replica, as on one GPU or under DDP).
     """
     if method not in METHODS:
         raise UserError(f"--method: {method!r}: unknown (allowed: {', '.join(METHODS)})")
@@ -318,6 +344,10 @@ def estimate_memory(
         raise UserError(f"--optim: {optim!r}: unknown (allowed: {', '.join(OPTIMIZERS)})")
     if method == "qlora" and dtype == "fp32":
         raise UserError("--dtype: fp32: QLoRA computes in bf16 or fp16 (allowed: bf16, fp16)")
+    shards = _positive_int(getattr(info, "fsdp_shards", 1) if shards is None else shards, "shards",
+                           "GPUs the model is sharded over")
+    if method == "qlora" and shards > 1:
+        raise UserError("shards: QLoRA is not sharded (ftwiz runs it with a copy per GPU, DDP); use shards 1")
     micro_batch = _positive_int(micro_batch, "--batch", "micro-batch per GPU, e.g. 4")
     seq_len = _positive_int(seq_len, "--seq", "tokens per example, e.g. 512")
     grad_accum = _positive_int(grad_accum, "--grad-accum", "e.g. 4")
@@ -380,6 +410,16 @@ def estimate_memory(
     else:
         state_bytes = int(c.adam8bit_bytes_per_param * trainable)
         step_temp = 0
+    if shards > 1:
+        # FULL_SHARD: every parameter, its gradient and its optimizer states live on one rank
+        # only (ceil: a parameter is split into equal padded pieces).
+        weights, trainable_param_bytes, grad_bytes, state_bytes, step_temp = (
+            -(-int(x) // shards) for x in (weights, trainable_param_bytes, grad_bytes, state_bytes, step_temp)
+        )
+        assumptions.append(
+            f"FSDP FULL_SHARD over {shards} GPUs: weights, gradients and optimizer states divided by {shards}; "
+            "activations, logits and the gathered layer's half-precision weights are not"
+        )
     paged = state_bytes if optim.startswith("paged_") else 0
     resident_states = state_bytes - paged
     if paged:

@@ -1,7 +1,9 @@
 """A training plan: method, hyperparameters, batch layout, memory, time and cost, with reasons.
 
 `make_plan` is what `ftwiz plan` prints and what the wizard's Review step shows; `to_config`
-turns it into the RunConfig the engine runs.
+turns it into the RunConfig the engine runs. On several GPUs the run is data-parallel: a copy
+of the model per GPU (DDP), or, for full fine-tuning that does not fit one GPU, the model
+sharded over them (FSDP).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ftwiz.core.errors import UserError
-from ftwiz.core.memory import GIB
+from ftwiz.core.memory import GIB, Sharded, default_optim, estimate_memory
 from ftwiz.core.recommend import Fit, Hyperparams, Recommendation, fit_to_gpu, recommend_hyperparams
 
 # Full fine-tuning is offered by "auto" only for models this small (it needs ~16 bytes per
@@ -36,6 +38,7 @@ class GpuTarget:
     free_bytes: int
     bf16: bool
     source: str  # "detected" | "--gpu" | "--vram" | "cpu"
+    count: int = 1  # GPUs the run uses; name and memory are those of the one with the least free
 
     @property
     def cpu_only(self) -> bool:
@@ -48,11 +51,17 @@ class GpuTarget:
             "free_gib": round(self.free_bytes / GIB, 2),
             "bf16": self.bf16,
             "source": self.source,
+            "count": self.count,
         }
 
 
-def resolve_gpu(gpu: Any = None) -> GpuTarget:
-    """A Hardware, GPU, known GPU name, VRAM in GiB (number), or None (detect this machine)."""
+def resolve_gpu(gpu: Any = None, count: int | None = None) -> GpuTarget:
+    """A Hardware, GPU, known GPU name, VRAM in GiB (number), or None (detect this machine).
+
+    `count`: how many such GPUs (--gpus); a Hardware brings its own, and every GPU of it runs
+    the training (one process each), so the plan is made for the one with the least free memory.
+    """
+    _check_positive(count, "--gpus")
     if gpu is None:
         from ftwiz.core.hardware import detect_hardware
 
@@ -61,20 +70,25 @@ def resolve_gpu(gpu: Any = None) -> GpuTarget:
         if not math.isfinite(gpu) or gpu <= 0:
             raise UserError(f"--vram: {gpu}: must be a number of GiB above 0")
         total = int(gpu * GIB)
-        return GpuTarget(f"{gpu:g} GiB GPU", total, total, True, "--vram")
+        return GpuTarget(f"{gpu:g} GiB GPU", total, total, True, "--vram", count or 1)
     if isinstance(gpu, str):
         from ftwiz.core.hardware import known_gpu
 
         gpu = known_gpu(gpu)
-        return GpuTarget(gpu.name, gpu.memory_total_bytes, gpu.memory_total_bytes, gpu.bf16, "--gpu")
+        return GpuTarget(gpu.name, gpu.memory_total_bytes, gpu.memory_total_bytes, gpu.bf16, "--gpu", count or 1)
     if hasattr(gpu, "gpus"):  # Hardware
         if not gpu.gpus:
             return GpuTarget("CPU only", 0, 0, False, "cpu")
-        source, gpu = "detected", gpu.gpus[0]
+        found = len(gpu.gpus)
+        if count is not None and count != found:
+            raise UserError(f"--gpus: {count}: this machine has {found} GPU(s) visible; "
+                            "plan for other hardware with --gpu NAME --gpus N")
+        source, gpus = "detected", gpu.gpus
     else:
-        source = "given"
-    free = gpu.memory_free_bytes if gpu.memory_free_bytes is not None else gpu.memory_total_bytes
-    return GpuTarget(gpu.name, gpu.memory_total_bytes, free, bool(gpu.bf16), source)
+        source, gpus, found = "given", [gpu], count or 1
+    free_of = lambda g: g.memory_free_bytes if g.memory_free_bytes is not None else g.memory_total_bytes  # noqa: E731
+    gpu = min(gpus, key=free_of)
+    return GpuTarget(gpu.name, gpu.memory_total_bytes, free_of(gpu), all(bool(g.bf16) for g in gpus), source, found)
 
 
 @dataclass
@@ -94,6 +108,15 @@ class Plan:
     seq_reason: str = DEFAULT_SEQ_REASON
     batch_asked: bool = False
     grad_ckpt_asked: bool = False
+    distribution: str = "single"  # "single" | "ddp" (a copy per GPU) | "fsdp" (sharded over the GPUs)
+    distribution_reason: str = ""
+
+    @property
+    def distribution_label(self) -> str:
+        """"FSDP over 2 GPUs", "DDP over 4 GPUs", "one GPU" (what the CLI and the wizard show)."""
+        if self.distribution == "single":
+            return "CPU" if self.gpu.cpu_only else "one GPU"
+        return f"{self.distribution.upper()} over {self.gpu.count} GPUs"
 
     @property
     def fits(self) -> bool:
@@ -140,6 +163,8 @@ class Plan:
             "cost": None if tc is None else {"usd": round(tc.cost_usd, 2), "price_per_gpu_hour": tc.price_per_gpu_hour, "source": tc.price_source},
             "time_cost_assumptions": [] if tc is None else tc.assumptions,
             "gpu": self.gpu.to_dict(),
+            "distribution": {"strategy": self.distribution, "gpus": self.gpu.count, "label": self.distribution_label,
+                             "reason": self.distribution_reason},
             "notes": list(self.notes),
         }
 
@@ -164,8 +189,13 @@ class Plan:
             "max_length": self.fit.max_length,
             "packing": hp["packing"],
             "use_liger_kernel": hp["use_liger_kernel"],
-            "regional_compile": hp["regional_compile"],
+            "regional_compile": hp["regional_compile"] and self.distribution != "fsdp",
         }
+        if self.distribution == "fsdp":
+            # transformers 5's form: fsdp=True, the rest in fsdp_config (core.config.FsdpConfig's
+            # defaults: FSDP2, FULL_SHARD, the model's own decoder layers as the wrapped units).
+            training["fsdp"] = True
+            training["fsdp_config"] = {"reshard_after_forward": True}
         data: dict[str, Any] = {
             "name": name,
             "method": self.method,
@@ -227,11 +257,14 @@ def make_plan(
     grad_ckpt: bool | None = None,
     qlora_upcast: bool = False,
     optim: str | None = None,
+    gpus: int | None = None,
 ) -> Plan:
     """Plan a fine-tune of `model` (ModelInfo or spec) on `gpu`; overrides are kept as given.
 
     `batch` is the micro-batch per GPU (per_device_train_batch_size); the effective batch comes
-    from the dataset's size band and gradient accumulation keeps it.
+    from the dataset's size band and gradient accumulation keeps it. `gpus`: how many of `gpu`
+    (a detected machine brings its own count). With several GPUs, full fine-tuning is sharded
+    (FSDP) when a whole copy per GPU does not fit; otherwise each GPU holds a copy (DDP).
     """
     from ftwiz.core.models import load_model_info, resolve_targets
 
@@ -245,7 +278,7 @@ def make_plan(
         raise UserError(f"--seq: {seq} is longer than {info.name}'s context ({context} tokens, "
                         f"max_position_embeddings); use at most {context}")
     n_examples = examples if examples is not None else (data_stats or {}).get("rows")
-    target = resolve_gpu(gpu)
+    target = resolve_gpu(gpu, gpus)
     notes: list[str] = []
     if target.cpu_only:
         notes.append("CPU only: no NVIDIA GPU found; fine-tuning this model needs one (plan with --gpu or --vram)")
@@ -257,12 +290,12 @@ def make_plan(
     dtype = "fp32" if target.cpu_only else ("bf16" if target.bf16 else "fp16")
     free = target.free_bytes
 
-    def plan_for(m: str, free: int = free) -> tuple[Hyperparams, Fit]:
+    def plan_for(m: str, free: int = free, shards: int = 1) -> tuple[Hyperparams, Fit]:
         hp = recommend_hyperparams(n_examples, m, target.bf16, target.cpu_only)
         r = rank or (hp["r"] if "r" in hp.items else 16)
         effective = max(hp["effective_batch_size"], batch or 1)
         fit = fit_to_gpu(
-            info, m, free, effective, seqs, r, resolved_targets,
+            Sharded(info, shards) if shards > 1 else info, m, free, effective, seqs, r, resolved_targets,
             micro_batch=batch, grad_ckpt=grad_ckpt, optim=optim, qlora_upcast=qlora_upcast,
             dtype=dtype if not (m == "qlora" and dtype == "fp32") else "bf16", lora_dropout=0.05,
             liger=hp["use_liger_kernel"],
@@ -304,6 +337,18 @@ def make_plan(
                           f"{fit.usable_bytes / GIB:.0f} GiB usable; 4-bit weights take ~1/4 of the memory")
                 if not fit.fits:
                     reason += "; even QLoRA does not fit"
+    distribution, distribution_reason = "single", ""
+    if target.count > 1 and not target.cpu_only:
+        distribution = "ddp"
+        distribution_reason = f"a copy of the model on each of the {target.count} GPUs, the batch split between them"
+        if chosen == "full":
+            sharded = _fsdp_fit(info, target, fit, lambda: plan_for("full", shards=target.count), optim, dtype, notes)
+            if sharded is not None:
+                (hp, fit), distribution_reason = sharded
+                distribution = "fsdp"
+                if hp["regional_compile"]:  # to_config leaves it off
+                    notes.append("regional_compile off under FSDP: ftwiz compiles layers before the Trainer "
+                                 "shards them, a combination not yet run on a GPU")
     rank_used = rank or (hp["r"] if "r" in hp.items else 16)
     if rank and "r" in hp.items:
         hp.items["r"] = Recommendation("r", rank, "as asked (--rank)")
@@ -327,9 +372,44 @@ def make_plan(
         seq_reason = f"{fit.max_length}: the longest of {', '.join(map(str, seqs))} that fits"
     plan = Plan(info, chosen, reason, qlora_upcast if chosen == "qlora" else False, rank_used, resolved_targets,
                 hp, fit, target, n_examples, notes=notes, seq_reason=seq_reason,
-                batch_asked=batch is not None, grad_ckpt_asked=grad_ckpt is not None)
+                batch_asked=batch is not None, grad_ckpt_asked=grad_ckpt is not None,
+                distribution=distribution, distribution_reason=distribution_reason)
     plan.time_cost = _time_cost(plan, data_stats)
     return plan
+
+
+def _fsdp_fit(info: Any, target: GpuTarget, replica: Fit, sharded_plan: Any, optim: str | None, dtype: str,
+              notes: list[str]) -> tuple[tuple[Hyperparams, Fit], str] | None:
+    """Full fine-tuning on several GPUs: the sharded plan and why, when FSDP is the better layout.
+
+    A copy per GPU (DDP) wins when it fits with the same optimizer; FSDP wins when the copy does
+    not fit at all, or fits only with 8-bit AdamW where the sharded model keeps standard AdamW.
+    None (DDP stays) otherwise; a note says when even the sharded model does not fit.
+    """
+    count, standard = target.count, default_optim("full")
+    if replica.fits and (optim or replica.optim == standard):
+        return None
+    hp, fit = sharded_plan()
+    if not fit.fits:
+        if not replica.fits:
+            notes.append(f"not even sharded over {count} GPUs (FSDP): {fit.reasons[0]}")
+        return None
+    if replica.fits and fit.optim != standard:
+        return None  # 8-bit AdamW either way: a copy per GPU is simpler and faster
+    # The engine places the whole fp32 model on each GPU before the Trainer shards it.
+    load = 4 * info.total_params
+    if load > fit.usable_bytes:
+        notes.append(f"FSDP over {count} GPUs would fit once sharded, but ftwiz loads the whole fp32 model on "
+                     f"each GPU first ({load / GIB:.0f} GiB, over {fit.usable_bytes / GIB:.0f} GiB usable)")
+        return None
+    opt = fit.optim
+    floor = estimate_memory(info, "full", 1, fit.max_length, grad_ckpt=True, optim=opt, dtype=dtype)
+    why = (f"a full copy per GPU needs {floor.required_bytes / GIB:.0f} GiB even at micro-batch 1 with "
+           f"checkpointing ({opt}), over one GPU's {fit.usable_bytes / GIB:.0f} GiB usable" if not replica.fits
+           else f"a full copy per GPU fits only with 8-bit AdamW ({replica.optim}); sharded, {opt} fits")
+    reason = (f"{why}; weights, gradients and optimizer states sharded {count} ways: "
+              f"{fit.estimate.required_bytes / GIB:.0f} GiB per GPU")
+    return (hp, fit), reason
 
 
 def _time_cost(plan: Plan, data_stats: dict | None) -> Any:
@@ -350,7 +430,7 @@ def _time_cost(plan: Plan, data_stats: dict | None) -> Any:
         plan.notes.append("time: assumes every example is max_length tokens (no data given)")
     tokens = per_example * plan.n_examples * plan.hyperparams["num_train_epochs"]
     return estimate_time_cost(params=plan.model.total_params, tokens=tokens, gpu=spec.name,
-                              method=plan.method, grad_ckpt=plan.fit.grad_ckpt)
+                              num_gpus=plan.gpu.count, method=plan.method, grad_ckpt=plan.fit.grad_ckpt)
 
 
 def tokens_per_example(data_stats: dict | None, max_length: int) -> tuple[float, bool]:

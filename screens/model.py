@@ -170,6 +170,7 @@ class ModelScreen(StepScreen):
         from ftwiz.core.memory import minimum_memory
 
         free = self.state.gpu_free_bytes
+        count = len(getattr(self.state.hardware, "gpus", None) or [])
         rows = []
         for method in METHODS:
             estimate = minimum_memory(info, method)
@@ -177,6 +178,8 @@ class ModelScreen(StepScreen):
                 verdict = "no GPU here"
             elif estimate.required_bytes < free:
                 verdict = f"[green]fits[/] ({free / GIB:.0f} GiB free)"
+            elif method == "full" and count > 1 and minimum_memory(info, method, shards=count).required_bytes < free:
+                verdict = f"[green]fits with FSDP over {count} GPUs[/] ({free / GIB:.0f} GiB free on each)"
             else:
                 verdict = f"[red]too big[/] ({free / GIB:.0f} GiB free)"
             rows.append((METHOD_LABELS[method], f"{estimate.peak_gib:.1f} GiB", verdict))

@@ -58,8 +58,11 @@ class ReviewScreen(StepScreen):
             self.query_one("#next", Button).disabled = True
             return
         name = self.config.name or "run"
+        count = len(getattr(self.state.hardware, "gpus", None) or [])
+        spread = f" over {count} GPUs with {'FSDP' if self.config.training.fsdp else 'DDP'}" if count > 1 else ""
         summary.update(
             f"{METHOD_NAMES[self.config.method]} of {self.config.model.name_or_path} on {self.config.data.path}"
+            f"{spread}"
             f"{'' if self.config.method == 'qlora' else ' (the quantization section applies to QLoRA only)'}. "
             f"Start training runs it in its own process: quitting ftwiz leaves it running."
         )

@@ -59,7 +59,7 @@ class SettingsScreen(StepScreen):
                                 type="integer" if kind == "int" else "text")
                 yield Static(self.reasons.get(key, ""), id=_widget_id(key) + "-why", classes="reason")
         yield Static("", id="settings-error", classes="bad")
-        yield Static("Memory on this GPU", classes="title")
+        yield Static("Memory on this GPU", id="memory-title", classes="title")
         yield MemoryBar(id="memory")
         yield Static("", id="time-cost")
         if self.state.method != "full" and self.state.model_info is not None:
@@ -217,11 +217,18 @@ class SettingsScreen(StepScreen):
         from ftwiz.core.memory import estimate_memory
 
         t = config.training
+        count = len(getattr(state.hardware, "gpus", None) or [])
+        shards = count if t.fsdp and count > 1 else 1
+        if count > 1:
+            self.query_one("#memory-title", Static).update(
+                f"Memory on each GPU: FSDP over {count} GPUs (weights, gradients, optimizer states sharded)"
+                if shards > 1 else f"Memory on each GPU: DDP over {count} GPUs (a copy of the model on each)"
+            )
         estimate = estimate_memory(
             info, config.method, t.per_device_train_batch_size, t.max_length, config.lora.r,
             self._targets_list(config), t.gradient_checkpointing, t.optim, config.quantization.upcast,
             "bf16" if t.bf16 else "fp16" if t.fp16 else "fp32",
-            lora_dropout=config.lora.lora_dropout, grad_accum=t.gradient_accumulation_steps,
+            lora_dropout=config.lora.lora_dropout, grad_accum=t.gradient_accumulation_steps, shards=shards,
         )
         bar.show(estimate, state.gpu_free_bytes)
         cost.update(self._time_cost(config))

@@ -95,3 +95,20 @@ def test_remote_code_is_refused_unless_trusted(tmp_path):
         preflight(_config(str(path)), CPU, None)
     trusted = config_from_dict({"model": {"name_or_path": str(path), "trust_remote_code": True}, "data": {"path": "d"}})
     assert "will run with your permissions" in preflight(trusted, CPU, None)[0]
+
+
+def test_full_fine_tuning_that_needs_fsdp_is_checked_sharded():
+    """Two A100 80GB (the synthesized recording): a full copy of the 8B model with AdamW cannot fit
+    one; sharded over both it can. The error says which field would change that."""
+    from pathlib import Path
+
+    from ftwiz.core.hardware import RecordedBackend, detect_hardware
+
+    two_a100 = detect_hardware(RecordedBackend(Path(__file__).parent / "fixtures" / "gpus" / "synthetic-2x-a100.json"))
+    info = load_model_info("llama-3.1-8b")
+    with pytest.raises(UserError, match=r"method: full of .* set training\.fsdp: true to shard it"):
+        preflight(_config("llama-3.1-8b", method="full", bf16=True, max_length=512), two_a100, info)
+    assert preflight(_config("llama-3.1-8b", method="full", bf16=True, max_length=512, fsdp=True), two_a100, info) == []
+    with pytest.raises(UserError, match=r"needs at least .* sharded over 2 GPUs \(FSDP\)"):
+        preflight(_config("llama-3.1-70b", method="full", bf16=True, max_length=512, fsdp=True), two_a100,
+                  load_model_info("llama-3.1-70b"))

@@ -148,3 +148,19 @@ def test_text_output_says_what_to_do_next(capsys, tmp_path):
     assert lines[-2] == f"Wrote    {target}" and "data.jsonl" in lines[-1] and f"ftwiz train {target}" in lines[-1]
     code, out, _ = run(capsys, ["plan", "--model", "llama-3.1-70b", "--gpu", "RTX 4090", "--method", "lora"])
     assert "Fits     NO" in out and out.count("does not fit even") == 1  # suggestion once, not again as a note
+
+
+def test_plan_shows_fsdp_over_several_gpus(capsys, tmp_path):
+    args = ["plan", "--model", "llama-3.1-8b", "--gpu", "H200", "--gpus", "2", "--method", "full", "--examples", "5000"]
+    code, out, _ = run(capsys, args)
+    assert code == 0 and "2 x H200" in out and "Launch   FSDP over 2 GPUs: " in out
+    assert "peak GPU memory on each GPU" in out
+    code, out, _ = run(capsys, args + ["--json"])
+    assert json.loads(out)["distribution"]["label"] == "FSDP over 2 GPUs"
+    code, out, _ = run(capsys, args + ["--write", str(tmp_path / "run.yaml")])
+    written = yaml.safe_load((tmp_path / "run.yaml").read_text())
+    assert code == 0 and written["training"]["fsdp"] is True and written["training"]["fsdp_config"]["version"] == 2
+    code, out, _ = run(capsys, args[:-4] + ["--method", "lora", "--examples", "5000"])
+    assert "Launch   DDP over 2 GPUs" in out
+    code, out, _ = run(capsys, ["plan", "--model", "llama-3.1-8b", "--gpu", "H200", "--examples", "5000"])
+    assert "Launch" not in out  # one GPU: as before

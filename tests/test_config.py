@@ -55,6 +55,10 @@ def test_maps_onto_peft_bitsandbytes_and_trl():
         ("training", {"bf16": True, "fp16": True}, "bf16 and fp16"),
         ("training", {"learnign_rate": 1e-4}, "training.learnign_rate: unknown key"),
         ("model", {"trust_remote_code": "maybe"}, "model.trust_remote_code"),
+        ("training", {"fsdp": "full_shard auto_wrap"}, "training.fsdp: the option string is transformers' deprecated"),
+        ("training", {"fsdp": True, "fsdp_config": {"use_orig_params": True}},
+         "training.fsdp_config.use_orig_params: unknown key"),
+        ("training", {"fsdp": True, "fsdp_config": {"version": 1}}, "training.fsdp_config.version"),
     ],
 )
 def test_bad_fields_are_named(section, fields, expected):
@@ -122,3 +126,56 @@ def test_any_file_gives_a_config_or_a_clear_error(tmp_path_factory, raw):
         load_config(path)
     except UserError as exc:
         assert str(path) in str(exc)
+
+
+# -- FSDP: transformers 5's own fields, fsdp=True + fsdp_config -------------------------------------
+FSDP_FULL = {**MINIMAL, "method": "full", "training": {
+    "fsdp": True, "gradient_checkpointing": True,
+    "fsdp_config": {"transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]},
+}}
+
+
+def test_fsdp_round_trips_and_maps_onto_sft_config(tmp_path, monkeypatch):
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from trl import SFTConfig
+
+    monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "false")  # TrainingArguments sets it: undone after
+
+    config = config_from_dict(FSDP_FULL)
+    assert load_config(config.save(tmp_path / "c.yaml")) == config
+    kwargs = config.training_kwargs()
+    assert kwargs["fsdp"] is True
+    # Checkpointing is FSDP's own under FSDP (transformers refuses both at once).
+    assert kwargs["gradient_checkpointing"] is False and kwargs["fsdp_config"]["activation_checkpointing"] is True
+    assert "transformer_layer_cls_to_wrap" in kwargs["fsdp_config"]
+    sft = SFTConfig(output_dir=str(tmp_path / "out"), use_cpu=True, **kwargs)
+    assert sft.fsdp is True and not sft.gradient_checkpointing
+    plugin_args = sft.fsdp_plugin_args
+    assert plugin_args["fsdp_version"] == 2 and plugin_args["reshard_after_forward"] is True
+    assert plugin_args["activation_checkpointing"] is True and plugin_args["state_dict_type"] == "FULL_STATE_DICT"
+    assert plugin_args["transformer_cls_names_to_wrap"] == "LlamaDecoderLayer"
+    # What the Trainer hands accelerate (builds on the CPU, no process group needed).
+    plugin = FullyShardedDataParallelPlugin(**plugin_args)
+    assert plugin.fsdp_version == 2 and plugin.activation_checkpointing
+
+
+def test_fsdp_off_passes_nothing_and_unset_config_takes_the_defaults():
+    plain = config_from_dict(MINIMAL).training_kwargs()
+    assert "fsdp" not in plain and "fsdp_config" not in plain
+    on = config_from_dict({**MINIMAL, "method": "full", "training": {"fsdp": True}}).training_kwargs()
+    assert on["fsdp_config"]["reshard_after_forward"] is True and on["fsdp_config"]["version"] == 2
+    assert "transformer_layer_cls_to_wrap" not in on["fsdp_config"]  # the model's own _no_split_modules
+    assert config_from_dict({**MINIMAL, "training": {"fsdp": ""}}).training.fsdp is False
+
+
+def test_qlora_with_fsdp_is_refused_in_one_line(tmp_path, capsys):
+    from ftwiz.cli.main import main
+
+    path = tmp_path / "q.yaml"
+    path.write_text(yaml.safe_dump({**MINIMAL, "method": "qlora", "training": {"fsdp": True}}))
+    with pytest.raises(UserError, match=r"training\.fsdp: not with method: qlora") as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: training.fsdp:") and "\n" not in str(caught.value)
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "training.fsdp" in err and "Traceback" not in err

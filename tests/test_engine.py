@@ -222,6 +222,39 @@ def test_launch_command_single_and_multi_gpu(tmp_path):
     assert RUN_ENV["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
 
 
+def test_launch_for_an_fsdp_config(tmp_path_factory, tmp_path, capsys):
+    """FSDP comes from the config (the Trainer builds accelerate's plugin from training.fsdp and
+    fsdp_config), so the launch line is DDP's; a launch on fewer than 2 GPUs is refused first."""
+    from ftwiz.cli.main import main
+    from ftwiz.core.checks import check_launch
+
+    fsdp = config_from_dict({**config_dict(tmp_path, tmp_path), "method": "full",
+                             "training": {"fsdp": True, "fsdp_config": {"reshard_after_forward": True}}})
+    assert launch_command(tmp_path, 2, python="py") == [
+        "py", "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "-m", "ftwiz.core.engine", str(tmp_path),
+    ]
+    check_launch(fsdp, 2)
+    for count in (0, 1):
+        with pytest.raises(UserError, match=rf"training\.fsdp: .* this launch has {count};"):
+            check_launch(fsdp, count)
+    # This CPU machine: refused before the run directory exists; --prepare-only (a launch by hand
+    # on other machines) writes it and says the launch line is the same.
+    model = tiny_model_dir(tmp_path_factory)
+    config = config_from_dict(config_dict(model, write_data(tmp_path / "d.jsonl"), fsdp=True))
+    runs = tmp_path / "runs"
+    with pytest.raises(UserError, match=r"training\.fsdp: .* has 0"):
+        start_run(config, runs)
+    assert not runs.exists()
+    path = config.save(tmp_path / "fsdp.yaml")
+    assert main(["--runs-dir", str(runs), "train", str(path), "--name", "sharded", "--prepare-only"]) == 0
+    out = capsys.readouterr().out
+    assert "accelerate launch --multi_gpu" in out and "FSDP (training.fsdp: true)" in out
+    assert main(["--runs-dir", str(runs), "resume", "sharded"]) == 2
+    assert "training.fsdp" in capsys.readouterr().err
+    assert json.loads((runs / "sharded" / "status.json").read_text())["state"] == "prepared"
+
+
 def test_bad_data_fails_before_anything_is_written(tmp_path_factory, tmp_path):
     model = tiny_model_dir(tmp_path_factory)
     bad = tmp_path / "bad.jsonl"

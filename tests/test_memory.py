@@ -261,3 +261,30 @@ def test_minimum_memory_names_a_bad_target(llama8b):
 
     with pytest.raises(UserError, match="no_such_proj"):
         minimum_memory(llama8b, "lora", targets=["no_such_proj"])
+
+
+def test_fsdp_shards_divide_weights_gradients_and_optimizer_states(llama8b):
+    """FULL_SHARD over 2 GPUs: half the weight, gradient and optimizer terms; activations and the
+    logits are not sharded."""
+    from ftwiz.core.memory import Sharded
+
+    whole = estimate(llama8b, method="full", micro_batch=1, grad_ckpt=True)
+    half = estimate(llama8b, method="full", micro_batch=1, grad_ckpt=True, shards=2)
+    assert whole.phase == half.phase == "optimizer step"
+    for term in ("weights", "gradients", "optimizer_states"):
+        assert half.breakdown[term] == pytest.approx(whole.breakdown[term] / 2, abs=16), term
+    assert half.breakdown["overhead"] == whole.breakdown["overhead"]
+    assert 0.49 < half.peak_bytes / whole.peak_bytes < 0.51
+    # Where activations and logits make the peak (LoRA, no checkpointing), they stay whole.
+    lora, lora2 = estimate(llama8b, grad_ckpt=False), estimate(llama8b, grad_ckpt=False, shards=2)
+    assert lora.phase == lora2.phase == "loss backward"
+    assert lora2.breakdown["activations"] == lora.breakdown["activations"]
+    assert lora2.breakdown["logits_loss"] == lora.breakdown["logits_loss"]
+    assert lora2.breakdown["weights"] == pytest.approx(lora.breakdown["weights"] / 2, abs=16)
+    # A Sharded view is the same estimate, for code that takes a model (recommend.fit_to_gpu).
+    view = estimate(Sharded(llama8b, 2), method="full", micro_batch=1, grad_ckpt=True)
+    assert view.breakdown == half.breakdown
+    with pytest.raises(UserError, match="shards: QLoRA"):
+        estimate(llama8b, method="qlora", shards=2)
+    with pytest.raises(UserError, match="shards"):
+        estimate(llama8b, shards=0)

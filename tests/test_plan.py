@@ -214,3 +214,70 @@ def test_config_time_cost_unknown_gpu_is_a_user_error():
 
     with pytest.raises(UserError):
         config_time_cost(_edited_config(), 8e9, 5000, None, "Voodoo 3")
+
+
+# -- several GPUs: DDP, or FSDP for full fine-tuning that does not fit one ----------------------------
+def _recorded_h200s(count: int):
+    """The recorded H200 (tests/fixtures/gpus/h200.json) as a machine with `count` of them."""
+    import copy
+    import json
+    from pathlib import Path
+
+    data = json.loads((Path(__file__).parent / "fixtures" / "gpus" / "h200.json").read_text())
+    first = data["gpus"][0]
+    data["gpus"] = [{**copy.deepcopy(first), "index": i, "nvml_index": i, "uuid": f"{first['uuid']}-{i}"}
+                    for i in range(count)]
+    return detect_hardware(backend=RecordedBackend(data))
+
+
+def test_full_8b_on_two_h200s_is_sharded_with_fsdp():
+    """A full copy with AdamW is ~16 bytes per weight (~120 GiB for 8B) + activations: over one H200's
+    usable memory; sharded 2 ways it fits with standard AdamW."""
+    machine = _recorded_h200s(2)
+    plan = make_plan("llama-3.1-8b", examples=5000, gpu=machine, method="full")
+    assert plan.gpu.count == 2 and plan.fits
+    assert plan.distribution == "fsdp" and plan.distribution_label == "FSDP over 2 GPUs"
+    assert plan.fit.optim == "adamw_torch"  # standard AdamW, where a copy per GPU needs 8-bit states
+    assert "sharded 2 ways" in plan.distribution_reason and "8-bit AdamW" in plan.distribution_reason
+    assert plan.fit.estimate.required_bytes <= plan.fit.usable_bytes
+    assert any("FSDP FULL_SHARD over 2 GPUs" in a for a in plan.fit.estimate.assumptions)
+    d = plan.to_dict()
+    assert d["distribution"] == {"strategy": "fsdp", "gpus": 2, "label": "FSDP over 2 GPUs",
+                                 "reason": plan.distribution_reason}
+    config = plan.to_config()
+    assert config.training.fsdp is True and config.training.fsdp_config.reshard_after_forward is True
+    assert config.training.regional_compile is False  # never compiled layers under FSDP (not run)
+    # One H200: unchanged (a copy with 8-bit AdamW), no FSDP.
+    single = make_plan("llama-3.1-8b", examples=5000, gpu="H200", method="full")
+    assert single.distribution == "single" and single.fit.optim == "adamw_8bit"
+    assert single.to_config().training.fsdp is False
+
+
+def test_lora_and_qlora_on_two_h200s_keep_ddp():
+    machine = _recorded_h200s(2)
+    for method in ("lora", "qlora", "auto"):
+        plan = make_plan("llama-3.1-8b", examples=5000, gpu=machine, method=method)
+        assert plan.distribution == "ddp" and plan.distribution_label == "DDP over 2 GPUs", method
+        assert plan.to_config().training.fsdp is False
+    # Full fine-tuning of a model whose copy fits one GPU with standard AdamW stays DDP too.
+    small = make_plan("llama-3.2-1b", examples=5000, gpu=machine, method="full")
+    assert small.distribution == "ddp" and small.fit.optim == "adamw_torch"
+
+
+def test_full_70b_does_not_fit_even_sharded_over_two_h200s():
+    plan = make_plan("llama-3.1-70b", examples=5000, gpu=_recorded_h200s(2), method="full")
+    assert not plan.fits and plan.distribution == "ddp"
+    assert any(n.startswith("not even sharded over 2 GPUs (FSDP)") for n in plan.notes)
+    assert any(n.startswith("does not fit") for n in plan.notes)
+
+
+def test_gpus_count_for_a_named_gpu():
+    plan = make_plan("llama-3.1-8b", examples=5000, gpu="H200", gpus=2, method="full")
+    assert plan.distribution == "fsdp" and plan.gpu.count == 2
+    assert "2 GPUs data-parallel" in " ".join(plan.time_cost.assumptions)
+    one = make_plan("llama-3.1-8b", examples=5000, gpu="H200", method="full")
+    assert plan.time_cost.hours < one.time_cost.hours
+    with pytest.raises(UserError, match="--gpus"):
+        make_plan("llama-3.1-8b", gpu="H200", gpus=0)
+    with pytest.raises(UserError, match="--gpus: 3: this machine has 2"):
+        resolve_gpu(_recorded_h200s(2), 3)

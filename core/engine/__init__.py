@@ -4,7 +4,9 @@ start_run checks everything it can (config, model files, data rows) before it wr
 single file, then creates the run directory, writes config.yaml and starts
 `python -m ftwiz.core.engine RUN_DIR` detached: its own session (so SIGHUP from a dropped
 SSH connection never reaches it), no shell, stdin from /dev/null, output to train.log.
-With more than one visible GPU the same module runs under `accelerate launch` (DDP).
+With more than one visible GPU the same module runs under `accelerate launch`: DDP, or FSDP
+when the config says `training.fsdp: true` (the Trainer builds accelerate's FSDP plugin from
+its own `fsdp` / `fsdp_config` arguments, so the launch line is the same).
 Nothing here imports torch.
 """
 
@@ -31,7 +33,12 @@ RUN_ENV = {
 
 
 def launch_command(run_path: str | Path, gpu_count: int, python: str | None = None) -> list[str]:
-    """The argv of the run process: plain Python on one device, accelerate (DDP) on several."""
+    """The argv of the run process: plain Python on one device, accelerate on several.
+
+    DDP and FSDP share it: with `fsdp` in its arguments, the Trainer hands accelerate a
+    FullyShardedDataParallelPlugin, which switches accelerate's state to FSDP (no accelerate
+    config file and no `--use_fsdp`; those would only set the same plugin from the environment).
+    """
     python = python or sys.executable
     engine = ["-m", "ftwiz.core.engine", str(run_path)]
     if gpu_count > 1:
@@ -84,7 +91,11 @@ def validate_run(config: RunConfig) -> list[str]:
 
 def launch(run: RunDir, gpu_count: int | None = None, detach: bool = True, env: dict[str, str] | None = None) -> RunDir:
     """Start the run process for an existing run directory (`env`: extra variables for it)."""
+    from ftwiz.core.checks import check_launch
+    from ftwiz.core.config import load_config
+
     count = visible_gpu_count() if gpu_count is None else gpu_count
+    check_launch(load_config(run.config_path), count)
     env = {**os.environ, **RUN_ENV, **(env or {})}
     log = os.open(run.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
@@ -123,6 +134,12 @@ def start_run(
     under `accelerate launch`, see docs/engine.md).
     """
     warnings = validate_run(config)
+    count = None
+    if start:  # a run prepared for a launch by hand is checked when it is launched
+        from ftwiz.core.checks import check_launch
+
+        count = visible_gpu_count()
+        check_launch(config, count)
     wanted = name or config.name or time.strftime("run-%Y%m%d-%H%M%S")
     run = create_run_dir(runs_dir, wanted)
     config = config.model_copy(update={"name": run.name})
@@ -133,7 +150,7 @@ def start_run(
     if not start:
         run.write_status(state="prepared")
         return run
-    return launch(run, detach=detach, env=env)
+    return launch(run, gpu_count=count, detach=detach, env=env)
 
 
 def resume_run(run: RunDir, detach: bool = True) -> RunDir:
@@ -145,6 +162,9 @@ def resume_run(run: RunDir, detach: bool = True) -> RunDir:
         raise UserError(f"run {run.name}: still {state}; stop it first (`ftwiz stop {run.name}`)")
     if state == "finished":
         raise UserError(f"run {run.name}: already finished; start a new run to train further")
-    load_config(run.config_path)
+    from ftwiz.core.checks import check_launch
+
+    count = visible_gpu_count()
+    check_launch(load_config(run.config_path), count)
     run.emit("resumed", previous_state=state)
-    return launch(run, detach=detach)
+    return launch(run, gpu_count=count, detach=detach)
