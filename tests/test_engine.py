@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import sys
+from pathlib import Path
 
 import pytest
 from helpers_engine import FAKE_TOKEN, config_dict, events, start, tiny_model_dir, wait_state, write_data
@@ -359,3 +360,36 @@ def test_prepare_only_checks_and_writes_but_starts_nothing(tmp_path_factory, tmp
     status = json.loads((runs / "multi" / "status.json").read_text())
     assert status["state"] == "prepared" and "pid" not in status
     assert (runs / "multi" / "config.yaml").exists() and not (runs / "multi" / "train.log").exists()
+
+
+def test_fsdp_save_is_a_collective_that_only_the_main_rank_installs(tmp_path):
+    """Under FSDP every rank joins the save (the shards are gathered); only rank 0 stages and installs."""
+    from ftwiz.core.engine import results
+    from ftwiz.core.runs import create_run_dir
+
+    calls: list[str] = []
+
+    class Accelerator:
+        def wait_for_everyone(self):
+            calls.append("barrier")
+
+    class Trainer:
+        accelerator = Accelerator()
+
+        def __init__(self, writes: bool):
+            self.writes = writes
+
+        def save_model(self, path):
+            calls.append("save")
+            if self.writes:  # the Trainer writes from the main process only
+                Path(path).mkdir(parents=True, exist_ok=True)
+                (Path(path) / "model.safetensors").write_bytes(b"x")
+                (Path(path) / "training_args.bin").write_bytes(b"pickle")
+
+    run = create_run_dir(tmp_path, "r")
+    assert results.save_adapter(Trainer(writes=False), run, is_main=False, sharded=True) == run.adapter_dir
+    assert calls == ["barrier", "save", "barrier"] and not run.adapter_dir.exists()
+    calls.clear()
+    results.save_adapter(Trainer(writes=True), run, is_main=True, sharded=True)
+    assert calls == ["barrier", "save", "barrier"]
+    assert sorted(p.name for p in run.adapter_dir.iterdir()) == ["model.safetensors"]

@@ -186,7 +186,7 @@ def build_model(config: RunConfig, precision: str, cuda: bool) -> Any:
     import torch
 
     model = load_model(config, precision, cuda)
-    if cuda and config.method != "qlora":  # 4-bit weights are placed by device_map already
+    if cuda and config.method != "qlora" and not config.training.fsdp:  # 4-bit: device_map; FSDP: shards
         # On the GPU now, not when the Trainer starts: the probe runs before it.
         model.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))))
     t = config.training
@@ -630,15 +630,20 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
         return "stopped"
     from ftwiz.core.engine import results
 
-    if is_main:
-        results.save_adapter(trainer, run)
+    sharded = config.training.fsdp and world_size > 1
+    if is_main or sharded:  # under FSDP saving gathers the shards: every rank takes part
+        results.save_adapter(trainer, run, is_main=is_main, sharded=sharded)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     final_loss = losses[-1] if losses else None
     if flags.limit:
         hooks.emit("stopped", step=step, reason=flags.limit["limit"], adapter=str(run.adapter_dir.relative_to(run.path)))
         return "stopped"
     demo_score = None
-    if is_main and config.output.samples > 0 and eval_ds is not None:
+    if sharded and config.output.samples > 0:
+        # Generating on rank 0 alone would wait forever for the other ranks' shards.
+        hooks.emit("info", message=f"before/after samples are skipped under FSDP; compare the saved model with "
+                   f"`ftwiz sample {run.name} --prompt TEXT`")
+    elif is_main and config.output.samples > 0 and eval_ds is not None:
         summary = results.before_after_samples(trainer.model, tokenizer, eval_ds, config, run)
         hooks.emit("samples", path=run.samples_path.name, count=summary["count"], before=summary["before"], after=summary["after"])
         if config.data.path == "demo":

@@ -36,11 +36,23 @@ def _install(staged: Path, final: Path) -> Path:
     return final
 
 
-def save_adapter(trainer: Any, run: RunDir) -> Path:
-    """The adapter (safetensors) or, for full fine-tuning, the model, into adapter/ atomically."""
+def save_adapter(trainer: Any, run: RunDir, is_main: bool = True, sharded: bool = False) -> Path:
+    """The adapter (safetensors) or, for full fine-tuning, the model, into adapter/ atomically.
+
+    `sharded` (FSDP): every rank must call this, since gathering the shards into one state dict
+    is a collective; the Trainer writes from the main process only, and only it stages and
+    installs the directory, between barriers.
+    """
     staged = run.path / ".adapter.tmp"
-    shutil.rmtree(staged, ignore_errors=True)
+    if is_main:
+        shutil.rmtree(staged, ignore_errors=True)
+    if sharded:
+        trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(staged))
+    if sharded:
+        trainer.accelerator.wait_for_everyone()
+    if not is_main:
+        return run.adapter_dir
     # The Trainer pickles its arguments next to the model; an adapter needs none of it.
     (staged / "training_args.bin").unlink(missing_ok=True)
     return _install(staged, run.adapter_dir)
