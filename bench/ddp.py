@@ -34,18 +34,13 @@ from common import environment, write_json  # noqa: E402
 
 
 def config_for(model: Path, data: Path, method: str, steps: int, compiled: bool, name: str) -> dict:
-    return {
-        "name": name,
-        "method": method,
-        "model": {"name_or_path": str(model)},
-        "data": {"path": str(data), "eval_fraction": 0.02},
-        "lora": {"r": 16, "lora_alpha": 32, "target_modules": "all-linear"},
-        "training": {"learning_rate": 2e-4, "max_steps": steps, "per_device_train_batch_size": 16,
-                     "gradient_accumulation_steps": 1, "bf16": True, "gradient_checkpointing": False,
-                     "max_length": 512, "logging_steps": 5, "save_steps": 10 * steps, "packing": True,
-                     "use_liger_kernel": True, "regional_compile": compiled, "probe": True},
-        "output": {"samples": 0},
-    }
+    """gpu_check's run config with what the planner picks for LoRA on an H200, no saves or samples."""
+    from ftwiz.core.engine.gpu_check import run_config
+
+    config = {**run_config(model, data, method, steps), "name": name, "output": {"samples": 0}}
+    config["training"].update(gradient_checkpointing=False, save_steps=10 * steps, packing=True,
+                              use_liger_kernel=True, regional_compile=compiled, probe=True)
+    return config
 
 
 def events_of(run_dir: Path) -> list[dict]:
