@@ -247,24 +247,6 @@ def _selected_groups(shapes: _Shapes, targets: Iterable[Any]) -> list[Any]:
     return list(selected)
 
 
-class Sharded:
-    """A model as each of `shards` FSDP FULL_SHARD ranks holds it.
-
-    Anything that takes a model and calls estimate_memory (recommend.fit_to_gpu, minimum_memory)
-    plans for FSDP when given this view: it reads every attribute of the model and adds
-    `fsdp_shards`, which estimate_memory uses when its own `shards` is not given.
-    """
-
-    def __init__(self, info: Any, shards: int):
-        self.info = info
-        self.fsdp_shards = _positive_int(shards, "shards", "GPUs the model is sharded over")
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "info":  # not set yet (copy, unpickling): never recurse
-            raise AttributeError(name)
-        return getattr(self.info, name)
-
-
 def _positive_int(value: Any, option: str, hint: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise UserError(f"{option}: {value!r}: must be a whole number above 0 ({hint})")
@@ -290,7 +272,7 @@ def minimum_memory(
     optim: str | None = None,
     qlora_upcast: bool = False,
     dtype: str = "bf16",
-    shards: int | None = None,
+    shards: int = 1,
 ) -> MemoryEstimate:
     """The floor of a method on a model: micro-batch 1 with gradient checkpointing.
 
@@ -323,7 +305,7 @@ def estimate_memory(
     grad_accum: int = 1,
     liger: bool = False,
     calibration: Calibration = CALIBRATION,
-    shards: int | None = None,
+    shards: int = 1,
 ) -> MemoryEstimate:
     """Peak memory allocated by PyTorch during a training step (after the first optimizer step).
 
@@ -332,8 +314,8 @@ def estimate_memory(
     across micro-batches when `grad_accum` > 1 (the Trainer zeroes them with set_to_none).
     `liger` = Liger kernels (TrainingArguments use_liger_kernel): the fused linear cross-entropy
     never materialises the logits, and RMSNorm keeps a half-precision input.
-    `shards`: the memory of one GPU under FSDP FULL_SHARD over that many GPUs (None: the
-    `fsdp_shards` of a `Sharded` model, else 1 = a whole replica, as on one GPU or under DDP).
+    `shards`: the memory of one GPU under FSDP FULL_SHARD over that many GPUs (1: a whole
+    replica, as on one GPU or under DDP).
     """
     if method not in METHODS:
         raise UserError(f"--method: {method!r}: unknown (allowed: {', '.join(METHODS)})")
@@ -344,8 +326,7 @@ def estimate_memory(
         raise UserError(f"--optim: {optim!r}: unknown (allowed: {', '.join(OPTIMIZERS)})")
     if method == "qlora" and dtype == "fp32":
         raise UserError("--dtype: fp32: QLoRA computes in bf16 or fp16 (allowed: bf16, fp16)")
-    shards = _positive_int(getattr(info, "fsdp_shards", 1) if shards is None else shards, "shards",
-                           "GPUs the model is sharded over")
+    shards = _positive_int(shards, "shards", "GPUs the model is sharded over")
     if method == "qlora" and shards > 1:
         raise UserError("shards: QLoRA is not sharded (ftwiz runs it with a copy per GPU, DDP); use shards 1")
     micro_batch = _positive_int(micro_batch, "--batch", "micro-batch per GPU, e.g. 4")

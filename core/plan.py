@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ftwiz.core.errors import UserError
-from ftwiz.core.memory import GIB, Sharded, default_optim, estimate_memory
+from ftwiz.core.memory import GIB, default_optim, estimate_memory
 from ftwiz.core.recommend import Fit, Hyperparams, Recommendation, fit_to_gpu, recommend_hyperparams
 
 # Full fine-tuning is offered by "auto" only for models this small (it needs ~16 bytes per
@@ -295,10 +295,10 @@ def make_plan(
         r = rank or (hp["r"] if "r" in hp.items else 16)
         effective = max(hp["effective_batch_size"], batch or 1)
         fit = fit_to_gpu(
-            Sharded(info, shards) if shards > 1 else info, m, free, effective, seqs, r, resolved_targets,
+            info, m, free, effective, seqs, r, resolved_targets,
             micro_batch=batch, grad_ckpt=grad_ckpt, optim=optim, qlora_upcast=qlora_upcast,
             dtype=dtype if not (m == "qlora" and dtype == "fp32") else "bf16", lora_dropout=0.05,
-            liger=hp["use_liger_kernel"],
+            liger=hp["use_liger_kernel"], shards=shards,
         )
         return hp, fit
 
@@ -396,11 +396,13 @@ def _fsdp_fit(info: Any, target: GpuTarget, replica: Fit, sharded_plan: Any, opt
         return None
     if replica.fits and fit.optim != standard:
         return None  # 8-bit AdamW either way: a copy per GPU is simpler and faster
-    # The engine places the whole fp32 model on each GPU before the Trainer shards it.
+    # Conservative until FSDP has run on GPUs: the whole fp32 model must fit one GPU, in case
+    # accelerate's FSDP2 preparation moves the loaded model to the GPU before sharding it.
     load = 4 * info.total_params
     if load > fit.usable_bytes:
-        notes.append(f"FSDP over {count} GPUs would fit once sharded, but ftwiz loads the whole fp32 model on "
-                     f"each GPU first ({load / GIB:.0f} GiB, over {fit.usable_bytes / GIB:.0f} GiB usable)")
+        notes.append(f"FSDP over {count} GPUs would fit once sharded, but the whole fp32 model may pass through "
+                     f"one GPU while it is sharded ({load / GIB:.0f} GiB, over {fit.usable_bytes / GIB:.0f} GiB "
+                     "usable); not planned until that is measured")
         return None
     opt = fit.optim
     floor = estimate_memory(info, "full", 1, fit.max_length, grad_ckpt=True, optim=opt, dtype=dtype)

@@ -258,13 +258,15 @@ def fit_to_gpu(
     dtype: str = "bf16",
     lora_dropout: float = 0.05,
     liger: bool = False,
+    shards: int = 1,
 ) -> Fit:
     """The fastest layout whose estimate fits `free_bytes` with the margin.
 
     `seq_lens` are the max_length candidates, longest (no truncation) first; the first one for
     which some layout fits wins. Micro-batches divide the effective batch so accumulation keeps
     it; `micro_batch` / `grad_ckpt` given by the user are kept as they are. `liger`: the memory
-    of Liger's fused cross-entropy (no full logits).
+    of Liger's fused cross-entropy (no full logits). `shards`: FSDP over that many GPUs
+    (estimate_memory's `shards`; `free_bytes` is then one GPU's).
     """
     if effective_batch <= 0:
         raise UserError(f"--batch: {effective_batch}: must be a whole number above 0")
@@ -282,7 +284,7 @@ def fit_to_gpu(
     def estimate(mb: int, seq: int, ckpt: bool, opt: str = optims[-1]) -> MemoryEstimate:
         return estimate_memory(
             info, method, mb, seq, rank, targets, ckpt, opt, qlora_upcast, dtype,
-            lora_dropout=lora_dropout, grad_accum=max(1, -(-effective_batch // mb)), liger=liger,
+            lora_dropout=lora_dropout, grad_accum=max(1, -(-effective_batch // mb)), liger=liger, shards=shards,
         )
 
     margin = f"{usable / GIB:.1f} GiB usable of {free_bytes / GIB:.1f} GiB free (margin 10% + 1 GiB)"

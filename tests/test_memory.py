@@ -266,8 +266,6 @@ def test_minimum_memory_names_a_bad_target(llama8b):
 def test_fsdp_shards_divide_weights_gradients_and_optimizer_states(llama8b):
     """FULL_SHARD over 2 GPUs: half the weight, gradient and optimizer terms; activations and the
     logits are not sharded."""
-    from ftwiz.core.memory import Sharded
-
     whole = estimate(llama8b, method="full", micro_batch=1, grad_ckpt=True)
     half = estimate(llama8b, method="full", micro_batch=1, grad_ckpt=True, shards=2)
     assert whole.phase == half.phase == "optimizer step"
@@ -281,9 +279,6 @@ def test_fsdp_shards_divide_weights_gradients_and_optimizer_states(llama8b):
     assert lora2.breakdown["activations"] == lora.breakdown["activations"]
     assert lora2.breakdown["logits_loss"] == lora.breakdown["logits_loss"]
     assert lora2.breakdown["weights"] == pytest.approx(lora.breakdown["weights"] / 2, abs=16)
-    # A Sharded view is the same estimate, for code that takes a model (recommend.fit_to_gpu).
-    view = estimate(Sharded(llama8b, 2), method="full", micro_batch=1, grad_ckpt=True)
-    assert view.breakdown == half.breakdown
     with pytest.raises(UserError, match="shards: QLoRA"):
         estimate(llama8b, method="qlora", shards=2)
     with pytest.raises(UserError, match="shards"):
