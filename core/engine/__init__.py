@@ -90,12 +90,12 @@ def validate_run(config: RunConfig) -> list[str]:
 
 
 def launch(run: RunDir, gpu_count: int | None = None, detach: bool = True, env: dict[str, str] | None = None) -> RunDir:
-    """Start the run process for an existing run directory (`env`: extra variables for it)."""
-    from ftwiz.core.checks import check_launch
-    from ftwiz.core.config import load_config
+    """Start the run process for an existing run directory (`env`: extra variables for it).
 
+    The callers (start_run, resume_run) check the launch against the GPUs first, before they
+    write anything.
+    """
     count = visible_gpu_count() if gpu_count is None else gpu_count
-    check_launch(load_config(run.config_path), count)
     env = {**os.environ, **RUN_ENV, **(env or {})}
     log = os.open(run.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
