@@ -170,7 +170,7 @@ class ModelScreen(StepScreen):
         from ftwiz.core.memory import minimum_memory
 
         free = self.state.gpu_free_bytes
-        count = len(getattr(self.state.hardware, "gpus", None) or [])
+        count = self.state.gpu_count
         rows = []
         for method in METHODS:
             estimate = minimum_memory(info, method)

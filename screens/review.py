@@ -58,7 +58,7 @@ class ReviewScreen(StepScreen):
             self.query_one("#next", Button).disabled = True
             return
         name = self.config.name or "run"
-        count = len(getattr(self.state.hardware, "gpus", None) or [])
+        count = self.state.gpu_count
         spread = f" over {count} GPUs with {'FSDP' if self.config.training.fsdp else 'DDP'}" if count > 1 else ""
         summary.update(
             f"{METHOD_NAMES[self.config.method]} of {self.config.model.name_or_path} on {self.config.data.path}"

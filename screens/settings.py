@@ -217,7 +217,7 @@ class SettingsScreen(StepScreen):
         from ftwiz.core.memory import estimate_memory
 
         t = config.training
-        count = len(getattr(state.hardware, "gpus", None) or [])
+        count = state.gpu_count
         shards = count if t.fsdp and count > 1 else 1
         if count > 1:
             self.query_one("#memory-title", Static).update(

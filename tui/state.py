@@ -54,6 +54,11 @@ class WizardState:
         return gpus[0].memory_free_bytes if gpus else None
 
     @property
+    def gpu_count(self) -> int:
+        """GPUs found (0 before detection or without any): a run uses them all."""
+        return len(getattr(self.hardware, "gpus", None) or [])
+
+    @property
     def bf16_ok(self) -> bool:
         gpus = getattr(self.hardware, "gpus", None)
         return bool(gpus) and all(g.bf16 for g in gpus)
