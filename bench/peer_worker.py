@@ -6,9 +6,8 @@ random tokens with labels = inputs, clipping at 1.0, AdamW, one optimizer step p
 Only the system that builds the model differs:
 
 * "peft": transformers + peft as their docs show it (the reference);
-* "ftwiz": ftwiz's engine code (load_model, wrap_model) with the speed options the engine
-  applies: Liger kernels as transformers' Trainer applies them, and regional compilation
-  (ftwiz.core.engine.speed);
+* "ftwiz": the engine's own build_model (ftwiz.core.engine.process): Liger kernels and
+  regional compilation as a run applies them (ftwiz.core.engine.speed);
 * "unsloth": Unsloth's FastLanguageModel (its own kernels and its own checkpointing).
   Unsloth patches transformers on import, so it only ever runs in a process of its own.
 """
@@ -43,10 +42,11 @@ def build_peft(arm: dict, device):
 
 
 def build_ftwiz(arm: dict, device):
+    """The engine's own build_model: base weights, Liger as the run applies it, LoRA, compiled layers."""
     import torch
     from ftwiz.core.config import config_from_dict
-    from ftwiz.core.engine.process import load_model, wrap_model
-    from ftwiz.core.engine.speed import compile_layers, liger_kernel_config
+    from ftwiz.core.engine.process import build_model
+    from ftwiz.core.engine.speed import repeated_layers
 
     config = config_from_dict({
         "method": "lora",
@@ -56,17 +56,13 @@ def build_ftwiz(arm: dict, device):
         "training": {"gradient_checkpointing": arm["grad_ckpt"], "bf16": True, "use_liger_kernel": arm["liger"],
                      "regional_compile": arm["compile"]},
     })
-    model = load_model(config, "bf16" if device.type == "cuda" else "fp32", device.type == "cuda").to(device)
-    if arm["liger"]:  # what transformers' Trainer does with use_liger_kernel and liger_kernel_config
-        from liger_kernel.transformers import _apply_liger_kernel_to_instance
-
-        _apply_liger_kernel_to_instance(model=model, **(liger_kernel_config(arm["compile"]) or {}))
     torch.manual_seed(arm["seed"])
-    model = wrap_model(model, config)
-    if arm["grad_ckpt"]:
+    cuda = device.type == "cuda"
+    model = build_model(config, "bf16" if cuda else "fp32", cuda)
+    if arm["grad_ckpt"]:  # in a run, the Trainer turns it on
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    compiled = compile_layers(model) if arm["compile"] else 0
+    compiled = sum(getattr(layer, "_compiled_call_impl", None) is not None for layer in repeated_layers(model))
     return model, {"compiled_layers": compiled}
 
 
