@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
@@ -41,32 +40,6 @@ def config_for(model: Path, data: Path, method: str, steps: int, compiled: bool,
     config["training"].update(gradient_checkpointing=False, save_steps=10 * steps, packing=True,
                               use_liger_kernel=True, regional_compile=compiled, probe=True)
     return config
-
-
-def events_of(run_dir: Path) -> list[dict]:
-    path = run_dir / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def summarize(run_dir: Path, skip: int) -> dict:
-    events = events_of(run_dir)
-    steps = [e for e in events if e["type"] == "step"]
-    rates = [e["tokens_per_s"] for e in steps if e.get("tokens_per_s") and e["step"] > skip]
-    last = [e for e in events if e["type"] in ("finished", "error", "stopped")]
-    started = next((e for e in events if e["type"] == "started"), {})
-    return {
-        "run": run_dir.name,
-        "outcome": last[-1]["type"] if last else "none",
-        "message": last[-1].get("message") if last else None,
-        "world_size": started.get("world_size"),
-        "steps": steps[-1]["step"] if steps else 0,
-        "tokens_per_s_median": statistics.median(rates) if rates else None,
-        "tokens_per_s_samples": rates,
-        "peak_gib_per_gpu": max((g["peak_gib"] for e in steps for g in e.get("gpus", [])), default=None),
-        "probe": next((e for e in events if e["type"] == "probe"), None),
-        "warnings": [e["message"] for e in events if e["type"] == "warning"],
-        "duration_s": last[-1].get("duration_s") if last else None,
-    }
 
 
 def ftwiz(*args: str) -> list[str]:
@@ -91,7 +64,7 @@ async def shoot_dashboard(runs_dir: Path, name: str, out_dir: Path, size=(120, 4
 def main() -> None:
     import yaml
 
-    from ftwiz.core.engine.gpu_check import build_data, build_model
+    from ftwiz.core.engine.gpu_check import build_data, build_model, events_of, summarize
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)

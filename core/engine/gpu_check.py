@@ -71,22 +71,34 @@ def run_config(model: Path, data: Path, method: str, steps: int) -> dict:
     }
 
 
-def summarize(run_dir: Path) -> dict:
-    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+def events_of(run_dir: Path) -> list[dict]:
+    path = run_dir / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def summarize(run_dir: Path, skip: int = 0) -> dict:
+    """A run's outcome and figures from its own events; tokens/s from the steps after `skip`."""
+    events = events_of(run_dir)
     steps = [e for e in events if e["type"] == "step"]
-    rates = [e["tokens_per_s"] for e in steps if e.get("tokens_per_s")]
-    last = [e for e in events if e["type"] in ("finished", "error")][-1]
+    rates = [e["tokens_per_s"] for e in steps if e.get("tokens_per_s") and e["step"] > skip]
+    last = [e for e in events if e["type"] in ("finished", "error", "stopped")]
+    started = next((e for e in events if e["type"] == "started"), {})
+    checkpoints = run_dir / "checkpoints"
     return {
         "run": run_dir.name,
-        "outcome": last["type"],
-        "message": last.get("message"),
+        "outcome": last[-1]["type"] if last else "none",
+        "message": last[-1].get("message") if last else None,
+        "world_size": started.get("world_size"),
         "steps": steps[-1]["step"] if steps else 0,
         "final_loss": steps[-1]["loss"] if steps else None,
-        "peak_gpu_gib": max((g["peak_gib"] for e in steps for g in e.get("gpus", [])), default=None),
+        "peak_gib_per_gpu": max((g["peak_gib"] for e in steps for g in e.get("gpus", [])), default=None),
         "reserved_gib": max((e.get("gpu_mem_reserved_gib") or 0 for e in steps), default=None),
         "tokens_per_s_median": statistics.median(rates) if rates else None,
-        "duration_s": last.get("duration_s"),
-        "checkpoints": sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.is_dir()),
+        "tokens_per_s_samples": rates,
+        "probe": next((e for e in events if e["type"] == "probe"), None),
+        "warnings": [e["message"] for e in events if e["type"] == "warning"],
+        "duration_s": last[-1].get("duration_s") if last else None,
+        "checkpoints": sorted(p.name for p in checkpoints.iterdir() if p.is_dir()) if checkpoints.is_dir() else [],
     }
 
 
