@@ -38,15 +38,18 @@ def merge_results(docs: list[dict]) -> list[dict]:
     return list(rows.values())
 
 
-def estimate_row(r: dict) -> dict[str, Any]:
-    """The estimator's prediction for one measured configuration, and the errors."""
+def estimate_row(r: dict, liger: bool = False) -> dict[str, Any]:
+    """The estimator's prediction for one measured configuration, and the errors.
+
+    `liger`: estimate with Liger's memory model (the matrix's own tables leave it off and say so).
+    """
     from ftwiz.core.memory import estimate_memory
     from ftwiz.core.models import load_model_info
 
     est = estimate_memory(
         load_model_info(r["model"]), method=r["method"], micro_batch=r["micro_batch"], seq_len=r["seq_len"],
         rank=r["rank"], targets=r["targets"], grad_ckpt=r["grad_ckpt"], optim=r["optim"],
-        qlora_upcast=r.get("qlora_upcast", False), lora_dropout=r.get("lora_dropout", 0.05),
+        qlora_upcast=r.get("qlora_upcast", False), lora_dropout=r.get("lora_dropout", 0.05), liger=liger,
     )
     out = {
         "est_peak_allocated_gib": round(est.peak_gib, 3),
@@ -56,7 +59,7 @@ def estimate_row(r: dict) -> dict[str, Any]:
         "err_reserved_pct": error_pct(est.reserved_gib, r.get("peak_reserved_gib")),
         "err_nvidia_smi_pct": error_pct(est.nvidia_smi_gib, r.get("nvml_used_gib")),
     }
-    if r.get("liger"):
+    if r.get("liger") and not liger:
         out["note"] = "Liger kernels on; the estimator does not model them"
     return out
 
@@ -165,16 +168,9 @@ DDP_FILES = ("ddp-h200x2-call1.json", "ddp-h200x2-call2.json", "ddp-h200x2-call3
 
 
 def peer_estimate(r: dict) -> dict[str, Any]:
-    """The estimator on a peer run (a LoRA run of the reference set-up; Liger's loss when ftwiz)."""
-    from ftwiz.core.memory import estimate_memory
-    from ftwiz.core.models import load_model_info
-
-    est = estimate_memory(
-        load_model_info("llama-3.1-8b"), method="lora", micro_batch=r["micro_batch"], seq_len=r["seq_len"],
-        rank=r["rank"], targets=r["targets"], grad_ckpt=r["grad_ckpt"], optim="adamw_torch", lora_dropout=0.0,
-        liger=r["system"] == "ftwiz" and r.get("liger", False),
-    )
-    return {"est_peak_allocated_gib": round(est.peak_gib, 3), "err_allocated_pct": error_pct(est.peak_gib, r.get("peak_allocated_gib"))}
+    """estimate_row on a peer run (the reference set-up's LoRA; Liger's loss when ftwiz ran it)."""
+    row = {**r, "model": "llama-3.1-8b", "method": "lora", "optim": "adamw_torch", "lora_dropout": 0.0}
+    return estimate_row(row, liger=r["system"] == "ftwiz" and r.get("liger", False))
 
 
 def peer_markdown(docs: list[tuple[str, dict]]) -> str:
