@@ -199,17 +199,23 @@ async def test_demo_path_walks_every_step_with_the_keyboard_alone(tmp_path, monk
         assert screen_name(app) == "SettingsScreen"
 
 
-async def test_settings_edits_validate_and_move_the_memory_bar(tmp_path):
+async def open_settings_for_8b(app, pilot, n_examples: int, data_stats: dict | None = None) -> None:
+    """Straight to the Settings step with Llama-3.1-8B and a validated train.jsonl of n_examples rows."""
     from ftwiz.core.models import load_model_info
 
+    await settle(pilot)
+    app.state.model_spec = "llama-3.1-8b"
+    app.state.model_info = load_model_info("llama-3.1-8b")
+    app.state.data_spec, app.state.n_examples = "train.jsonl", n_examples
+    app.state.data_stats = data_stats
+    app.goto_step("settings")
+    await settle(pilot)
+
+
+async def test_settings_edits_validate_and_move_the_memory_bar(tmp_path):
     app = fixed_app(tmp_path / "runs", H200)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        app.state.model_spec = "llama-3.1-8b"
-        app.state.model_info = load_model_info("llama-3.1-8b")
-        app.state.data_spec, app.state.n_examples = "train.jsonl", 5000
-        app.goto_step("settings")
-        await settle(pilot)
+        await open_settings_for_8b(app, pilot, 5000)
         memory = lambda: str(app.screen.query_one("#memory").content)  # noqa: E731
         before = memory()
         assert "fits" in before and "weights" in before
@@ -326,17 +332,10 @@ async def test_method_ranking_fits_its_pane_at_120x40(tmp_path):
 async def test_settings_follow_the_data_steps_token_lengths_and_say_why_per_field(tmp_path):
     """Short examples give a short max_length (core's plan from the data statistics), and the
     batch, accumulation and checkpointing fields each carry their own reason."""
-    from ftwiz.core.models import load_model_info
-
     app = fixed_app(tmp_path / "runs", H200)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        app.state.model_spec = "llama-3.1-8b"
-        app.state.model_info = load_model_info("llama-3.1-8b")
-        app.state.data_spec, app.state.n_examples = "train.jsonl", 2000
-        app.state.data_stats = {"rows": 2000, "estimate": False, "p50": 40, "p95": 90, "max": 120, "mean": 45.0}
-        app.goto_step("settings")
-        await settle(pilot)
+        stats = {"rows": 2000, "estimate": False, "p50": 40, "p95": 90, "max": 120, "mean": 45.0}
+        await open_settings_for_8b(app, pilot, 2000, stats)
         assert app.screen.query_one("#f-training-max_length", Input).value == "128"
         assert app.state.config.training.max_length == 128
         why = {key: str(app.screen.query_one(f"#f-training-{key}-why", Static).content)
