@@ -29,9 +29,10 @@ SHORTEST_SEQ = 128
 
 # The H200 speed comparison against the guide's recipe (issue 5; bench/README.md says how to
 # repeat it). Its ratios are quoted in the packing and Liger reasons, read from the file.
-SPEED_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "speed-h200.json"
+BENCH_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
+SPEED_RESULTS = BENCH_RESULTS / "speed-h200.json"
 # The H200 comparison with transformers + peft and Unsloth (8B LoRA, micro-batch 4 x 512).
-PEER_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results" / "peer-h200-round2.json"
+PEER_RESULTS = BENCH_RESULTS / "peer-h200-round2.json"
 COMPILED_METHODS = ("lora",)
 """Methods whose compiled layers were measured (LoRA); full fine-tuning and 4-bit layers were not."""
 

@@ -181,9 +181,9 @@ def build_model(config: RunConfig, precision: str, cuda: bool) -> Any:
     changes nothing (they patch the same forwards) and keeps TRL from reading the logits that
     Liger's fused loss never builds.
     """
-    from ftwiz.core.engine.speed import compile_layers, liger_kernel_config
-
     import torch
+
+    from ftwiz.core.engine.speed import compile_layers, liger_kernel_config
 
     model = load_model(config, precision, cuda)
     if cuda and config.method != "qlora" and not config.training.fsdp:  # 4-bit: device_map; FSDP: shards

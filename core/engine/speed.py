@@ -8,7 +8,8 @@ they are, and gradient checkpointing wraps the compiled call.
 
 Liger: with compiled layers, inductor fuses the layers' RMSNorm, RoPE and SwiGLU itself, and
 Liger's own kernels for them would only break its graphs; Liger's fused linear cross-entropy
-lives outside the layers and still saves the logits' memory, so it alone stays on.
+lives outside the layers and still saves the logits' memory, so it alone stays on, except
+where TRL computes the loss through its own chunked LM head (TRL 1.16+), which refuses it.
 """
 
 from __future__ import annotations
