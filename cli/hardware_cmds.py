@@ -10,12 +10,7 @@ import json
 import click
 
 from ftwiz.core.errors import UserError
-
-GIB = 2**30
-
-
-def _gib(value: int | None) -> str:
-    return "?" if value is None else f"{value / GIB:.1f} GiB"
+from ftwiz.core.memory import gib_text
 
 
 def _or(value: object, unit: str = "") -> str:
@@ -42,8 +37,8 @@ def gpus(as_json: bool, path: str) -> None:
         power = None if gpu.power_w is None else round(gpu.power_w)
         limit = None if gpu.power_limit_w is None else round(gpu.power_limit_w)
         click.echo(
-            f"GPU {gpu.index}  {gpu.name}  {_gib(gpu.memory_used_bytes)} used of {_gib(gpu.memory_total_bytes)}"
-            f" ({_gib(gpu.memory_free_bytes)} free)"
+            f"GPU {gpu.index}  {gpu.name}  {gib_text(gpu.memory_used_bytes)} used of "
+            f"{gib_text(gpu.memory_total_bytes)} ({gib_text(gpu.memory_free_bytes)} free)"
         )
         click.echo(
             f"      driver {_or(gpu.driver_version)}  CUDA {_or(gpu.cuda_version)}  compute {cc}"
@@ -54,12 +49,12 @@ def gpus(as_json: bool, path: str) -> None:
             f"  power {_or(power, ' W')} of {_or(limit, ' W')}"
         )
         for proc in gpu.processes:
-            click.echo(f"      pid {proc['pid']} {proc.get('name') or '?'}: {_gib(proc.get('used_bytes'))}")
+            click.echo(f"      pid {proc['pid']} {proc.get('name') or '?'}: {gib_text(proc.get('used_bytes'))}")
     if hardware.cpu_only:
         click.echo("No GPU: training runs on the CPU (the built-in demo works); plan for a GPU with --gpu NAME.")
     click.echo(f"CPU   {hardware.cpu_name} ({_or(hardware.cpu_count)} threads)")
-    click.echo(f"RAM   {_gib(hardware.ram_available_bytes)} available of {_gib(hardware.ram_total_bytes)}")
-    click.echo(f"Disk  {_gib(hardware.disk_free_bytes)} free at {hardware.disk_path}")
+    click.echo(f"RAM   {gib_text(hardware.ram_available_bytes)} available of {gib_text(hardware.ram_total_bytes)}")
+    click.echo(f"Disk  {gib_text(hardware.disk_free_bytes)} free at {hardware.disk_path}")
 
 
 def _parse_params(text: str) -> float:

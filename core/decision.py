@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ftwiz.core.errors import UserError
-
-GIB = 2**30
+from ftwiz.core.memory import GIB
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,12 @@ from ftwiz.core.errors import UserError
 GIB = 2**30
 MIB = 2**20
 
+
+def gib_text(n: int | float | None) -> str:
+    """Bytes as people read them ("12.3 GiB"), "?" when unknown: for every GPU, RAM and disk figure shown."""
+    return "?" if n is None else f"{n / GIB:.1f} GiB"
+
+
 METHODS = ("lora", "qlora", "full")
 DTYPES = ("bf16", "fp16", "fp32")
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit")

@@ -8,11 +8,11 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Checkbox, DataTable, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from ftwiz.core.memory import GIB
 from ftwiz.tui.messages import MethodMemory, ModelInfoLoaded
 from ftwiz.tui.state import DEMO
 from ftwiz.tui.steps import StepScreen
 
-GIB = 1024**3
 METHODS = ("lora", "qlora", "full")
 METHOD_LABELS = {"lora": "LoRA", "qlora": "QLoRA", "full": "Full"}
 DEMO_DESCRIPTION = (

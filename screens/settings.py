@@ -11,10 +11,10 @@ from textual.containers import Grid
 from textual.widgets import Checkbox, DataTable, Input, Select, Static
 
 from ftwiz.core.errors import UserError
+from ftwiz.core.memory import GIB
 from ftwiz.tui.steps import StepScreen
 from ftwiz.tui.widgets.memory_bar import MemoryBar
 
-GIB = 1024**3
 PRESETS = ("minimal", "attention", "all-linear")
 # (section.field, label, kind); kind: "float", "int", "bool", "preset"
 FIELDS: list[tuple[str, str, str]] = [

@@ -9,17 +9,13 @@ from textual.markup import escape
 from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, Static
 
+from ftwiz.core.memory import GIB, gib_text
 from ftwiz.tui.messages import CapabilitiesEstimated
 from ftwiz.tui.steps import StepScreen
 
-GIB = 1024**3
 CAPABILITY_MODELS = ("llama-3.2-1b", "llama-3.1-8b", "qwen2.5-32b", "llama-3.1-70b")
 """Catalog models that span the sizes people ask about, shown as 'can I train this here?'."""
 CAPABILITY_METHODS = ("lora", "qlora", "full")
-
-
-def gib(n: int | float | None) -> str:
-    return "?" if n is None else f"{n / GIB:.1f} GiB"
 
 
 CAPABILITY_COLUMNS = ("model", "params", "LoRA", "QLoRA", "Full")
@@ -63,8 +59,8 @@ class WelcomeScreen(StepScreen):
             gpus.add_row(
                 str(gpu.index),
                 gpu.name,
-                gib(gpu.memory_total_bytes),
-                gib(gpu.memory_free_bytes),
+                gib_text(gpu.memory_total_bytes),
+                gib_text(gpu.memory_free_bytes),
                 gpu.driver_version or "?",
                 gpu.cuda_version or "?",
                 "yes" if gpu.bf16 else "no (fp16)",
@@ -80,8 +76,8 @@ class WelcomeScreen(StepScreen):
             gpus.display = True
         self.query_one("#host", Static).update(
             f"CPU: {hardware.cpu_name or '?'} ({hardware.cpu_count} cores)   "
-            f"RAM: {gib(hardware.ram_total_bytes)} ({gib(hardware.ram_available_bytes)} free)   "
-            f"Disk free: {gib(hardware.disk_free_bytes)}"
+            f"RAM: {gib_text(hardware.ram_total_bytes)} ({gib_text(hardware.ram_available_bytes)} free)   "
+            f"Disk free: {gib_text(hardware.disk_free_bytes)}"
         )
         self.query_one("#demo-text", Static).update(
             "No GPU needed: the [b]demo[/b] teaches a tiny model to write dates as YYYY-MM-DD, "

@@ -7,7 +7,8 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
-GIB = 1024**3
+from ftwiz.core.memory import GIB
+
 COLOURS = ["#4EA8DE", "#7F5AF0", "#2A9D8F", "#E9C46A", "#F4A261", "#E76F51", "#9CA3AF", "#A3E635"]
 
 
