@@ -5,7 +5,7 @@
 Needs a machine with two GPUs (the device kind nvidia-h200-x2). Every run is the real engine as
 a user starts it: `ftwiz train CONFIG --foreground`, which launches through accelerate (DDP)
 when it sees two GPUs; CUDA_VISIBLE_DEVICES picks one or two. The model is Llama-3.2-1B's shape
-with random weights and the data synthetic ~450-token rows (core/engine/gpu_check.py). The
+with random weights and the data synthetic ~450-token rows (bench/gpu_check.py). The
 config is what the planner picks on an H200 for LoRA: packing, Liger, compiled layers, the
 pre-flight probe; runs alternate 1 GPU / 2 GPUs, with compiled layers and without.
 tokens/s are the run's own step events (TRL counts the tokens of every rank), the median over
@@ -34,7 +34,7 @@ from common import environment, write_json  # noqa: E402
 
 def config_for(model: Path, data: Path, method: str, steps: int, compiled: bool, name: str) -> dict:
     """gpu_check's run config with what the planner picks for LoRA on an H200, no saves or samples."""
-    from ftwiz.core.engine.gpu_check import run_config
+    from gpu_check import run_config
 
     config = {**run_config(model, data, method, steps), "name": name, "output": {"samples": 0}}
     config["training"].update(gradient_checkpointing=False, save_steps=10 * steps, packing=True,
@@ -64,7 +64,7 @@ async def shoot_dashboard(runs_dir: Path, name: str, out_dir: Path, size=(120, 4
 def main() -> None:
     import yaml
 
-    from ftwiz.core.engine.gpu_check import build_data, build_model, events_of, summarize
+    from gpu_check import build_data, build_model, events_of, summarize
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)

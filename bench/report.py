@@ -1,6 +1,7 @@
 """Turn the GPU's raw results into tables, with the estimator's prediction and error per config.
 
     python bench/report.py            # reads bench/results/*.json, writes bench/results/*.md + estimator-errors.json
+                                      # and core/measured.json (the ratios the planner's reasons quote)
 
 The estimator (ftwiz.core.memory.estimate_memory) runs here, on the CPU, on the very
 configuration each GPU process measured, so the error table always reflects the estimator at
@@ -18,6 +19,8 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 MATRIX_FILES = ("matrix-h200-call1.json", "matrix-h200-call2.json")
 TOLERANCE_PCT = 10.0
+MEASURED = Path(__file__).resolve().parent.parent / "core" / "measured.json"
+"""Package data: the measured ratios core.recommend quotes (nothing in core reads bench/)."""
 
 
 def error_pct(predicted: float | None, measured: float | None) -> float | None:
@@ -255,6 +258,27 @@ def ddp_markdown(docs: list[tuple[str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measured_summary(speed: dict | None, peer: dict | None) -> dict[str, Any]:
+    """What core/measured.json holds: the speed comparison's ratios to the guide's recipe (with
+    the padded arm's padding share) and compiled layers' gain over peft and Unsloth."""
+    out: dict[str, Any] = {}
+    if speed:
+        ratios = dict(speed["summary"]["ratios_to_a"])
+        padded = [r["padding_share"] for r in speed["runs"] if r.get("arm") == "a" and "padding_share" in r]
+        out["speedups"] = {**ratios, **({"padding_share": padded[0]} if padded else {})}
+        out["speedups_source"] = "bench/results/speed-h200.json"
+    if peer:
+        part = peer["summary"]["checkpointing"]
+        out["compile_gain"] = {"peft": part["ratio_to_peft"]["ftwiz-c"], "unsloth": part["ratio_to_unsloth"]["ftwiz-c"]}
+        out["compile_gain_source"] = "bench/results/peer-h200-round2.json"
+    return out
+
+
+def _read(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def _commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -285,6 +309,8 @@ def main() -> None:
         path = RESULTS / f"{name}.json"
         if path.exists():
             (RESULTS / f"{name}.md").write_text(render(json.loads(path.read_text())))
+    MEASURED.write_text(json.dumps(measured_summary(_read("speed-h200.json"), _read("peer-h200-round2.json")),
+                                   indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

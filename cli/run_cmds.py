@@ -33,7 +33,7 @@ def train(
 ) -> None:
     """Start a training run from CONFIG_PATH (or --demo) in its own process."""
     from ftwiz.core.config import config_from_dict, load_config
-    from ftwiz.core.engine import start_run
+    from ftwiz.core.engine.launch import start_run
 
     if demo == bool(config_path):
         raise UserError("train: give a CONFIG.yaml or --demo (one of them)")
@@ -45,7 +45,7 @@ def train(
         config = load_config(config_path)
     run = start_run(config, _runs_dir(ctx), name=name, detach=detach, start=not prepare_only)
     if prepare_only:
-        from ftwiz.core.engine import launch_command
+        from ftwiz.core.engine.launch import launch_command
 
         if as_json:
             click.echo(json.dumps({"run": run.name, "path": str(run.path), "state": "prepared"}))
@@ -191,7 +191,7 @@ def stop(ctx: click.Context, run_ref: str, force: bool) -> None:
 @click.pass_context
 def resume(ctx: click.Context, run_ref: str, detach: bool) -> None:
     """Continue a stopped, failed or crashed run from its newest complete checkpoint."""
-    from ftwiz.core.engine import resume_run
+    from ftwiz.core.engine.launch import resume_run
     from ftwiz.core.engine.checkpoints import latest_checkpoint
 
     run = open_run(run_ref, _runs_dir(ctx))

@@ -96,7 +96,7 @@ def check_fits(config: RunConfig, info: ModelInfo, hardware: Hardware) -> None:
     if hardware.cpu_only:
         return
     # Under FSDP each GPU holds 1/N of the model (N: the GPUs here; a launch on more machines shards further).
-    shards = len(hardware.gpus) if config.training.fsdp else 1
+    shards = config.training.shards(len(hardware.gpus))
     floor = minimum_memory(
         info,
         config.method,
@@ -105,7 +105,7 @@ def check_fits(config: RunConfig, info: ModelInfo, hardware: Hardware) -> None:
         targets=_targets(config, info) if config.method != "full" else (),
         optim=config.training.optim if config.training.optim in OPTIMIZERS else None,
         qlora_upcast=config.quantization.upcast,
-        dtype="bf16" if config.training.bf16 else "fp16" if config.training.fp16 else "fp32",
+        dtype=config.training.precision,
         shards=shards,
     )
     smallest = min(gpu.memory_total_bytes or 0 for gpu in hardware.gpus)

@@ -172,6 +172,15 @@ class TrainingSection(_Section):
             )
         return value
 
+    @property
+    def precision(self) -> str:
+        """"bf16", "fp16" or "fp32": the one spelling the planners and the engine use."""
+        return "bf16" if self.bf16 else "fp16" if self.fp16 else "fp32"
+
+    def shards(self, gpu_count: int) -> int:
+        """How many GPUs share one copy of the model: all of them under FSDP, else 1 (DDP, one GPU)."""
+        return gpu_count if self.fsdp and gpu_count > 1 else 1
+
     @model_validator(mode="after")
     def _one_half_precision(self) -> TrainingSection:
         if self.bf16 and self.fp16:

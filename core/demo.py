@@ -176,6 +176,18 @@ def demo_config_dict(model_dir: str | Path, name: str = "demo") -> dict[str, Any
     }
 
 
+def demo_model_dir() -> Path:
+    """Where ensure_demo_model builds the tiny model by default."""
+    return cache_dir() / f"demo-model-v{DEMO_VERSION}"
+
+
+def demo_config() -> Any:
+    """The demo's RunConfig, pointing at demo_model_dir()."""
+    from ftwiz.core.config import config_from_dict
+
+    return config_from_dict(demo_config_dict(demo_model_dir()), "demo")
+
+
 def write_rows(path: str | Path, rows: list[dict[str, str]]) -> Path:
     """Rows as JSONL, the format core.data reads."""
     import json

@@ -296,6 +296,23 @@ def minimum_memory(
     )
 
 
+def estimate_for(config: Any, info: Any, hardware: Any = None, *, liger: bool = False) -> MemoryEstimate:
+    """The estimate for a RunConfig on `info`'s model: one GPU's memory when the run spreads over
+    every GPU of `hardware` (DDP: a replica each; FSDP: 1/N each). The one place that reads the
+    estimator's arguments off a config."""
+    from ftwiz.core.models import resolve_targets
+
+    t = config.training
+    targets = config.lora.target_modules
+    names = resolve_targets(info, targets) if isinstance(targets, str) else list(targets)
+    return estimate_memory(
+        info, config.method, t.per_device_train_batch_size, t.max_length, config.lora.r, names,
+        t.gradient_checkpointing, t.optim, config.quantization.upcast, t.precision,
+        lora_dropout=config.lora.lora_dropout, grad_accum=t.gradient_accumulation_steps, liger=liger,
+        shards=t.shards(len(getattr(hardware, "gpus", None) or [])),
+    )
+
+
 def estimate_memory(
     info: Any,
     method: str = "lora",

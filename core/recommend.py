@@ -27,41 +27,36 @@ MARGIN_BYTES = 1 * GIB
 SMALL_BATCH_TOKENS = 256
 SHORTEST_SEQ = 128
 
-# The H200 speed comparison against the guide's recipe (issue 5; bench/README.md says how to
-# repeat it). Its ratios are quoted in the packing and Liger reasons, read from the file.
-BENCH_RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
-SPEED_RESULTS = BENCH_RESULTS / "speed-h200.json"
-# The H200 comparison with transformers + peft and Unsloth (8B LoRA, micro-batch 4 x 512).
-PEER_RESULTS = BENCH_RESULTS / "peer-h200-round2.json"
+# The H200 comparisons (issue 5; bench/README.md says how to repeat them): the speed comparison
+# against the guide's recipe and the one with transformers + peft and Unsloth (8B LoRA,
+# micro-batch 4 x 512). bench/report.py copies the ratios the reasons quote into measured.json,
+# package data, so an installed wheel cites the same figures as a checkout.
+MEASURED = Path(__file__).resolve().parent / "measured.json"
 COMPILED_METHODS = ("lora",)
 """Methods whose compiled layers were measured (LoRA); full fine-tuning and 4-bit layers were not."""
 
 
 @lru_cache(maxsize=1)
+def _measured() -> dict[str, Any]:
+    try:
+        doc = json.loads(MEASURED.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 def measured_speedups() -> dict[str, float]:
     """Real tokens/s ratios to the guide's recipe measured on the H200 (arm -> ratio), and the
-    share of padding in its padded batches ("padding_share"); {} if the file is absent.
+    share of padding in its padded batches ("padding_share"); {} if not measured.
 
     b: ftwiz's plan padded, without Liger; b2: the same plan packed padding-free with Liger.
     """
-    try:
-        doc = json.loads(SPEED_RESULTS.read_text())
-        ratios = dict(doc["summary"]["ratios_to_a"])
-        padded = [r["padding_share"] for r in doc["runs"] if r.get("arm") == "a" and "padding_share" in r]
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-    return {**ratios, **({"padding_share": padded[0]} if padded else {})}
+    return dict(_measured().get("speedups") or {})
 
 
-@lru_cache(maxsize=1)
 def measured_compile_gain() -> dict[str, float]:
     """Compiled layers' tokens/s over transformers + peft and over Unsloth, checkpointing on; {} if absent."""
-    try:
-        doc = json.loads(PEER_RESULTS.read_text())
-        part = doc["summary"]["checkpointing"]
-        return {"peft": part["ratio_to_peft"]["ftwiz-c"], "unsloth": part["ratio_to_unsloth"]["ftwiz-c"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
+    return dict(_measured().get("compile_gain") or {})
 
 
 def compile_option(cpu_only: bool, method: str) -> Recommendation:

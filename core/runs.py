@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ftwiz.core.errors import UserError
 
 EVENT_SCHEMA_VERSION = 1
@@ -138,6 +140,14 @@ class RunDir:
     adapter_dir = property(lambda self: self.path / "adapter")
     merged_dir = property(lambda self: self.path / "merged")
     samples_path = property(lambda self: self.path / "samples.json")
+
+    def read_config(self) -> dict[str, Any]:
+        """config.yaml as a plain mapping ({} when missing or unreadable): what watchers display."""
+        try:
+            data = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     # -- status -------------------------------------------------------------------
     def read_status(self) -> dict[str, Any]:

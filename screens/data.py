@@ -3,8 +3,6 @@ the model sees it (prompt tokens that carry no loss dimmed)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -16,19 +14,6 @@ from textual.widgets import Button, Input, Sparkline, Static
 from ftwiz.tui.messages import DataValidated
 from ftwiz.tui.state import DEMO
 from ftwiz.tui.steps import StepScreen
-
-
-def _tokenizer_for(state):
-    """The tokenizer the model will train with, when it is on this machine; None: word counts."""
-    if state.model_spec == DEMO:
-        from ftwiz.core.demo import build_tokenizer
-
-        return build_tokenizer()
-    if state.model_spec and (Path(state.model_spec).expanduser() / "tokenizer_config.json").exists():
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(state.model_spec, trust_remote_code=state.trust_remote_code)
-    return None
 
 
 class DataScreen(StepScreen):
@@ -83,7 +68,9 @@ class DataScreen(StepScreen):
         from ftwiz.core.data import render_example, validate, validate_rows
         from ftwiz.core.data_load import load_rows
 
-        tokenizer = _tokenizer_for(self.state)
+        from ftwiz.core.wizard import tokenizer_for
+
+        tokenizer = tokenizer_for(self.state.model_spec, self.state.trust_remote_code)
         if spec == DEMO:
             from ftwiz.core.demo import train_rows
 

@@ -12,17 +12,11 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Static
 from textual.worker import Worker, WorkerState
 
-from ftwiz.core.config import RunConfig, config_from_dict
+from ftwiz.core.config import RunConfig
+from ftwiz.core.demo import demo_config
 from ftwiz.tui.messages import RunStarted
 from ftwiz.tui.steps import StepScreen
 from ftwiz.tui.widgets.confirm import ConfirmScreen
-
-
-def demo_config() -> RunConfig:
-    """The demo's run config, pointing at where core.demo builds the tiny model."""
-    from ftwiz.core.demo import DEMO_VERSION, cache_dir, demo_config_dict
-
-    return config_from_dict(demo_config_dict(cache_dir() / f"demo-model-v{DEMO_VERSION}"), "demo")
 
 
 METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA", "full": "Full fine-tuning"}
@@ -115,7 +109,7 @@ class ReviewScreen(StepScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="start-run",
           description="Starting the training run")
     def start_training(self, config: RunConfig) -> None:
-        from ftwiz.core.engine import start_run
+        from ftwiz.core.engine.launch import start_run
 
         if self.state.demo:
             from ftwiz.core.demo import ensure_demo_model

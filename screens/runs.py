@@ -19,8 +19,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 
+from ftwiz.core.monitor import RunRow, format_duration, watch_runs
 from ftwiz.tui.run_messages import RunsListed
-from ftwiz.tui.run_watcher import RunRow, format_duration, watch_runs
 
 STATE_LABELS = {
     "crashed": "crashed (process gone)",

@@ -11,7 +11,6 @@ from textual.containers import Grid
 from textual.widgets import Checkbox, DataTable, Input, Select, Static
 
 from ftwiz.core.errors import UserError
-from ftwiz.core.memory import GIB
 from ftwiz.tui.steps import StepScreen
 from ftwiz.tui.widgets.memory_bar import MemoryBar
 
@@ -69,33 +68,19 @@ class SettingsScreen(StepScreen):
     # -- recommended values ---------------------------------------------------------------
     def _recommended(self) -> tuple[dict[str, Any], dict[str, str]]:
         """Field values and reasons from core.recommend (or the demo's own config)."""
-        if self.state.demo:
-            from ftwiz.screens.review import demo_config
+        from ftwiz.core.wizard import demo_values, recommended_values
 
-            demo = demo_config()
-            values = {key: getattr(getattr(demo, key.split(".")[0]), key.split(".")[1]) for key, _, _ in FIELDS}
-            values["lora.target_modules"] = "all-linear"
-            why = "the demo's tuned value: a tiny model learns in ~1 minute on the CPU"
-            reasons = {key: why for key, _, _ in FIELDS}
-            reasons["training.num_train_epochs"] = f"unused: the demo stops after max_steps {demo.training.max_steps}"
-            return values, reasons
         state = self.state
+        if state.demo:
+            return demo_values([key for key, _, _ in FIELDS])
         if state.model_info is None:  # the model did not load: hyperparameters without a memory fit
             from ftwiz.core.recommend import recommend_hyperparams
 
             cpu_only = bool(state.hardware is None or state.hardware.cpu_only)
             hyper = recommend_hyperparams(state.n_examples, state.method, state.bf16_ok, cpu_only=cpu_only)
-            recommended = {name: {"value": rec.value, "reason": rec.reason} for name, rec in hyper.items.items()}
-        else:
-            recommended = self._plan().to_dict()["hyperparameters"]
-        values: dict[str, Any] = {}
-        reasons: dict[str, str] = {}
-        for name, rec in recommended.items():
-            key = ("lora." if name in ("r", "lora_alpha", "lora_dropout") else "training.") + name
-            values[key], reasons[key] = rec["value"], rec["reason"]
-        values["lora.target_modules"] = "attention"
-        reasons["lora.target_modules"] = "q, k, v, o: the usual start; all-linear adds capacity and memory"
-        return values, reasons
+            return recommended_values({name: {"value": rec.value, "reason": rec.reason}
+                                       for name, rec in hyper.items.items()})
+        return recommended_values(self._plan().to_dict()["hyperparameters"])
 
     def _plan(self):
         """core's plan for this model, method, GPU and the Data step's token lengths."""
@@ -163,47 +148,14 @@ class SettingsScreen(StepScreen):
         self._show_memory_and_cost(config)
 
     def _config(self, values: dict[str, Any]):
-        from ftwiz.core.config import config_from_dict
+        from ftwiz.core.wizard import settings_config
 
         state = self.state
-        if state.demo:
-            from ftwiz.core.demo import demo_config_dict
-            from ftwiz.screens.review import demo_config
-
-            data = demo_config_dict(demo_config().model.name_or_path)
-        else:
-            data = {
-                "method": state.method,
-                "model": {"name_or_path": state.model_spec, "trust_remote_code": state.trust_remote_code},
-                "data": {"path": state.data_spec},
-                "training": {},
-                "lora": {},
-            }
-            plan = getattr(self, "plan", None)
-            if plan is not None:  # what the plan adds beyond the fields: packing, kernels, scheduler
-                planned = plan.to_config(data_path=state.data_spec).model_dump(mode="json")
-                data["training"] = planned["training"]
-                data["quantization"] = planned["quantization"]
-            precision = self.reasons and values.get("training.precision")
-            data["training"]["bf16"] = precision == "bf16"
-            data["training"]["fp16"] = precision == "fp16"
-        for key, value in values.items():
-            section, name = key.split(".")
-            if section == "training" and name in ("precision", "effective_batch_size"):
-                continue
-            if key == "lora.target_modules":
-                value = self._targets(value)
-            if state.method == "full" and section == "lora":
-                continue
-            data.setdefault(section, {})[name] = value
-        return config_from_dict(data, source="settings")
-
-    def _targets(self, preset: str) -> list[str] | str:
-        if self.state.model_info is None:
-            return "all-linear" if preset == "all-linear" else ["q_proj", "k_proj", "v_proj", "o_proj"]
-        from ftwiz.core.models import resolve_targets
-
-        return resolve_targets(self.state.model_info, preset)
+        return settings_config(
+            values, method=state.method, model_spec=state.model_spec, data_spec=state.data_spec,
+            trust_remote_code=state.trust_remote_code, info=state.model_info,
+            plan=getattr(self, "plan", None), demo=state.demo, precision_chosen=bool(self.reasons),
+        )
 
     def _show_memory_and_cost(self, config) -> None:
         state = self.state
@@ -214,28 +166,18 @@ class SettingsScreen(StepScreen):
             bar.update("The demo's tiny model trains on the CPU: a few hundred MB of RAM, about a minute.")
             cost.update("")
             return
-        from ftwiz.core.memory import estimate_memory
+        from ftwiz.core.memory import estimate_for
 
-        t = config.training
         count = state.gpu_count
-        shards = count if t.fsdp and count > 1 else 1
         if count > 1:
             self.query_one("#memory-title", Static).update(
                 f"Memory on each GPU: FSDP over {count} GPUs (weights, gradients, optimizer states sharded)"
-                if shards > 1 else f"Memory on each GPU: DDP over {count} GPUs (a copy of the model on each)"
+                if config.training.shards(count) > 1
+                else f"Memory on each GPU: DDP over {count} GPUs (a copy of the model on each)"
             )
-        estimate = estimate_memory(
-            info, config.method, t.per_device_train_batch_size, t.max_length, config.lora.r,
-            self._targets_list(config), t.gradient_checkpointing, t.optim, config.quantization.upcast,
-            "bf16" if t.bf16 else "fp16" if t.fp16 else "fp32",
-            lora_dropout=config.lora.lora_dropout, grad_accum=t.gradient_accumulation_steps, shards=shards,
-        )
+        estimate = estimate_for(config, info, state.hardware)
         bar.show(estimate, state.gpu_free_bytes)
         cost.update(self._time_cost(config))
-
-    def _targets_list(self, config) -> list[str]:
-        targets = config.lora.target_modules
-        return self._targets("all-linear") if targets == "all-linear" else list(targets)
 
     def _time_cost(self, config) -> str:
         from ftwiz.core.plan import config_time_cost

@@ -1,7 +1,7 @@
 """The training dashboard: follows a run directory live; never owns the run process.
 
 Everything it shows comes from the run directory (events.jsonl, status.json, train.log,
-config.yaml) and from the hardware sampler, read by thread workers in tui/run_watcher.py.
+config.yaml) and from the hardware sampler, read by thread workers in core/monitor.py.
 Closing the app or this screen leaves the run going.
 """
 
@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import yaml
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,9 +20,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Label, Static
 from textual.worker import Worker, WorkerState
 
-from ftwiz.core.runs import ACTIVE_STATES, RunDir
-from ftwiz.tui.run_messages import HardwareSampled, RunUpdated
-from ftwiz.tui.run_watcher import (
+from ftwiz.core.monitor import (
     IdleWatch,
     RunTracker,
     follow_run,
@@ -32,6 +29,8 @@ from ftwiz.tui.run_watcher import (
     make_gpu_sampler,
     sample_hardware,
 )
+from ftwiz.core.runs import ACTIVE_STATES, RunDir
+from ftwiz.tui.run_messages import HardwareSampled, RunUpdated
 from ftwiz.tui.widgets.loss_chart import LossChart
 from ftwiz.tui.widgets.run_log import RunLog
 from ftwiz.tui.widgets.run_progress import RunProgress, first_number
@@ -39,15 +38,6 @@ from ftwiz.tui.widgets.vram import VramPane
 
 AUTO = "auto"
 """gpu_sampler=AUTO: sample NVML through the app's hardware backend (or the real one)."""
-
-
-def read_run_config(run_dir: RunDir) -> dict[str, Any]:
-    """config.yaml as a plain mapping; the dashboard only needs a few display fields."""
-    try:
-        data = yaml.safe_load(run_dir.config_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def state_notice(state: str, name: str, last_error: str | None) -> tuple[str, str] | None:
@@ -121,7 +111,7 @@ class TrainScreen(Screen):
         self.tracker = RunTracker()
         self.state = "unknown"
         self.status: dict[str, Any] = {}
-        self.config = read_run_config(run_dir)
+        self.config = run_dir.read_config()
         self._gpu_sampler = gpu_sampler
         self._clock = clock
         self._poll_interval_s = poll_interval_s

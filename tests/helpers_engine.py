@@ -54,7 +54,7 @@ def config_dict(model_dir: Path, data_path: Path, name: str = "t", **training: A
 def start(
     model_dir: Path, data_path: Path, runs_dir: Path, name: str = "t", env: dict | None = None, method: str = "lora", **training: Any
 ) -> RunDir:
-    from ftwiz.core.engine import start_run
+    from ftwiz.core.engine.launch import start_run
 
     config = config_from_dict({**config_dict(model_dir, data_path, name, **training), "method": method})
     return start_run(config, runs_dir, env=env)

@@ -142,3 +142,9 @@ def test_committed_peer_and_ddp_results_render_and_hold_the_claims():
     docs = [(f, json.loads((RESULTS / f).read_text())) for f in report.PEER_FILES]
     assert "| round2 | unsloth | on |" in report.peer_markdown(docs).replace(f"| {docs[1][0]} |", "| round2 |")
     assert "two GPUs / one GPU" in report.ddp_markdown([(f, json.loads((RESULTS / f).read_text())) for f in report.DDP_FILES])
+
+
+def test_measured_package_data_is_what_report_writes_from_the_results():
+    """core/measured.json (what the planner quotes, shipped in the wheel) matches bench/results."""
+    written = json.loads(report.MEASURED.read_text())
+    assert written == report.measured_summary(report._read("speed-h200.json"), report._read("peer-h200-round2.json"))

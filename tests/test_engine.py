@@ -12,7 +12,7 @@ import pytest
 from helpers_engine import FAKE_TOKEN, config_dict, events, start, tiny_model_dir, wait_state, write_data
 
 from ftwiz.core.config import config_from_dict
-from ftwiz.core.engine import RUN_ENV, launch_command, start_run
+from ftwiz.core.engine.launch import RUN_ENV, launch_command, start_run
 from ftwiz.core.errors import UserError
 
 pytestmark = pytest.mark.slow

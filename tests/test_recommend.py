@@ -108,11 +108,9 @@ def test_margin_is_ten_percent_plus_one_gib():
 
 
 def test_gpu_plans_pack_and_cite_the_measured_h200_ratio(monkeypatch):
-    import json
-
     from ftwiz.core import recommend
 
-    measured = json.loads(recommend.SPEED_RESULTS.read_text())["summary"]["ratios_to_a"]
+    measured = recommend.measured_speedups()
     monkeypatch.setattr(recommend, "liger_available", lambda: True)
     hp = recommend_hyperparams(5000, "lora", bf16_ok=True)
     assert hp["packing"] is True and hp["use_liger_kernel"] is True

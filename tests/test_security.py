@@ -14,7 +14,7 @@ from helpers_engine import config_dict, tiny_model_dir, write_data
 
 from ftwiz.cli.main import main
 from ftwiz.core.config import config_from_dict
-from ftwiz.core.engine import start_run
+from ftwiz.core.engine.launch import start_run
 from ftwiz.core.errors import UserError
 from ftwiz.core.runs import check_run_name, create_run_dir, list_runs, open_run
 
@@ -107,7 +107,7 @@ def test_config_yaml_holds_no_token(tmp_path_factory, tmp_path, monkeypatch):
     from helpers_engine import FAKE_TOKEN
 
     monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
-    monkeypatch.setattr("ftwiz.core.engine.launch", lambda run, **kw: run)  # no process: files only
+    monkeypatch.setattr("ftwiz.core.engine.launch.launch", lambda run, **kw: run)  # no process: files only
     model = tiny_model_dir(tmp_path_factory)
     run = start_run(config_from_dict(config_dict(model, write_data(tmp_path / "d.jsonl"))), tmp_path / "runs")
     for path in run.path.rglob("*"):

@@ -14,9 +14,10 @@ from textual import events
 from textual.containers import Vertical
 from textual.widgets import DataTable, ProgressBar, Static
 
+from ftwiz.core.engine.results import merge_command
 from ftwiz.core.hardware import GpuSample
 from ftwiz.core.runs import RunDir
-from ftwiz.screens.done import DoneScreen, merge_command
+from ftwiz.screens.done import DoneScreen
 from ftwiz.screens.runs import RunsScreen
 from ftwiz.screens.train import ConfirmForceStop, TrainScreen
 from ftwiz.tui.widgets.loss_chart import LossChart

@@ -267,7 +267,7 @@ def _fake_run(runs_dir, config):
 
 async def test_review_start_calls_the_engine_and_shows_the_dashboard(tmp_path, monkeypatch):
     import ftwiz.core.demo
-    import ftwiz.core.engine
+    import ftwiz.core.engine.launch
 
     started = []
 
@@ -275,7 +275,7 @@ async def test_review_start_calls_the_engine_and_shows_the_dashboard(tmp_path, m
         started.append(config)
         return _fake_run(runs_dir, config)
 
-    monkeypatch.setattr(ftwiz.core.engine, "start_run", fake_start_run, raising=False)
+    monkeypatch.setattr(ftwiz.core.engine.launch, "start_run", fake_start_run)
     monkeypatch.setattr(ftwiz.core.demo, "ensure_demo_model", lambda root=None: tmp_path, raising=False)
     app = fixed_app(tmp_path / "runs", CPU_ONLY)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -287,7 +287,7 @@ async def test_review_start_calls_the_engine_and_shows_the_dashboard(tmp_path, m
 
 
 async def test_existing_runs_are_offered_first_and_escape_starts_a_new_fine_tune(tmp_path):
-    from ftwiz.screens.review import demo_config
+    from ftwiz.core.demo import demo_config
 
     _fake_run(tmp_path / "runs", demo_config())
     app = fixed_app(tmp_path / "runs", H200)

@@ -22,8 +22,8 @@ from textual.theme import Theme
 from textual.worker import Worker, WorkerState
 
 from ftwiz.tui.messages import HardwareDetected
-from ftwiz.tui.state import WizardState
-from ftwiz.tui.steps import STEPS, StepScreen
+from ftwiz.tui.state import STEPS, WizardState
+from ftwiz.tui.steps import StepScreen
 
 FTWIZ_THEME = Theme(
     name="ftwiz",

@@ -14,14 +14,14 @@ from textual.message import Message
 
 @dataclass
 class RunUpdated(Message):
-    """New events / log lines / status of the followed run (a tui.run_watcher.RunUpdate)."""
+    """New events / log lines / status of the followed run (a core.monitor.RunUpdate)."""
 
     update: Any
 
 
 @dataclass
 class HardwareSampled(Message):
-    """One hardware sample (a tui.run_watcher.HardwareSample): GPUs, or the run's RSS on CPU."""
+    """One hardware sample (a core.monitor.HardwareSample): GPUs, or the run's RSS on CPU."""
 
     sample: Any
 

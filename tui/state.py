@@ -11,6 +11,17 @@ from typing import Any
 
 DEMO = "demo"
 
+STEPS: list[tuple[str, str]] = [
+    ("welcome", "Hardware"),
+    ("decide", "Method"),
+    ("model", "Model"),
+    ("data", "Data"),
+    ("settings", "Settings"),
+    ("review", "Review"),
+    ("train", "Train"),
+]
+"""(key, title) in wizard order; the header shows 'n/7' from this list."""
+
 
 @dataclass
 class WizardState:

@@ -11,20 +11,12 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer
 
-if TYPE_CHECKING:
+from ftwiz.tui.state import STEPS
+from ftwiz.tui.widgets.step_header import StepHeader
+
+if TYPE_CHECKING:  # annotations only: app imports this module
     from ftwiz.tui.app import FtwizApp
     from ftwiz.tui.state import WizardState
-
-STEPS: list[tuple[str, str]] = [
-    ("welcome", "Hardware"),
-    ("decide", "Method"),
-    ("model", "Model"),
-    ("data", "Data"),
-    ("settings", "Settings"),
-    ("review", "Review"),
-    ("train", "Train"),
-]
-"""(key, title) in wizard order; the header shows 'n/7' from this list."""
 
 
 class StepScreen(Screen):
@@ -46,8 +38,6 @@ class StepScreen(Screen):
         return self.wizard.state
 
     def compose(self) -> ComposeResult:
-        from ftwiz.tui.widgets.step_header import StepHeader
-
         yield StepHeader(self.STEP)
         with VerticalScroll(id="body"):
             yield from self.compose_body()

@@ -11,7 +11,8 @@
                                   like a full disk (EFBIG) ...
     FTWIZ_FAULT_FSIZE_AT_STEP=N   ... from step N on (default: from the start)
 
-The run process reads them from its environment; nothing here runs in a normal run.
+The run process reads them from its environment; nothing here runs in a normal run, except
+`is_oom`, which tells an out-of-memory error (injected or real) from every other failure.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ from __future__ import annotations
 import os
 import time
 from typing import Any
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
 
 
 def _int(name: str) -> int | None:

@@ -126,8 +126,6 @@ def run_probe(model: Any, config: RunConfig, train_ds: Any, pad_id: int, micro: 
     """Probe, adjust, and return the `probe` event's fields (see docs/events.md)."""
     import torch
 
-    from ftwiz.core.engine.process import is_oom
-
     t0 = time.time()
     device = next(model.parameters()).device
     states = optimizer_bytes(model, config.training.optim)
@@ -154,7 +152,7 @@ def run_probe(model: Any, config: RunConfig, train_ds: Any, pad_id: int, micro: 
             faults.in_probe(number)
             seconds = _passes(model, batch, precision, cuda)
         except Exception as exc:  # noqa: BLE001 - only OOM is handled, the rest re-raised
-            if not is_oom(exc):
+            if not faults.is_oom(exc):
                 raise
             _cleanup(model, cuda)
             attempts.append({**attempt, "outcome": "out of memory", "message": str(exc).splitlines()[0][:200]})

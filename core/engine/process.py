@@ -104,14 +104,6 @@ def _any_rank(flag: bool) -> bool:
     return bool(value.item())
 
 
-def is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-    )
-
-
 # -- precision, model, trainer -----------------------------------------------------------------
 def choose_precision(config: RunConfig, cuda: bool, bf16_ok: bool) -> tuple[str, list[str]]:
     """bf16 / fp16 / fp32 from the hardware: the CPU trains in fp32; a GPU without bf16 gets fp16."""
@@ -133,6 +125,10 @@ def load_model(config: RunConfig, precision: str, cuda: bool):
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    if config.model.attn_implementation == "varlen":
+        from ftwiz.core.engine.attention import register
+
+        register()  # PyTorch's varlen FlashAttention for packed rows (core/engine/attention.py)
     kwargs: dict[str, Any] = {
         "trust_remote_code": config.model.trust_remote_code,
         "revision": config.model.revision,
@@ -581,7 +577,7 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             break
         except Exception as exc:  # noqa: BLE001 - only OOM is handled here, the rest re-raised
-            if not is_oom(exc):
+            if not faults.is_oom(exc):
                 raise
             flags.oom_count += 1
             attempt = flags.oom_count

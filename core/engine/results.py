@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +211,154 @@ def sample(run: RunDir, prompt: str, max_new_tokens: int = 64) -> dict[str, str]
     with model.disable_adapter():
         base_text = generate(model, tokenizer, [prompt], max_new_tokens)[0]
     return {"base": base_text, "tuned": tuned_text}
+
+
+# -- reading what a run left (the Done screen, the CLI) ------------------------------------
+CHAT_FORMATS = frozenset({"chat", "sharegpt", "alpaca"})
+"""Data formats the engine renders through the chat template (core/data.py's docstring)."""
+
+
+@dataclass
+class Samples:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    scores: list[tuple[str, float | None, float | None]] = field(default_factory=list)
+    metric: str | None = None
+    """The engine's description of its main metric."""
+    count: int | None = None
+
+
+def load_samples(path: Path) -> Samples:
+    """samples.json as the engine writes it: {"metric", "count", "before": {metric: v}, "after": {...},
+    "examples": [{"prompt", "reference", "before", "after"}]} ("samples"/"expected" also read).
+
+    Tolerant of a bare list of rows and of missing parts: a run that stopped early has none.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return Samples()
+    if isinstance(data, list):
+        return Samples(rows=[row for row in data if isinstance(row, dict)])
+    if not isinstance(data, dict):
+        return Samples()
+    rows = data.get("samples") or data.get("examples") or []
+    before, after = data.get("before"), data.get("after")
+    scores = []
+    if isinstance(before, dict) or isinstance(after, dict):
+        before, after = before or {}, after or {}
+        for metric in dict.fromkeys([*before, *after]):
+            scores.append((metric, before.get(metric), after.get(metric)))
+    count = data.get("count")
+    return Samples(rows=[row for row in rows if isinstance(row, dict)], scores=scores,
+                   metric=data.get("metric") if isinstance(data.get("metric"), str) else None,
+                   count=count if isinstance(count, int) and not isinstance(count, bool) else None)
+
+
+def expected_text(row: dict[str, Any]) -> Any:
+    """The reference answer: the engine writes "reference"; "expected" is read too."""
+    return row.get("reference", row.get("expected"))
+
+
+def sample_match(row: dict[str, Any]) -> str:
+    """The engine's own verdict when it gives one; else exact match against the expected text."""
+    for key in ("match", "match_after", "after_match"):
+        if isinstance(row.get(key), bool):
+            return "✓" if row[key] else "✗"
+    expected, after = expected_text(row), row.get("after")
+    if isinstance(expected, str) and isinstance(after, str):
+        return "✓" if after.strip() == expected.strip() else "✗"
+    return ""
+
+
+def shell_quote(text: str) -> str:
+    """One shell word on one line: plain quoting, or bash's $'...' when the text has a newline or
+    another control character (a prompt like "Date: ...\\nISO:")."""
+    if all(ch.isprintable() for ch in text):
+        return shlex.quote(text)
+    escapes = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+    body = "".join(escapes.get(ch) or (ch if ch.isprintable() else f"\\x{ord(ch):02x}") for ch in text)
+    return f"$'{body}'"
+
+
+def run_data_format(run_dir: RunDir, config: dict[str, Any]) -> str | None:
+    """The data format the run trained on: config.yaml's when set, else what the engine reported
+    (a "started" event's data_format, or its "<format> data: N training ..." note)."""
+    configured = (config.get("data") or {}).get("format")
+    if configured and configured != "auto":
+        return configured
+    for event in run_dir.iter_events():
+        if event.get("type") == "started" and isinstance(event.get("data_format"), str):
+            return event["data_format"]
+        message = event.get("message")
+        if isinstance(message, str) and " data: " in message and "training and" in message:
+            return message.split(" data: ", 1)[0]
+    return None
+
+
+def run_ref(run_dir: RunDir) -> str:
+    """How to name the run on the command line: its name if ./runs holds it, else its path."""
+    if run_dir.path.resolve().parent == (Path.cwd() / "runs").resolve():
+        return run_dir.name
+    return str(run_dir.path.resolve())
+
+
+def usage_snippets(run_dir: RunDir, config: dict[str, Any], prompt: str,
+                   data_format: str | None = None) -> dict[str, str]:
+    """The exact code and commands for this run, with its real paths, prompting as training did:
+    the chat template for chat data, the plain prompt text for prompt/completion and text data."""
+    base = (config.get("model") or {}).get("name_or_path", "BASE_MODEL")
+    adapter = str(run_dir.adapter_dir.resolve())
+    merged = str(run_dir.merged_dir.resolve())
+    ref = shlex.quote(run_ref(run_dir))
+    if data_format is None or data_format in CHAT_FORMATS:
+        # The run saved its tokenizer with the template it trained with (ftwiz's fallback
+        # included) next to the adapter: load the tokenizer from there.
+        tokenizer_path = adapter
+        prompt_code = (
+            f"messages = [{{\"role\": \"user\", \"content\": {json.dumps(prompt)}}}]\n"
+            "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True,\n"
+            "                                       return_dict=True, return_tensors=\"pt\")\n"
+        )
+    else:
+        tokenizer_path = base
+        prompt_code = (
+            f"# {data_format} data: trained on the plain prompt, no chat template\n"
+            f"inputs = tokenizer({json.dumps(prompt)}, return_tensors=\"pt\")\n"
+        )
+    generate = (
+        prompt_code
+        + "output = model.generate(**inputs, max_new_tokens=64)\n"
+        "new_tokens = output[0][inputs[\"input_ids\"].shape[1]:]\n"
+        "print(tokenizer.decode(new_tokens, skip_special_tokens=True))"
+    )
+    if config.get("method") == "full":
+        load = (
+            "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+            f"model = AutoModelForCausalLM.from_pretrained({json.dumps(adapter)}, dtype=\"auto\")\n"
+            f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(tokenizer_path)})\n"
+        )
+        return {"load": load + generate, "commands": f"ftwiz sample {ref} --prompt {shell_quote(prompt)}"}
+    load = (
+        "from peft import PeftModel\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f"base = AutoModelForCausalLM.from_pretrained({json.dumps(base)}, dtype=\"auto\")\n"
+        f"model = PeftModel.from_pretrained(base, {json.dumps(adapter)})\n"
+        f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(tokenizer_path)})\n"
+    )
+    merged_code = (
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f"model = AutoModelForCausalLM.from_pretrained({json.dumps(merged)}, dtype=\"auto\")\n"
+        f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(merged)})"
+    )
+    commands = (
+        "# the base model and base + adapter, side by side\n"
+        f"ftwiz sample {ref} --prompt {shell_quote(prompt)}\n"
+        "# base + adapter as one standalone model, in merged/\n"
+        f"ftwiz merge {ref}"
+    )
+    return {"load": load + generate, "commands": commands, "merged": merged_code}
+
+
+def merge_command(run_dir: RunDir) -> list[str]:
+    """`ftwiz merge RUN` in a fresh interpreter: merging loads the whole model (GBs, minutes)."""
+    return [sys.executable, "-m", "ftwiz.cli", "merge", str(run_dir.path.resolve())]

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import ProgressBar, Static
 
-from ftwiz.tui.run_watcher import RunTracker, format_duration
+from ftwiz.core.monitor import RunTracker, format_duration
 
 
 def progress_line(tracker: RunTracker, elapsed_s: float | None) -> str:

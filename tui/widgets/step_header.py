@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from ftwiz.tui.steps import STEPS
+from ftwiz.tui.state import STEPS
 
 
 class StepHeader(Static):

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Sparkline, Static
 
-from ftwiz.tui.run_watcher import format_bytes, format_bytes_gib
+from ftwiz.core.monitor import format_bytes, format_bytes_gib
 
 HISTORY = 120
 """Samples kept per GPU: two minutes at one a second."""
@@ -83,7 +83,7 @@ class VramPane(VerticalScroll):
             yield Static("", id="vram-ram-line", markup=False)
 
     def show(self, hardware: Any) -> None:
-        """Apply one tui.run_watcher.HardwareSample."""
+        """Apply one core.monitor.HardwareSample."""
         cpu = self.query_one("#vram-cpu", Vertical)
         if hardware.gpus:
             if len(hardware.gpus) != self.gpu_count:

@@ -1,6 +1,6 @@
 """GPU check of the engine: LoRA and QLoRA end to end on a real architecture with random weights.
 
-    python -m ftwiz.core.engine.gpu_check WORK_DIR [--shape llama-1b|llama-8b] [--steps N]
+    python bench/gpu_check.py WORK_DIR [--shape llama-1b|llama-8b] [--steps N]
 
 Builds a Llama model of a real shape (random weights, bf16, safetensors) and a synthetic
 prompt/completion dataset of ~512-token rows (the demo's character tokenizer), then runs

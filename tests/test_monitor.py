@@ -7,8 +7,8 @@ import os
 import threading
 from dataclasses import dataclass
 
-from ftwiz.screens.done import load_samples, sample_match
-from ftwiz.tui.run_watcher import (
+from ftwiz.core.engine.results import load_samples, sample_match
+from ftwiz.core.monitor import (
     IdleWatch,
     RunFollower,
     RunTracker,
@@ -148,7 +148,7 @@ ENGINE_SAMPLES = {
 
 
 def test_samples_as_the_engine_writes_them(tmp_path):
-    from ftwiz.screens.done import expected_text
+    from ftwiz.core.engine.results import expected_text
 
     path = tmp_path / "samples.json"
     path.write_text(json.dumps(ENGINE_SAMPLES))
@@ -161,7 +161,7 @@ def test_samples_as_the_engine_writes_them(tmp_path):
 def test_shell_command_keeps_a_multiline_prompt_on_one_line_and_bash_reads_it_back():
     import subprocess
 
-    from ftwiz.screens.done import shell_quote
+    from ftwiz.core.engine.results import shell_quote
 
     for prompt in ["Date: 18 April 1951\nISO:", "it's \\ odd\t\x01", "plain words"]:
         quoted = shell_quote(prompt)
@@ -171,7 +171,7 @@ def test_shell_command_keeps_a_multiline_prompt_on_one_line_and_bash_reads_it_ba
 
 
 def test_python_snippet_prompts_as_training_did(tmp_path):
-    from ftwiz.screens.done import run_data_format, usage_snippets
+    from ftwiz.core.engine.results import run_data_format, usage_snippets
 
     run = make_run(tmp_path, state="finished")
     config = {"method": "lora", "model": {"name_or_path": "base"}, "data": {"format": "auto"}}

@@ -1,0 +1,111 @@
+"""What the wizard's Settings step computes, without Textual: the recommended field values with
+their reasons, and the RunConfig built from the fields the user edited.
+
+Field keys are "section.name" of RunConfig (training.learning_rate, lora.r, ...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ftwiz.core.config import RunConfig, config_from_dict
+
+NOT_CONFIG_FIELDS = frozenset({"training.precision", "training.effective_batch_size"})
+"""Recommended values that are not RunConfig fields: precision becomes bf16/fp16, the effective
+batch is micro-batch x accumulation."""
+
+
+def tokenizer_for(model_spec: str | None, trust_remote_code: bool = False) -> Any:
+    """The tokenizer the model will train with, when it is on this machine; None: the Data step
+    counts words instead."""
+    from ftwiz.core.demo import DEMO_DATA, build_tokenizer
+
+    if model_spec == DEMO_DATA:
+        return build_tokenizer()
+    if model_spec and (Path(model_spec).expanduser() / "tokenizer_config.json").exists():
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(model_spec, trust_remote_code=trust_remote_code)
+    return None
+
+
+def demo_values(keys: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The demo's own values for the given field keys, each with the same reason."""
+    from ftwiz.core.demo import demo_config
+
+    demo = demo_config()
+    values = {key: getattr(getattr(demo, key.split(".")[0]), key.split(".")[1]) for key in keys}
+    values["lora.target_modules"] = "all-linear"
+    why = "the demo's tuned value: a tiny model learns in ~1 minute on the CPU"
+    reasons = {key: why for key in keys}
+    reasons["training.num_train_epochs"] = f"unused: the demo stops after max_steps {demo.training.max_steps}"
+    return values, reasons
+
+
+def recommended_values(recommended: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A plan's (or recommend_hyperparams') {name: {"value", "reason"}} as field values and reasons."""
+    values: dict[str, Any] = {}
+    reasons: dict[str, str] = {}
+    for name, rec in recommended.items():
+        key = ("lora." if name in ("r", "lora_alpha", "lora_dropout") else "training.") + name
+        values[key], reasons[key] = rec["value"], rec["reason"]
+    values["lora.target_modules"] = "attention"
+    reasons["lora.target_modules"] = "q, k, v, o: the usual start; all-linear adds capacity and memory"
+    return values, reasons
+
+
+def target_modules(info: Any, preset: str) -> list[str] | str:
+    """A targets preset as module names for the model (without one: all-linear or q, k, v, o)."""
+    if info is None:
+        return "all-linear" if preset == "all-linear" else ["q_proj", "k_proj", "v_proj", "o_proj"]
+    from ftwiz.core.models import resolve_targets
+
+    return resolve_targets(info, preset)
+
+
+def settings_config(
+    values: dict[str, Any],
+    *,
+    method: str,
+    model_spec: str | None,
+    data_spec: str | None,
+    trust_remote_code: bool = False,
+    info: Any = None,
+    plan: Any = None,
+    demo: bool = False,
+    precision_chosen: bool = True,
+) -> RunConfig:
+    """The RunConfig from the Settings fields over the demo's config, or over the plan's (packing,
+    kernels, scheduler: what the plan adds beyond the fields). Raises UserError when invalid.
+
+    `precision_chosen`: the values carry a recommended training.precision (else fp32)."""
+    if demo:
+        from ftwiz.core.demo import demo_config_dict, demo_model_dir
+
+        data = demo_config_dict(demo_model_dir())
+    else:
+        data = {
+            "method": method,
+            "model": {"name_or_path": model_spec, "trust_remote_code": trust_remote_code},
+            "data": {"path": data_spec},
+            "training": {},
+            "lora": {},
+        }
+        if plan is not None:
+            planned = plan.to_config(data_path=data_spec).model_dump(mode="json")
+            data["training"] = planned["training"]
+            data["quantization"] = planned["quantization"]
+        precision = precision_chosen and values.get("training.precision")
+        data["training"]["bf16"] = precision == "bf16"
+        data["training"]["fp16"] = precision == "fp16"
+    for key, value in values.items():
+        section, name = key.split(".")
+        if key in NOT_CONFIG_FIELDS:
+            continue
+        if key == "lora.target_modules":
+            value = target_modules(info, value)
+        if method == "full" and section == "lora":
+            continue
+        data.setdefault(section, {})[name] = value
+    return config_from_dict(data, source="settings")
