@@ -39,4 +39,46 @@ def test_import_linter_contract_is_kept(tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 kept, 0 broken" in result.stdout
+    assert "5 kept, 0 broken" in result.stdout
+
+
+def test_the_wheel_installs_and_every_module_imports(tmp_path):
+    """Built as a release is, installed (not editable) into a fresh environment: every module,
+    the package data (measured ratios, styles) included, imports from the installed files.
+
+    The fresh environment sees this one's dependencies through a path entry (not its .pth files,
+    so not the editable install), and pip installs the wheel alone (--no-deps, offline).
+    """
+    import site
+    import sysconfig
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+         "-w", str(wheels), str(repo)],
+        check=True, capture_output=True, cwd=tmp_path,
+    )
+    (wheel,) = wheels.glob("ftwiz-*.whl")
+    env_dir = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
+    python = env_dir / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    deps = [sysconfig.get_path("purelib"), *site.getsitepackages()]
+    (Path(purelib) / "_deps.pth").write_text("\n".join(dict.fromkeys(deps)) + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
+                    "-q", str(wheel)], check=True, capture_output=True)
+    code = (
+        "import importlib, pkgutil, ftwiz, ftwiz.core.recommend as r\n"
+        "names = [m.name for m in pkgutil.walk_packages(ftwiz.__path__, 'ftwiz.')]\n"
+        "for name in names:\n"
+        "    if not name.endswith('__main__'): importlib.import_module(name)\n"
+        f"assert all(p.startswith({purelib!r}) for p in ftwiz.__path__), ftwiz.__path__\n"
+        "assert r.measured_speedups(), 'core/measured.json missing from the wheel'\n"
+        "assert 'ftwiz.screens.settings' in names and 'ftwiz.core.monitor' in names, names\n"
+    )
+    result = subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert result.returncode == 0, result.stderr
