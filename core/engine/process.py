@@ -33,6 +33,26 @@ from ftwiz.core.data import Note
 from ftwiz.core.engine import checkpoints, faults
 from ftwiz.core.engine.model_source import model_source
 from ftwiz.core.errors import UserError
+from ftwiz.core.events import (
+    CheckpointEvent,
+    ErrorEvent,
+    EvalEvent,
+    Event,
+    FinishedEvent,
+    InfoEvent,
+    LimitEvent,
+    ModelEvent,
+    NanEvent,
+    OomEvent,
+    ProbeEvent,
+    ProbeSummary,
+    SamplesEvent,
+    StartedEvent,
+    StepEvent,
+    StoppedEvent,
+    WarningEvent,
+    make_event,
+)
 from ftwiz.core.runs import RunDir
 
 HEARTBEAT_EVERY_S = 2.0
@@ -58,8 +78,8 @@ class Flags:
     """What the signal handler, the callback and the main loop tell each other."""
 
     stop_requested: bool = False
-    nan: dict[str, Any] | None = None
-    limit: dict[str, Any] | None = None
+    nan: NanEvent | None = None
+    limit: LimitEvent | None = None
     oom_count: int = 0
     oom_fault_steps: set = field(default_factory=set)
     losses: deque = field(default_factory=lambda: deque(maxlen=50))
@@ -285,7 +305,7 @@ def make_trainer_class():
                 final = checkpoints.finalize(root / f"checkpoint-{step}", root_dir / f"checkpoint-{step}")
                 root.rmdir()
                 checkpoints.rotate(root_dir, hooks.config.training.save_total_limit)
-                hooks.emit("checkpoint", path=str(final.relative_to(hooks.run.path)), step=step)
+                hooks.emit(CheckpointEvent(path=str(final.relative_to(hooks.run.path)), step=step))
             self.accelerator.wait_for_everyone()
 
     return AtomicCheckpointTrainer
@@ -325,9 +345,10 @@ class Hooks:
         self.last_tokens: tuple[float, float] | None = None
         self.micro_batch = self.grad_accum = 0
 
-    def emit(self, type: str, **fields: Any) -> None:
+    def emit(self, event: Event) -> None:
+        """Rank 0 writes events (docs/events.md; one class per type in core/events.py)."""
         if self.is_main:
-            self.run.emit(type, **fields)
+            self.run.emit(event)
 
     def spent_s(self) -> float:
         return self.spent_before_s + (time.time() - self.process_t0)
@@ -343,15 +364,14 @@ class Hooks:
         self.last_tokens = (0.0, self.t0)
         self.status.update(state="running", step=state.global_step, max_steps=state.max_steps)
         names = [name for name, _ in model.named_modules()]
-        self.emit(
-            "model",
+        self.emit(ModelEvent(
             step=state.global_step,
             max_steps=state.max_steps,
             trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
             total_params=sum(p.numel() for p in model.parameters()),
             lora_modules=sum(name.endswith(".lora_A") for name in names),
             peft_wrappers=sum(name.endswith("base_model.model") for name in names),
-        )
+        ))
 
     def step_end(self, state: Any, control: Any) -> None:
         self.status.update(step=state.global_step, epoch=state.epoch, spent_s=round(self.spent_s(), 1))
@@ -360,12 +380,12 @@ class Hooks:
         spend = self.spend_usd()
         reason = None
         if limits.max_hours is not None and hours >= limits.max_hours:
-            reason = {"limit": "max_hours", "value": limits.max_hours, "hours": round(hours, 4)}
+            reason = LimitEvent(step=state.global_step, limit="max_hours", value=limits.max_hours, hours=round(hours, 4))
         elif limits.max_cost is not None and spend is not None and spend >= limits.max_cost:
-            reason = {"limit": "max_cost", "value": limits.max_cost, "spend_usd": spend}
+            reason = LimitEvent(step=state.global_step, limit="max_cost", value=limits.max_cost, spend_usd=spend)
         if reason and self.flags.limit is None:
             self.flags.limit = reason
-            self.emit("limit", step=state.global_step, **reason)
+            self.emit(reason)
         if _any_rank(bool(self.flags.limit or self.flags.stop_requested)):
             # Every DDP rank must save and stop at the same step, or they deadlock in the save.
             if not self.flags.limit:
@@ -404,7 +424,7 @@ class Hooks:
     def log(self, state: Any, control: Any, logs: dict[str, Any]) -> None:
         step = state.global_step
         if "eval_loss" in logs:
-            self.emit("eval", step=step, eval_loss=float(logs["eval_loss"]), epoch=state.epoch)
+            self.emit(EvalEvent(step=step, eval_loss=float(logs["eval_loss"]), epoch=state.epoch))
         if "loss" not in logs:
             return
         loss = float(logs["loss"])
@@ -419,8 +439,7 @@ class Hooks:
             if self.last_tokens is not None and now > self.last_tokens[1] and tokens >= self.last_tokens[0]:
                 tokens_per_s = round((tokens - self.last_tokens[0]) / (now - self.last_tokens[1]), 1)
             self.last_tokens = (tokens, now)
-        self.emit(
-            "step",
+        self.emit(StepEvent(
             step=step,
             max_steps=self.max_steps,
             epoch=state.epoch,
@@ -433,7 +452,7 @@ class Hooks:
             eta_s=None if eta is None else round(eta, 1),
             spend_usd=self.spend_usd(),
             **self.memory(),
-        )
+        ))
         bad = None
         if not math.isfinite(loss):
             bad = f"loss is {loss}"
@@ -450,8 +469,8 @@ class Hooks:
 
     def on_nan(self, step: int, reason: str, loss: float | None) -> None:
         if self.flags.nan is None:
-            self.flags.nan = {"step": step, "reason": reason}
-            self.emit("nan", step=step, reason=reason, loss=loss, suggestion=NAN_SUGGESTION)
+            self.flags.nan = NanEvent(step=step, reason=reason, loss=loss, suggestion=NAN_SUGGESTION)
+            self.emit(self.flags.nan)
 
     @staticmethod
     def weights_not_finite(model: Any) -> bool:
@@ -492,17 +511,16 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
     prior = run.read_status()
     hooks = Hooks(run, config, flags, status, is_main, float(prior.get("spent_s") or 0.0))
     for note in precision_notes:
-        hooks.emit("warning", message=note)
+        hooks.emit(WarningEvent(message=note))
     # trust_remote_code / allow_pickle warnings come from checks.preflight, emitted by start_run.
     if config.training.packing and not config.model.attn_implementation.startswith("flash_attention"):
-        hooks.emit(
-            "warning",
+        hooks.emit(WarningEvent(
             message=f"packing with attn_implementation {config.model.attn_implementation}: examples packed "
             "together can attend to each other; flash_attention_2 keeps them apart",
-        )
+        ))
     removed = checkpoints.remove_partial(run.checkpoints_dir) if is_main else []
     for name in removed:
-        hooks.emit("warning", message=f"removed a partial checkpoint left by an interrupted save: {name}")
+        hooks.emit(WarningEvent(message=f"removed a partial checkpoint left by an interrupted save: {name}"))
 
     set_seed(config.training.seed)
     tokenizer = AutoTokenizer.from_pretrained(
@@ -512,7 +530,7 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
     found: dict[str, Any] = {}
     train_ds, eval_ds = datasets_for(config, run, tokenizer, notes, found)
     for note in notes:
-        hooks.emit(note.kind, message=note.message)
+        hooks.emit(make_event(note.kind, message=note.message))  # InfoEvent or WarningEvent
 
     micro = int(prior.get("micro_batch") or config.training.per_device_train_batch_size)
     accum = int(prior.get("grad_accum") or config.training.gradient_accumulation_steps)
@@ -520,8 +538,7 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
         config = _with_checkpointing(config)
     flags.oom_count = int(prior.get("oom_count") or 0)
     resume_from = checkpoints.latest_checkpoint(run.checkpoints_dir)
-    hooks.emit(
-        "started",
+    hooks.emit(StartedEvent(
         method=config.method,
         model=config.model.name_or_path,
         precision=precision,
@@ -534,12 +551,12 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
         grad_accum=accum,
         resumed_from=str(resume_from.relative_to(run.path)) if resume_from else None,
         pid=os.getpid(),
-    )
+    ))
     model = None
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if config.training.probe and resume_from is None and "probe" not in prior:
         if world_size > 1:
-            hooks.emit("info", message="pre-flight probe skipped: it measures one GPU, this run uses several")
+            hooks.emit(InfoEvent(message="pre-flight probe skipped: it measures one GPU, this run uses several"))
         else:
             from ftwiz.core.engine.probe import run_probe
 
@@ -549,16 +566,16 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
             micro, accum = found["micro_batch"], found["grad_accum"]
             if found["gradient_checkpointing"] and not config.training.gradient_checkpointing:
                 config = _with_checkpointing(config)
-            hooks.emit("probe", **found)
-            if not found["fits"]:
-                hooks.emit("warning", message="pre-flight probe: even micro-batch 1 with gradient checkpointing "
-                           f"ran out of memory; training will likely fail ({OOM_SUGGESTION})")
+            probe = ProbeEvent(**found)
+            hooks.emit(probe)
+            if not probe.fits:
+                hooks.emit(WarningEvent(message="pre-flight probe: even micro-batch 1 with gradient checkpointing "
+                           f"ran out of memory; training will likely fail ({OOM_SUGGESTION})"))
             status.update(
                 micro_batch=micro,
                 grad_accum=accum,
                 gradient_checkpointing=config.training.gradient_checkpointing,
-                probe={k: found[k] for k in ("tokens_per_s", "estimated_time_s", "estimated_cost_usd", "peak_gib",
-                                              "predicted_peak_gib", "changes")},
+                probe=ProbeSummary.from_probe(probe),
             )
     trainer_class = make_trainer_class()
     while True:
@@ -585,8 +602,7 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
             restart = checkpoints.latest_checkpoint(run.checkpoints_dir)
             can_retry = attempt <= config.limits.oom_retries and micro > 1
             new_micro, new_accum = (micro // 2, accum * 2) if can_retry else (micro, accum)
-            hooks.emit(
-                "oom",
+            hooks.emit(OomEvent(
                 step=step,
                 attempt=attempt,
                 max_attempts=config.limits.oom_retries,
@@ -596,7 +612,7 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
                 grad_accum_new=new_accum,
                 resume_from=str(restart.relative_to(run.path)) if restart else None,
                 message=str(exc).splitlines()[0][:300],
-            )
+            ))
             if can_retry and int(os.environ.get("WORLD_SIZE", "1")) > 1:
                 # Under DDP the other ranks are already waiting in a collective: no retry in
                 # place. Any rank records the halved batch; `ftwiz resume` starts with it.
@@ -619,10 +635,10 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
 
     step = trainer.state.global_step
     if flags.nan:
-        raise RunFailure(f"training stopped at step {step}: {flags.nan['reason']}", NAN_SUGGESTION)
+        raise RunFailure(f"training stopped at step {step}: {flags.nan.reason}", NAN_SUGGESTION)
     if flags.stop_requested and not flags.limit:
         last = checkpoints.latest_checkpoint(run.checkpoints_dir)
-        hooks.emit("stopped", step=step, checkpoint=str(last.relative_to(run.path)) if last else None)
+        hooks.emit(StoppedEvent(step=step, checkpoint=str(last.relative_to(run.path)) if last else None))
         return "stopped"
     from ftwiz.core.engine import results
 
@@ -632,29 +648,28 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     final_loss = losses[-1] if losses else None
     if flags.limit:
-        hooks.emit("stopped", step=step, reason=flags.limit["limit"], adapter=str(run.adapter_dir.relative_to(run.path)))
+        hooks.emit(StoppedEvent(step=step, reason=flags.limit.limit, adapter=str(run.adapter_dir.relative_to(run.path))))
         return "stopped"
     demo_score = None
     if sharded and config.output.samples > 0:
         # Generating on rank 0 alone would wait forever for the other ranks' shards.
-        hooks.emit("info", message=f"before/after samples are skipped under FSDP; compare the saved model with "
-                   f"`ftwiz sample {run.name} --prompt TEXT`")
+        hooks.emit(InfoEvent(message=f"before/after samples are skipped under FSDP; compare the saved model with "
+                   f"`ftwiz sample {run.name} --prompt TEXT`"))
     elif is_main and config.output.samples > 0 and eval_ds is not None:
         summary = results.before_after_samples(trainer.model, tokenizer, eval_ds, config, run)
-        hooks.emit("samples", path=run.samples_path.name, count=summary["count"], before=summary["before"], after=summary["after"])
+        hooks.emit(SamplesEvent(path=run.samples_path.name, count=summary.count, before=summary.before, after=summary.after))
         if config.data.path == "demo":
-            demo_score = summary
+            demo_score = summary.score()
     if is_main and config.output.merge and config.method != "full":
         results.merge(run)
-    hooks.emit(
-        "finished",
+    hooks.emit(FinishedEvent(
         step=step,
         adapter=str(run.adapter_dir.relative_to(run.path)),
         final_loss=final_loss,
         duration_s=round(time.time() - hooks.process_t0, 1),
         spend_usd=hooks.spend_usd(),
         demo_score=demo_score,
-    )
+    ))
     return "finished"
 
 
@@ -703,7 +718,7 @@ def _fail(run: RunDir, status: Status, is_main: bool, code: int, message: str, s
     status.stop_heartbeat()
     if is_main:
         try:
-            run.emit("error", message=message, suggestion=suggestion)
+            run.emit(ErrorEvent(message=message, suggestion=suggestion))
         except OSError:
             pass
     try:

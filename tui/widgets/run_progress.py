@@ -12,7 +12,7 @@ from ftwiz.core.monitor import RunTracker, format_duration
 
 
 def progress_line(tracker: RunTracker, elapsed_s: float | None) -> str:
-    steps = f"step {tracker.step}/{tracker.max_steps}" if tracker.max_steps else f"step {tracker.step}"
+    steps = f"step {tracker.step}/{tracker.max_steps or '?'}"  # max_steps is None until known
     parts = [steps]
     if tracker.epoch is not None:
         parts.append(f"epoch {tracker.epoch:.2f}")
