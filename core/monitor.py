@@ -255,7 +255,8 @@ def scan_runs(runs_dir: str | os.PathLike, now: float) -> list[RunRow]:
         rows.append(RunRow(
             name=run.name,
             state=run.state(now),
-            step=last.step if last else status.step,
+            # status.json's step moves every step; step events only every logging_steps.
+            step=max((s for s in (status.step, last.step if last else None) if s is not None), default=None),
             max_steps=(_known_steps(last.max_steps) if last else None) or status.known_max_steps,
             last_loss=_number(last.loss) if last else None,
             age_s=now - float(heartbeat) if isinstance(heartbeat, (int, float)) else None,
