@@ -238,7 +238,7 @@ class TrainScreen(Screen):
         self.query_one("#run-progress", RunProgress).show(
             self.tracker,
             elapsed_s=elapsed,
-            estimate_usd=self.tracker.estimated_cost_usd,
+            estimated_cost_usd=self.tracker.estimated_cost_usd,
             budget_usd=first_number(limits.get("max_cost")),
             cpu=self.status.gpus == 0,
         )

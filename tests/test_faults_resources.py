@@ -98,14 +98,14 @@ def test_exploding_loss_is_detected():
     config = config_from_dict({"model": {"name_or_path": "m"}, "data": {"path": "d"}})
     hooks = Hooks(run=None, config=config, flags=Flags(), status=SimpleNamespace(update=lambda **k: None),
                   is_main=False, spent_s=0)
-    hooks.emit = lambda kind, **fields: emitted.append((kind, fields))
+    hooks.emit = emitted.append
     state, control = SimpleNamespace(global_step=0, epoch=0), SimpleNamespace(should_save=False, should_training_stop=False)
     for step, loss in enumerate([2.0, 2.1, 1.9, 2.0, 2.05, 1.95, 40.0], start=1):
         state.global_step = step
         hooks.log(state, control, {"loss": loss, "grad_norm": 1.0})
     assert control.should_training_stop and not control.should_save
-    kind, fields = emitted[-1]
-    assert kind == "nan" and fields["step"] == 7 and "median" in fields["reason"]
+    nan = emitted[-1]
+    assert nan.type == "nan" and nan.step == 7 and "median" in nan.reason
 
 
 def test_cost_limit_saves_and_stops_with_the_spend(runs):
