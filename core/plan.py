@@ -199,7 +199,7 @@ class Plan:
         data: dict[str, Any] = {
             "name": name,
             "method": self.method,
-            "model": {"name_or_path": _loadable_model(self.model)},
+            "model": {"name_or_path": _loadable_model(self.model), "attn_implementation": hp["attn_implementation"]},
             "data": {"path": _absolute_if_file(data_path)},
             "training": training,
             "quantization": {"upcast": self.qlora_upcast,
@@ -375,7 +375,21 @@ def make_plan(
                 batch_asked=batch is not None, grad_ckpt_asked=grad_ckpt is not None,
                 distribution=distribution, distribution_reason=distribution_reason)
     plan.time_cost = _time_cost(plan, data_stats)
+    _compile_only_if_it_pays(plan)
     return plan
+
+
+def _compile_only_if_it_pays(plan: Plan) -> None:
+    """Compiled layers off for a run too short to repay the compile (recommend.COMPILE_PAYBACK_S)."""
+    from ftwiz.core.recommend import COMPILE_PAYBACK_S, Recommendation
+
+    hp, tc = plan.hyperparams, plan.time_cost
+    if not hp["regional_compile"] or tc is None or tc.hours * 3600 >= COMPILE_PAYBACK_S:
+        return
+    hp.items["regional_compile"] = Recommendation(
+        "regional_compile", False,
+        f"off: this run trains ~{tc.hours * 60:.0f} min, too short to repay ~30 s of compiling for 11% faster "
+        f"steps (on for runs over {COMPILE_PAYBACK_S // 60} min; bench/results/real-chat-h200-diag-gpu0.json)")
 
 
 def _fsdp_fit(info: Any, target: GpuTarget, replica: Fit, sharded_plan: Any, optim: str | None, dtype: str,
