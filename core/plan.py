@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ftwiz.core.errors import UserError
-from ftwiz.core.memory import GIB, default_optim, estimate_memory
+from ftwiz.core.memory import GIB, default_optim, estimate_memory, liger_norms, trl_fuses_lm_head
 from ftwiz.core.recommend import Fit, Hyperparams, Recommendation, fit_to_gpu, recommend_hyperparams
 
 # Full fine-tuning is offered by "auto" only for models this small (it needs ~16 bytes per
@@ -298,7 +298,10 @@ def make_plan(
             info, m, free, effective, seqs, r, resolved_targets,
             micro_batch=batch, grad_ckpt=grad_ckpt, optim=optim, qlora_upcast=qlora_upcast,
             dtype=dtype if not (m == "qlora" and dtype == "fp32") else "bf16", lora_dropout=0.05,
-            liger=hp["use_liger_kernel"], shards=shards,
+            # Compiled layers are decided after the time estimate (_compile_only_if_it_pays): plan
+            # memory as if they were on (Liger's bf16 RMSNorm then off), the larger of the two.
+            liger=liger_norms(hp["use_liger_kernel"], hp["regional_compile"]),
+            fused_head=hp["use_liger_kernel"] or (not target.cpu_only and trl_fuses_lm_head()), shards=shards,
         )
         return hp, fit
 
@@ -381,15 +384,15 @@ def make_plan(
 
 def _compile_only_if_it_pays(plan: Plan) -> None:
     """Compiled layers off for a run too short to repay the compile (recommend.COMPILE_PAYBACK_S)."""
-    from ftwiz.core.recommend import COMPILE_PAYBACK_S, Recommendation
+    from ftwiz.core.recommend import COMPILE_PAYBACK_S, Recommendation, _compile_evidence
 
     hp, tc = plan.hyperparams, plan.time_cost
     if not hp["regional_compile"] or tc is None or tc.hours * 3600 >= COMPILE_PAYBACK_S:
         return
     hp.items["regional_compile"] = Recommendation(
         "regional_compile", False,
-        f"off: this run trains ~{tc.hours * 60:.0f} min, too short to repay ~30 s of compiling for 11% faster "
-        f"steps (on for runs over {COMPILE_PAYBACK_S // 60} min; bench/results/real-chat-h200-diag-gpu0.json)")
+        f"off: this run trains ~{max(1, round(tc.hours * 60))} min, too short to repay the compile "
+        f"(on for runs over {COMPILE_PAYBACK_S // 60} min: {_compile_evidence()})")
 
 
 def _fsdp_fit(info: Any, target: GpuTarget, replica: Fit, sharded_plan: Any, optim: str | None, dtype: str,

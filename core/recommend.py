@@ -60,15 +60,32 @@ def measured_compile_gain() -> dict[str, float]:
 
 
 COMPILE_PAYBACK_S = 300
-"""Compiled layers pay off only in runs longer than this. On real chat data (H200, 8B LoRA,
-varlen attention) compiling cost ~31 s of train time for 11% faster steps
-(bench/results/real-chat-h200-diag-gpu0.json): even only past ~280 s of training."""
+"""Compiled layers pay off only in runs longer than this: on real chat data (H200, 8B LoRA,
+varlen attention) compiling cost ~31 s of train time for ~11% faster steps, so ~280 s of
+training repay it (measured_compile(); bench/results/real-chat-h200-diag-gpu0.json)."""
+
+
+def measured_attention() -> dict[str, Any]:
+    """Steady tokens/s of `ftwiz train` on real chat data with sdpa and with varlen attention."""
+    return dict(_measured().get("attention") or {})
+
+
+def measured_compile() -> dict[str, Any]:
+    """Compiled layers on real chat data: steady gain (fraction) and the train time the compile costs."""
+    return dict(_measured().get("compile") or {})
 
 
 def real_data_figures() -> dict[str, Any]:
-    """What `ftwiz train` measured on real chat data (bench/results/real-chat-h200.json via
-    measured.json): tokens/s and ratios of ftwiz's plan to the guide's recipe and Unsloth."""
+    """ftwiz's plan against the guide's recipe and Unsloth through `ftwiz train` on real chat data."""
     return dict(_measured().get("real_chat") or {})
+
+
+def _compile_evidence() -> str:
+    c = measured_compile()
+    if not c:
+        return "measured on real chat data"
+    return (f"on real chat data (H200, 8B LoRA) {c['steady_gain']:.0%} faster steps for ~{c['cost_s']:.0f} s "
+            f"of compiling ({c['source']})")
 
 
 def compile_option(cpu_only: bool, method: str) -> Recommendation:
@@ -81,9 +98,8 @@ def compile_option(cpu_only: bool, method: str) -> Recommendation:
         what = "4-bit layers" if method == "qlora" else "layers under full fine-tuning"
         return Recommendation("regional_compile", False, f"{method}: compiled {what} were not measured; left off")
     return Recommendation("regional_compile", True,
-                          "torch.compile each decoder layer: on real chat data (H200, 8B LoRA) 11% faster steps "
-                          "for ~30 s of compiling, so on for runs over ~5 minutes "
-                          "(bench/results/real-chat-h200-diag-gpu0.json)")
+                          f"torch.compile each decoder layer: {_compile_evidence()}; on for runs over "
+                          f"{COMPILE_PAYBACK_S // 60} minutes")
 
 
 def liger_available() -> bool:
@@ -105,9 +121,9 @@ def varlen_available() -> bool:
 def _speed_evidence() -> str:
     real = real_data_figures()
     if real.get("vs_guide"):
-        return (f"through `ftwiz train` on real chat data (H200, 8B) ftwiz's plan trained {real['vs_guide']:.2f}x "
-                f"the guide's recipe's tokens/s (bench/results/real-chat-h200.json)")
-    return "measured on real chat data through `ftwiz train` (bench/results/real-chat-h200-diag-gpu0.json)"
+        return (f"; through `ftwiz train` on real chat data (H200, 8B) ftwiz's plan trained {real['vs_guide']:.2f}x "
+                f"the guide's recipe's tokens/s ({real['source']})")
+    return ""
 
 
 def speed_options(cpu_only: bool, method: str = "lora") -> list[Recommendation]:
@@ -120,18 +136,20 @@ def speed_options(cpu_only: bool, method: str = "lora") -> list[Recommendation]:
                 compile_option(cpu_only, method)]
     packing = Recommendation(
         "packing", True,
-        "padding-free packing (TRL BFD): examples share rows, no compute on padding; " + evidence)
+        "padding-free packing (TRL BFD): examples share rows, no compute on padding" + evidence)
+    a = measured_attention()
+    measured = (f": {a['sdpa_tokens_per_s']:,.0f} vs {a['varlen_tokens_per_s']:,.0f} tokens/s through `ftwiz train` "
+                f"on real chat data, {a['source']}" if a else "")
     if varlen_available():
         attention = Recommendation(
             "attn_implementation", "varlen",
             "PyTorch's varlen FlashAttention: each packed example attends only to itself, at FlashAttention's "
-            "speed (SDPA would build a dense mask over the whole packed row: 6,036 vs 16,209 tokens/s on real "
-            "chat data, bench/results/real-chat-h200-diag-gpu0.json)")
+            f"speed (SDPA masks the whole packed row{measured})")
     else:
         attention = Recommendation(
             "attn_implementation", "sdpa",
-            "SDPA with a block-diagonal mask for packed rows (correct, slower); torch 2.10+ adds varlen "
-            "FlashAttention, 2.7x faster on real chat data")
+            "SDPA with a block-diagonal mask for packed rows (correct, slower); torch 2.10+ brings varlen "
+            f"FlashAttention{measured}")
     if liger_available():
         liger = Recommendation("use_liger_kernel", True,
                                "Liger kernels (RMSNorm, RoPE, SwiGLU); TRL's own chunked LM head keeps the full "
@@ -289,13 +307,14 @@ def fit_to_gpu(
     lora_dropout: float = 0.05,
     liger: bool = False,
     shards: int = 1,
+    fused_head: bool | None = None,
 ) -> Fit:
     """The fastest layout whose estimate fits `free_bytes` with the margin.
 
     `seq_lens` are the max_length candidates, longest (no truncation) first; the first one for
     which some layout fits wins. Micro-batches divide the effective batch so accumulation keeps
-    it; `micro_batch` / `grad_ckpt` given by the user are kept as they are. `liger`: the memory
-    of Liger's fused cross-entropy (no full logits). `shards`: FSDP over that many GPUs
+    it; `micro_batch` / `grad_ckpt` given by the user are kept as they are. `liger` / `fused_head`:
+    estimate_memory's (Liger's RMSNorm; no full logits). `shards`: FSDP over that many GPUs
     (estimate_memory's `shards`; `free_bytes` is then one GPU's).
     """
     if effective_batch <= 0:
@@ -315,6 +334,7 @@ def fit_to_gpu(
         return estimate_memory(
             info, method, mb, seq, rank, targets, ckpt, opt, qlora_upcast, dtype,
             lora_dropout=lora_dropout, grad_accum=max(1, -(-effective_batch // mb)), liger=liger, shards=shards,
+            fused_head=fused_head,
         )
 
     margin = f"{usable / GIB:.1f} GiB usable of {free_bytes / GIB:.1f} GiB free (margin 10% + 1 GiB)"
