@@ -258,10 +258,37 @@ def ddp_markdown(docs: list[tuple[str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def measured_summary(speed: dict | None, peer: dict | None) -> dict[str, Any]:
-    """What core/measured.json holds: the speed comparison's ratios to the guide's recipe (with
-    the padded arm's padding share) and compiled layers' gain over peft and Unsloth."""
+REAL_DIAG = "real-chat-h200-diag-gpu0.json"
+REAL = "real-chat-h200.json"
+
+
+def measured_summary(speed: dict | None, peer: dict | None, diag: dict | None = None,
+                     real: dict | None = None) -> dict[str, Any]:
+    """What core/measured.json holds: the real-data figures of `ftwiz train` (bench/real.py: the
+    attention and compile diagnosis, and ftwiz's plan against the guide's recipe and Unsloth),
+    and the older hand-loop ratios (speed-h200, peer-h200), labelled as such."""
     out: dict[str, Any] = {}
+    if diag:
+        arms = diag["arms"]
+        sdpa, varlen, eager = arms["ftwiz_plan"], arms["ftwiz_plan_varlen"], arms["ftwiz_plan_varlen_nocompile"]
+        out["attention"] = {"sdpa_tokens_per_s": sdpa["steady_tokens_per_s"],
+                            "varlen_tokens_per_s": varlen["steady_tokens_per_s"],
+                            "ratio": round(varlen["steady_tokens_per_s"] / sdpa["steady_tokens_per_s"], 2),
+                            "source": f"bench/results/{REAL_DIAG}"}
+        out["compile"] = {"steady_gain": round(varlen["steady_tokens_per_s"] / eager["steady_tokens_per_s"] - 1, 3),
+                          "cost_s": round(varlen["train_runtime_s"] - eager["train_runtime_s"], 1),
+                          "source": f"bench/results/{REAL_DIAG}"}
+    if real:
+        arms = real["arms"]
+        plan, guide = arms.get("ftwiz_plan") or {}, arms.get("guide") or {}
+        matched = arms.get("unsloth_matched") or {}
+        speed = plan.get("steady_tokens_per_s")
+        out["real_chat"] = {
+            "ftwiz_tokens_per_s": speed,
+            "vs_guide": round(speed / guide["steady_tokens_per_s"], 2) if speed and guide.get("steady_tokens_per_s") else None,
+            "vs_unsloth_matched": (round(speed / matched["steady_tokens_per_s"], 2)
+                                   if speed and matched.get("steady_tokens_per_s") else None),
+            "source": f"bench/results/{REAL}"}
     if speed:
         ratios = dict(speed["summary"]["ratios_to_a"])
         padded = [r["padding_share"] for r in speed["runs"] if r.get("arm") == "a" and "padding_share" in r]
@@ -309,8 +336,8 @@ def main() -> None:
         path = RESULTS / f"{name}.json"
         if path.exists():
             (RESULTS / f"{name}.md").write_text(render(json.loads(path.read_text())))
-    MEASURED.write_text(json.dumps(measured_summary(_read("speed-h200.json"), _read("peer-h200-round2.json")),
-                                   indent=1, sort_keys=True) + "\n")
+    MEASURED.write_text(json.dumps(measured_summary(_read("speed-h200.json"), _read("peer-h200-round2.json"),
+                                                    _read(REAL_DIAG), _read(REAL)), indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":
