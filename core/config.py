@@ -182,6 +182,20 @@ class TrainingSection(_Section):
         """How many GPUs share one copy of the model: all of them under FSDP, else 1 (DDP, one GPU)."""
         return gpu_count if self.fsdp and gpu_count > 1 else 1
 
+    @staticmethod
+    def accumulation_per_gpu(accum: int, world_size: int) -> tuple[int, str | None]:
+        """Gradient accumulation per process, so that an optimizer step sees the planned batch
+        (micro-batch x accumulation) whatever the number of GPUs: each of N processes takes 1/N of
+        the accumulation. Where N does not divide it, the nearest whole number (at least 1), and a
+        sentence saying how the effective batch changed."""
+        if world_size <= 1:
+            return accum, None
+        per_gpu = max(1, round(accum / world_size))
+        if per_gpu * world_size == accum:
+            return per_gpu, None
+        return per_gpu, (f"gradient accumulation {accum} does not divide over {world_size} GPUs: {per_gpu} per GPU, "
+                         f"so a step sees micro-batch x {per_gpu * world_size} instead of x {accum}")
+
     @model_validator(mode="after")
     def _one_half_precision(self) -> TrainingSection:
         if self.bf16 and self.fp16:

@@ -390,6 +390,13 @@ def _compile_only_if_it_pays(plan: Plan) -> None:
     hp, tc = plan.hyperparams, plan.time_cost
     if not hp["regional_compile"] or tc is None or tc.hours * 3600 >= COMPILE_PAYBACK_S:
         return
+    # Liger's bf16 RMSNorm now runs (compiled layers would have replaced it): the estimate follows.
+    t = plan.to_config("data.jsonl").training
+    plan.fit.estimate = estimate_memory(
+        plan.model, plan.method, t.per_device_train_batch_size, t.max_length, plan.rank, plan.targets,
+        t.gradient_checkpointing, t.optim, plan.qlora_upcast, "bf16" if t.bf16 else "fp16" if t.fp16 else "fp32",
+        lora_dropout=0.05, grad_accum=t.gradient_accumulation_steps,
+        liger=liger_norms(hp["use_liger_kernel"], False), fused_head=True)
     hp.items["regional_compile"] = Recommendation(
         "regional_compile", False,
         f"off: this run trains ~{max(1, round(tc.hours * 60))} min, too short to repay the compile "

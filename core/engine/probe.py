@@ -158,11 +158,15 @@ def run_probe(trainer: Any, model: Any, config: RunConfig, micro: int, accum: in
     states = optimizer_bytes(model, config.training.optim)
     budget = None
     if cuda:
-        free, total = torch.cuda.mem_get_info(device)
-        # What other processes leave us: free memory plus what this process already holds.
-        budget = free + torch.cuda.memory_reserved(device) - max(MARGIN_MIN_BYTES, int(MARGIN_FRACTION * total))
+        free, _ = torch.cuda.mem_get_info(device)
+        # What other processes leave us: free memory plus what this process already holds; the
+        # margin is a share of that, not of the card's total (a GPU shared with another job, or a
+        # simulated smaller card, would otherwise lose 5% of memory it does not have).
+        available = free + torch.cuda.memory_reserved(device)
+        budget = available - max(MARGIN_MIN_BYTES, int(MARGIN_FRACTION * available))
     planned_ckpt = config.training.gradient_checkpointing
-    ckpt_on = planned_ckpt
+    # The Trainer turns checkpointing on inside train(), after the probe: the probe turns it on itself.
+    ckpt_on = False
     attempts: list[dict[str, Any]] = []
     chosen: dict[str, Any] | None = None
     for number, (m, a, ckpt) in enumerate(candidates(micro, accum, planned_ckpt)):
