@@ -81,20 +81,31 @@ def _last(run: RunDir, kind: str) -> dict | None:
     return last
 
 
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def run_row(run: RunDir, now: float | None = None) -> dict:
-    """One line of `ftwiz runs`: what a user needs to tell runs apart."""
+    """One line of `ftwiz runs`: what a user needs to tell runs apart (damaged files read as
+    far as they can be: a field that is not what it should be shows as unknown)."""
     now = now or time.time()
     status = run.read_status()
     step_event = _last(run, "step")
-    created = status.get("created") or run.path.stat().st_mtime
+    try:
+        mtime = run.path.stat().st_mtime
+    except OSError:
+        mtime = now
+    created = _number(status.get("created")) or mtime
+    heartbeat = _number(status.get("heartbeat"))
+    loss = _number(step_event.get("loss")) if step_event else None
     return {
         "name": run.name,
         "state": run.state(now),
         "step": status.get("step", 0),
         "max_steps": status.get("max_steps"),
-        "loss": step_event.get("loss") if step_event else None,
-        "age_s": round(now - float(created), 1),
-        "heartbeat_age_s": round(now - float(status["heartbeat"]), 1) if status.get("heartbeat") else None,
+        "loss": loss,
+        "age_s": round(now - created, 1),
+        "heartbeat_age_s": round(now - heartbeat, 1) if heartbeat else None,
         "path": str(run.path),
     }
 
@@ -111,7 +122,13 @@ def _age(seconds: float) -> str:
 @click.pass_context
 def runs(ctx: click.Context, as_json: bool) -> None:
     """Runs in the runs directory: state (running, stalled, finished, crashed, ...), progress, loss, age."""
-    rows = [run_row(r) for r in list_runs(_runs_dir(ctx))]
+    rows = []
+    for run in list_runs(_runs_dir(ctx)):
+        try:
+            rows.append(run_row(run))
+        except Exception as exc:  # noqa: BLE001 - one damaged run never takes the list down
+            rows.append({"name": run.name, "state": "unreadable", "step": 0, "max_steps": None, "loss": None,
+                         "age_s": 0.0, "heartbeat_age_s": None, "path": str(run.path), "error": str(exc)[:200]})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -133,11 +150,11 @@ def runs(ctx: click.Context, as_json: bool) -> None:
 
 def format_event(event: dict) -> str:
     kind = event.get("type")
-    if kind == "step":
+    if kind == "step" and _number(event.get("loss")) is not None:
         parts = [f"step {event.get('step')}/{event.get('max_steps')}", f"loss {event.get('loss'):.4f}"]
-        if event.get("eta_s") is not None:
+        if _number(event.get("eta_s")) is not None:
             parts.append(f"eta {_age(event['eta_s'])}")
-        if event.get("tokens_per_s"):
+        if _number(event.get("tokens_per_s")):
             parts.append(f"{event['tokens_per_s']:.0f} tok/s")
         return "  ".join(parts)
     fields = {k: v for k, v in event.items() if k not in ("v", "t", "type")}
@@ -188,15 +205,17 @@ def stop(ctx: click.Context, run_ref: str, force: bool) -> None:
 @click.command()
 @click.argument("run_ref")
 @click.option("--detach/--foreground", default=True, show_default=True)
+@click.option("--allow-data-change", is_flag=True,
+              help="Resume although the data file differs from the one the run started with.")
 @click.pass_context
-def resume(ctx: click.Context, run_ref: str, detach: bool) -> None:
+def resume(ctx: click.Context, run_ref: str, detach: bool, allow_data_change: bool) -> None:
     """Continue a stopped, failed or crashed run from its newest complete checkpoint."""
     from ftwiz.core.engine.launch import resume_run
     from ftwiz.core.engine.checkpoints import latest_checkpoint
 
     run = open_run(run_ref, _runs_dir(ctx))
     last = latest_checkpoint(run.checkpoints_dir)
-    resume_run(run, detach=detach)
+    resume_run(run, detach=detach, allow_data_change=allow_data_change)
     click.echo(f"resuming {run.name} from {last.name if last else 'the start (no complete checkpoint)'}")
     if not detach:
         _print_summary(run)
