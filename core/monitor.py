@@ -9,6 +9,7 @@ started by another shell days ago. `RunTracker` folds events into what the dashb
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -20,6 +21,8 @@ from ftwiz.core.runs import FINAL_STATES, RunDir, list_runs
 
 LOG_TAIL_BYTES = 64 * 1024
 """On (re)attach, show only the end of train.log: a long run's log can be hundreds of MB."""
+
+log = logging.getLogger("ftwiz.monitor")
 
 NOTICE_TYPES = frozenset({"oom", "nan", "warning", "error", "limit", "killed"})
 """Event types that deserve the user's attention (status line, log notice)."""
@@ -144,23 +147,29 @@ class RunTracker:
 
     def add(self, events: Iterable[dict[str, Any]]) -> None:
         for event in events:
-            self.events_seen += 1
-            kind = event.get("type")
-            self.last_t = event.get("t", self.last_t)
-            if kind == "started":
-                self.started_t = event.get("t")
-                self.max_steps = event.get("max_steps", self.max_steps)
-                self.estimate_usd = event.get("estimate_usd", self.estimate_usd)
-            elif kind == "step":
-                self._step(event)
-            elif kind == "eval" and _number(event.get("eval_loss")) is not None:
-                self.eval_loss.append((int(event.get("step", self.step)), float(event["eval_loss"])))
-            elif kind == "samples":
-                self.samples_ready = True
-            elif kind == "finished":
-                self.finished = event
-            if kind in NOTICE_TYPES:
-                self.notice = event
+            try:
+                self._add(event)
+            except (TypeError, ValueError, AttributeError) as exc:  # a field of the wrong shape: skip it
+                log.warning("event skipped (%s): %.200r", exc, event)
+
+    def _add(self, event: dict[str, Any]) -> None:
+        self.events_seen += 1
+        kind = event.get("type")
+        self.last_t = event.get("t", self.last_t)
+        if kind == "started":
+            self.started_t = event.get("t")
+            self.max_steps = event.get("max_steps", self.max_steps)
+            self.estimate_usd = event.get("estimate_usd", self.estimate_usd)
+        elif kind == "step":
+            self._step(event)
+        elif kind == "eval" and _number(event.get("eval_loss")) is not None:
+            self.eval_loss.append((int(event.get("step", self.step)), float(event["eval_loss"])))
+        elif kind == "samples":
+            self.samples_ready = True
+        elif kind == "finished":
+            self.finished = event
+        if kind in NOTICE_TYPES:
+            self.notice = event
 
     def _step(self, event: dict[str, Any]) -> None:
         self.step = int(event.get("step", self.step))
@@ -225,18 +234,25 @@ def scan_runs(runs_dir: str | os.PathLike, now: float) -> list[RunRow]:
     """Every run under runs_dir, newest first, with the figures the runs list shows."""
     rows = []
     for run in list_runs(runs_dir):
-        status = run.read_status()
-        last = last_step_event(run)
-        heartbeat = status.get("heartbeat")
-        rows.append(RunRow(
-            name=run.name,
-            state=run.state(now),
-            step=(last or {}).get("step", status.get("step")),
-            max_steps=(last or {}).get("max_steps") or status.get("max_steps"),
-            last_loss=_number((last or {}).get("loss")),
-            age_s=now - float(heartbeat) if isinstance(heartbeat, (int, float)) else None,
-            run_dir=run,
-        ))
+        try:
+            status = run.read_status()
+            last = last_step_event(run) or {}
+            heartbeat = _number(status.get("heartbeat"))
+            step = last.get("step", status.get("step"))
+            max_steps = last.get("max_steps") or status.get("max_steps")
+            rows.append(RunRow(
+                name=run.name,
+                state=run.state(now),
+                step=step if isinstance(step, int) and not isinstance(step, bool) else None,
+                max_steps=max_steps if isinstance(max_steps, int) and not isinstance(max_steps, bool) else None,
+                last_loss=_number(last.get("loss")),
+                age_s=now - heartbeat if heartbeat is not None else None,
+                run_dir=run,
+            ))
+        except Exception as exc:  # noqa: BLE001 - one damaged run never empties the list
+            log.warning("run %s: unreadable (%s)", run.name, exc)
+            rows.append(RunRow(name=run.name, state="unreadable", step=None, max_steps=None, last_loss=None,
+                               age_s=None, run_dir=run))
     return rows
 
 
