@@ -261,8 +261,9 @@ class RunDir:
         if owner is True:  # the owner lives, whatever status.json says (or whether it exists)
             if state in FINAL_STATES:
                 return state  # written as its last act, the process is on its way out
-            age = (now or time.time()) - float(status.get("heartbeat", 0) or 0)
-            return STALLED if age > HEARTBEAT_STALE_S else (state if state in ACTIVE_STATES else "running")
+            beat = status.get("heartbeat")  # none (status.json lost): the owner rewrites it within seconds
+            stale = beat is not None and (now or time.time()) - float(beat) > HEARTBEAT_STALE_S
+            return STALLED if stale else (state if state in ACTIVE_STATES else "running")
         if owner is False and (state in ACTIVE_STATES or state == "unknown"):
             return self.ended_state()
         if state in ACTIVE_STATES and not pid_alive(status.get("pid")):

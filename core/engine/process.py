@@ -551,6 +551,7 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
         eval_examples=len(eval_ds) if eval_ds is not None else 0,
         micro_batch=micro,
         grad_accum=accum,
+        gradient_checkpointing=config.training.gradient_checkpointing,
         resumed_from=str(resume_from.relative_to(run.path)) if resume_from else None,
         pid=os.getpid(),
     )
