@@ -186,8 +186,8 @@ def runs(model, tmp_path_factory):
     data = write_data(base / "d.jsonl")
     started = {
         # The probe runs out of memory 4 times: micro-batch 4, 2, 1 without checkpointing, then 4
-        # with it; it settles on 2 with checkpointing. Step 6 runs out of memory with no retries
-        # left: failed, with complete checkpoints 2 and 4.
+        # with it; it settles on 2 with checkpointing. After step 6 it runs out of memory with no
+        # retries left: failed, with complete checkpoints 4 and 6.
         "resumable": start(model, data, base / "runs", "resumable",
                            env={"FTWIZ_FAULT_OOM_IN_PROBE": "4", "FTWIZ_FAULT_OOM_AT_STEP": "6"},
                            save_steps=2, limits={"oom_retries": 0}),
@@ -207,21 +207,21 @@ def test_resume_keeps_the_probes_choice_and_skips_a_damaged_checkpoint(runs):
     assert wait_state(run, {"finished", "failed", "crashed"}) == "failed", run.log_path.read_text()[-3000:]
     probe = events(run, "probe")[0]
     assert (probe["micro_batch"], probe["grad_accum"], probe["gradient_checkpointing"], probe["fits"]) == (2, 2, True, True)
-    assert [checkpoints.checkpoint_step(p) for p in checkpoints.complete_checkpoints(run.checkpoints_dir)] == [2, 4]
-    _truncate(run.checkpoints_dir / "checkpoint-4" / "adapter_model.safetensors")
+    assert [checkpoints.checkpoint_step(p) for p in checkpoints.complete_checkpoints(run.checkpoints_dir)] == [4, 6]
+    _truncate(run.checkpoints_dir / "checkpoint-6" / "adapter_model.safetensors")
 
     from ftwiz.core.engine.launch import resume_run
 
     resume_run(RunDir(run.path), detach=False)  # no fault variables this time
     assert run.state() == "finished", run.log_path.read_text()[-3000:]
     after = events(run)[max(i for i, e in enumerate(events(run)) if e["type"] == "resumed"):]
-    warning = next(e for e in after if e["type"] == "warning" and "checkpoint-4" in e["message"])
-    assert "damaged" in warning["message"] and "checkpoint-2" in warning["message"]
+    warning = next(e for e in after if e["type"] == "warning" and "checkpoint-6" in e["message"])
+    assert "damaged" in warning["message"] and "checkpoint-4" in warning["message"]
     started = next(e for e in after if e["type"] == "started")
-    assert started["resumed_from"] == "checkpoints/checkpoint-2"
+    assert started["resumed_from"] == "checkpoints/checkpoint-4"
     assert (started["micro_batch"], started["grad_accum"], started["gradient_checkpointing"]) == (2, 2, True)
     assert not [e for e in after if e["type"] == "probe"]  # the probe's choice stands
-    assert (run.checkpoints_dir / f"{BAD_PREFIX}checkpoint-4").is_dir()
+    assert (run.checkpoints_dir / f"{BAD_PREFIX}checkpoint-6").is_dir()
 
 
 @pytest.mark.slow

@@ -707,6 +707,7 @@ def own_run(run: RunDir, is_main: bool) -> int | None:
             fd = int(inherited)
             if os.fstat(fd).st_ino == os.stat(run.lock_path).st_ino:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # our own lock: it holds
+                os.set_inheritable(fd, False)  # programs this process starts do not own the run
                 return fd
         except (OSError, ValueError):
             pass
@@ -790,7 +791,22 @@ def main(run_path: str) -> int:
                 os.remove(run.path / RESERVE_NAME)
             except OSError:
                 pass
+        if lock is not None:
+            _release(lock)
     return code
+
+
+def _release(lock: int) -> None:
+    """The final state is written: the run is over. LOCK_UN frees the lock at once for every
+    descriptor sharing it (a forked helper that outlives us included), so `ftwiz resume` never
+    waits for the interpreter's exit."""
+    import fcntl
+
+    try:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+    except OSError:
+        pass
 
 
 def _fail(run: RunDir, status: Status, is_main: bool, code: int, message: str, suggestion: str | None) -> None:
