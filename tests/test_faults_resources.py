@@ -177,7 +177,7 @@ def test_max_hours_limit_saves_and_stops():
     assert control.should_save and control.should_training_stop
     assert flags.limit["limit"] == "max_hours" and not flags.stop_requested  # a limit, not a user stop
     kind, fields = emitted[0]
-    assert kind == "limit" and fields["step"] == 3 and fields["value"] == 1e-9 and fields["hours"] >= 0
+    assert kind == "limit" and fields["step"] == 3 and fields["value"] == 1e-9 and fields["hours"] >= fields["value"]
     config = config_from_dict({"model": {"name_or_path": "m"}, "data": {"path": "d"}, "limits": {"max_hours": 1.0}})
     hooks = Hooks(run=None, config=config, flags=Flags(), status=SimpleNamespace(update=lambda **k: None),
                   is_main=False, spent_s=0)

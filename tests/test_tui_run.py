@@ -329,7 +329,8 @@ def test_fake_writer_leaves_a_consistent_run(tmp_path):
     types = [e["type"] for e in run.iter_events()]
     assert types[0] == "started" and types[-1] == "finished" and types.count("step") == 5
     assert run.read_status()["state"] == "finished"
-    assert time.time() > T0
+    # Events carry the fixed clock (T0, 3 s a step), not the wall clock.
+    assert [e["t"] for e in run.iter_events() if e["type"] == "step"] == [T0 + 3.0 * step for step in range(1, 6)]
 
 
 async def test_a_stalled_run_says_so_and_can_still_be_stopped(tmp_path):
