@@ -202,6 +202,7 @@ def runs(model, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # starts the module's three runs, then trains again in the foreground
 def test_resume_keeps_the_probes_choice_and_skips_a_damaged_checkpoint(runs):
     run = runs["resumable"]
     assert wait_state(run, {"finished", "failed", "crashed"}) == "failed", run.log_path.read_text()[-3000:]
