@@ -192,8 +192,8 @@ def data_identity(path: str) -> dict | None:
 
 def check_resume_data(run: RunDir, recorded: dict | None, data_path: str, allow_change: bool) -> dict | None:
     """Refuse to resume on data other than the run started with, unless asked to."""
-    if not recorded:
-        return None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("path"), str):
+        return None  # started before ftwiz recorded its data, or unreadable: nothing to compare
     current = data_identity(data_path) if Path(recorded["path"]).is_file() else None
     if current == recorded or allow_change:
         return current

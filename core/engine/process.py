@@ -72,7 +72,9 @@ class Status:
 
     The run process owns status.json: it keeps the whole status in memory and writes all of it
     each time (atomically), so a file removed or damaged by someone else is whole again at the
-    next heartbeat. A stop requested by signal shows as "stopping" from the next write on.
+    next heartbeat. Fields it never set itself (the launcher's, another DDP rank's halved
+    micro-batch) are taken from the file as it finds it. A stop requested by signal shows as
+    "stopping" from the next write on.
     """
 
     def __init__(self, run: RunDir, enabled: bool, flags: Flags | None = None) -> None:
@@ -80,6 +82,7 @@ class Status:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.data: dict[str, Any] = run.read_status() if enabled else {}
+        self._owned: set[str] = {"heartbeat"}
 
     def update(self, **fields: Any) -> None:
         if self.enabled:
@@ -87,7 +90,9 @@ class Status:
                 if self.flags is not None and self.flags.stop_requested:
                     if fields.get("state", self.data.get("state")) in ("starting", "running"):
                         fields["state"] = "stopping"
+                self._owned.update(fields)
                 self.data.update(fields)
+                self.data.update({k: v for k, v in self.run.read_status().items() if k not in self._owned})
                 self.data["heartbeat"] = time.time()
                 _write_private(self.run.status_path, json.dumps(self.data, indent=2, default=str))
 
@@ -828,11 +833,13 @@ def _release(lock: int) -> None:
 
 def _fail(run: RunDir, status: Status, is_main: bool, code: int, message: str, suggestion: str | None) -> None:
     status.stop_heartbeat()
-    for attempt in range(2):  # a full disk: free the reserve and write again
-        try:
-            if is_main:
-                run.emit("error", message=message, suggestion=suggestion)
-            status.update(state="failed", exit_code=code)
-            return
-        except OSError:
-            _free_reserve(run)
+    writes = [lambda: status.update(state="failed", exit_code=code)]
+    if is_main:
+        writes.insert(0, lambda: run.emit("error", message=message, suggestion=suggestion))
+    for write in writes:
+        for attempt in range(2):  # a full disk: free the reserve and write again
+            try:
+                write()
+                break
+            except OSError:
+                _free_reserve(run)
