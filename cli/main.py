@@ -47,6 +47,9 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, runs_dir: str) -> None:
     """ftwiz: fine-tune a language model on this GPU, guided. With no command, starts the wizard."""
+    from ftwiz.core.runs import check_runs_dir
+
+    check_runs_dir(runs_dir)
     ctx.ensure_object(dict)
     ctx.obj["runs_dir"] = runs_dir
     if ctx.invoked_subcommand is None:

@@ -82,20 +82,30 @@ def _last(run: RunDir, kind: type[Event]) -> Event | None:
     return last
 
 
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def run_row(run: RunDir, now: float | None = None) -> dict:
-    """One line of `ftwiz runs`: what a user needs to tell runs apart."""
+    """One line of `ftwiz runs`: what a user needs to tell runs apart (damaged files read as
+    far as they can be: a field that is not what it should be shows as unknown)."""
     now = now or time.time()
     status = run.run_status()
     step_event = _last(run, StepEvent)
-    created = status.created or run.path.stat().st_mtime
+    try:
+        mtime = run.path.stat().st_mtime
+    except OSError:
+        mtime = now
+    created = _number(status.created) or mtime
+    heartbeat = _number(status.heartbeat)
     return {
         "name": run.name,
         "state": run.state(now),
-        "step": status.step if status.step is not None else 0,
-        "max_steps": status.max_steps,
-        "loss": step_event.loss if step_event else None,
-        "age_s": round(now - float(created), 1),
-        "heartbeat_age_s": round(now - float(status.heartbeat), 1) if status.heartbeat else None,
+        "step": status.step if isinstance(status.step, int) else 0,
+        "max_steps": status.max_steps if isinstance(status.max_steps, int) else None,
+        "loss": _number(step_event.loss) if step_event else None,
+        "age_s": round(now - created, 1),
+        "heartbeat_age_s": round(now - heartbeat, 1) if heartbeat else None,
         "path": str(run.path),
     }
 
@@ -112,7 +122,13 @@ def _age(seconds: float) -> str:
 @click.pass_context
 def runs(ctx: click.Context, as_json: bool) -> None:
     """Runs in the runs directory: state (running, stalled, finished, crashed, ...), progress, loss, age."""
-    rows = [run_row(r) for r in list_runs(_runs_dir(ctx))]
+    rows = []
+    for run in list_runs(_runs_dir(ctx)):
+        try:
+            rows.append(run_row(run))
+        except Exception as exc:  # noqa: BLE001 - one damaged run never takes the list down
+            rows.append({"name": run.name, "state": "unreadable", "step": 0, "max_steps": None, "loss": None,
+                         "age_s": 0.0, "heartbeat_age_s": None, "path": str(run.path), "error": str(exc)[:200]})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -133,14 +149,15 @@ def runs(ctx: click.Context, as_json: bool) -> None:
 
 
 def format_event(record: dict) -> str:
-    """One line of `ftwiz attach`: steps in words, other events with every field as written."""
+    """One line of `ftwiz attach`: steps in words, other events with every field as written (a
+    step whose fields are damaged is shown as written too)."""
     event = parse_event(record)
-    if isinstance(event, StepEvent):
+    if isinstance(event, StepEvent) and _number(event.loss) is not None:
         parts = [f"step {event.step}/{event.max_steps if event.max_steps not in (None, -1) else '?'}",
                  f"loss {event.loss:.4f}"]
-        if event.eta_s is not None:
+        if _number(event.eta_s) is not None:
             parts.append(f"eta {_age(event.eta_s)}")
-        if event.tokens_per_s:
+        if _number(event.tokens_per_s):
             parts.append(f"{event.tokens_per_s:.0f} tok/s")
         return "  ".join(parts)
     fields = {k: v for k, v in record.items() if k not in ("v", "t", "type")}
@@ -192,15 +209,17 @@ def stop(ctx: click.Context, run_ref: str, force: bool) -> None:
 @click.command()
 @click.argument("run_ref")
 @click.option("--detach/--foreground", default=True, show_default=True)
+@click.option("--allow-data-change", is_flag=True,
+              help="Resume although the data file differs from the one the run started with.")
 @click.pass_context
-def resume(ctx: click.Context, run_ref: str, detach: bool) -> None:
+def resume(ctx: click.Context, run_ref: str, detach: bool, allow_data_change: bool) -> None:
     """Continue a stopped, failed or crashed run from its newest complete checkpoint."""
     from ftwiz.core.engine.launch import resume_run
     from ftwiz.core.engine.checkpoints import latest_checkpoint
 
     run = open_run(run_ref, _runs_dir(ctx))
     last = latest_checkpoint(run.checkpoints_dir)
-    resume_run(run, detach=detach)
+    resume_run(run, detach=detach, allow_data_change=allow_data_change)
     click.echo(f"resuming {run.name} from {last.name if last else 'the start (no complete checkpoint)'}")
     if not detach:
         _print_summary(run)

@@ -8,6 +8,7 @@ that names the field and says what would work; softer findings come back as warn
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
@@ -18,6 +19,91 @@ from ftwiz.core.memory import OPTIMIZERS, minimum_memory
 from ftwiz.core.models import ModelInfo, resolve_targets
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+FTWIZ_ATTENTION = ("varlen",)
+"""ftwiz's own attention implementations (core/engine/attention.py registers them with transformers
+in the run process; planning may not import the engine, so the name is repeated here and a test
+keeps the two equal)."""
+REMOTE_CODE_FILES = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json",
+                     "generation_config.json")
+"""JSON files of a model directory whose `auto_map` makes transformers import the model's own code."""
+
+
+def _choices(value: str, allowed: list[str], field: str, what: str) -> str:
+    close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    shown = ", ".join(allowed[:12]) + (", ..." if len(allowed) > 12 else "")
+    return f"{field}: {str(value)[:60]!r} is not {what} of the installed libraries; {hint}allowed: {shown}"
+
+
+def check_library_fields(config: RunConfig) -> None:
+    """Fields the run hands to transformers / TRL / peft that the config model leaves as free
+    strings, checked against the installed libraries' own lists (the Trainer would only refuse
+    them after the run had started)."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    t = config.training
+    optimizers = [o.value for o in OptimizerNames]
+    if t.optim not in optimizers:
+        raise UserError(_choices(t.optim, optimizers, "training.optim", "an optimizer"))
+    schedulers = [s.value for s in SchedulerType]
+    if t.lr_scheduler_type not in schedulers:
+        raise UserError(_choices(t.lr_scheduler_type, schedulers, "training.lr_scheduler_type", "a scheduler"))
+    attention = ["eager", "sdpa", *sorted(set(ALL_ATTENTION_FUNCTIONS.valid_keys()) - {"sdpa"}), *FTWIZ_ATTENTION]
+    if config.model.attn_implementation not in attention:
+        raise UserError(_choices(config.model.attn_implementation, attention, "model.attn_implementation",
+                                 "an attention implementation"))
+
+
+def check_local_model(config: RunConfig) -> None:
+    """A local model directory holds loadable weights and a tokenizer, its safetensors index
+    points inside it, and no file asks for remote code unless model.trust_remote_code is on."""
+    path = Path(config.model.name_or_path).expanduser()
+    if not path.is_dir():
+        return
+    try:
+        files = {p.name for p in path.iterdir() if p.is_file()}
+    except OSError as exc:
+        raise UserError(f"model.name_or_path: {path}: cannot read it ({exc.strerror})") from None
+    weights = [f for f in files if f.endswith(".safetensors")]
+    pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES) and f != "training_args.bin"]
+    if not weights and not pickles:
+        raise UserError(
+            f"model.name_or_path: {path} has no weights (no *.safetensors file); "
+            "point it at a complete model directory (config.json, tokenizer and weights)"
+        )
+    root = path.resolve()
+    for index_name in sorted(f for f in files if f.endswith(".index.json")):
+        try:
+            index = json.loads((path / index_name).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
+            raise UserError(f"model.name_or_path: {path / index_name}: not readable JSON ({str(exc)[:80]})") from None
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict):
+            raise UserError(f"model.name_or_path: {path / index_name}: no weight_map")
+        for shard in sorted({str(v) for v in weight_map.values()}):
+            target = (path / shard).resolve()
+            if target.parent != root and root not in target.parents:
+                raise UserError(
+                    f"model.name_or_path: {path / index_name}: shard {shard[:80]!r} lies outside the model directory"
+                )
+            if not target.is_file():
+                raise UserError(f"model.name_or_path: {path / index_name}: shard {shard[:80]!r} is missing")
+    if not config.model.trust_remote_code:
+        for name in REMOTE_CODE_FILES:
+            if name not in files:
+                continue
+            try:
+                data = json.loads((path / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError):
+                continue
+            if isinstance(data, dict) and data.get("auto_map"):
+                raise UserError(
+                    f"model.trust_remote_code: {path / name} asks for the model's own Python code (auto_map); "
+                    "it runs with your permissions when loaded. Set model.trust_remote_code: true only if you "
+                    "trust its author"
+                )
 
 
 def check_model_files(config: RunConfig) -> list[str]:
@@ -140,4 +226,7 @@ def preflight(config: RunConfig, hardware: Hardware, info: ModelInfo | None) -> 
     check_against_hardware(config, hardware)
     if info is not None:
         check_fits(config, info, hardware)
-    return check_model_files(config)
+    check_library_fields(config)
+    warnings = check_model_files(config)
+    check_local_model(config)
+    return warnings

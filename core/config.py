@@ -7,6 +7,9 @@ without a glossary. Validation errors name the field and what is allowed.
 
 from __future__ import annotations
 
+import os
+import reprlib
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +20,14 @@ from ftwiz.core.errors import UserError
 from ftwiz.core.methods import Method
 
 CONFIG_VERSION = 1
+MAX_CONFIG_BYTES = 1024 * 1024
+"""A run config is a few kilobytes; anything past this is not one (and is not read whole)."""
+MAX_YAML_DEPTH = 32
+MAX_YAML_NODES = 100_000
+"""Nodes after expanding aliases: an alias bomb (a billion laughs) is refused while it is parsed."""
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxlevel, _EXCERPT.maxlist, _EXCERPT.maxtuple, _EXCERPT.maxdict = 2, 4, 4, 4
+_EXCERPT.maxset, _EXCERPT.maxstring, _EXCERPT.maxother, _EXCERPT.maxlong = 4, 60, 60, 40
 DataFormat = Literal["auto", "alpaca", "chat", "sharegpt", "prompt_completion", "text"]
 
 
@@ -142,7 +153,7 @@ class TrainingSection(_Section):
         description="torch.compile each decoder layer (compiled once, reused by every layer; about a "
         "minute at start). With Liger on, only its fused linear cross-entropy is kept.",
     )
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="numpy's seed range: 0 to 2**32 - 1.")
     logging_steps: int = Field(1, gt=0)
     eval_steps: int | None = Field(None, gt=0)
     save_steps: int = Field(50, gt=0)
@@ -292,10 +303,94 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{field}: unknown key"
     if kind == "missing":
         return f"{field}: required but missing"
-    message = error["msg"].removeprefix("Value error, ")
+    message = error["msg"].removeprefix("Value error, ")[:300]
     if not error["loc"]:  # a check across sections: its message names the field itself
         return message
-    return f"{field}: {message} (got {error.get('input')!r})"
+    return f"{field}: {message} (got {excerpt(error.get('input'))})"
+
+
+def excerpt(value: Any, limit: int = 80) -> str:
+    """A short quote of a value for an error message: never the whole of a huge or shared one."""
+    text = _EXCERPT.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _YamlLimit(yaml.YAMLError):
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader with a depth limit and a limit on nodes counted with aliases expanded."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+        self._sizes: dict[int, int] = {}
+
+    def _size(self, node: yaml.Node) -> int:
+        key = id(node)
+        if key not in self._sizes:
+            self._sizes[key] = 1  # a node being composed (a recursive alias) counts once
+            if isinstance(node, yaml.SequenceNode):
+                self._sizes[key] = 1 + sum(self._size(child) for child in node.value)
+            elif isinstance(node, yaml.MappingNode):
+                self._sizes[key] = 1 + sum(self._size(k) + self._size(v) for k, v in node.value)
+        return self._sizes[key]
+
+    def _count(self, nodes: int, mark: Any) -> None:
+        self._nodes += nodes
+        if self._nodes > MAX_YAML_NODES:
+            raise _YamlLimit(f"more than {MAX_YAML_NODES:,} values once aliases are expanded (an alias bomb?)", mark)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            node = self.anchors.get(event.anchor)
+            if node is not None:
+                self._count(self._size(node), event.start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _YamlLimit(f"nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark)
+            self._count(1, event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def read_regular_file(path: str | Path, max_bytes: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most max_bytes; UserError (one line) for anything else:
+    missing, a directory, a named pipe or device (never opened: reading one could block or never
+    end), too large, or unreadable."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UserError(f"{path}: is a directory, expected a {what}")
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a named pipe" if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "not a regular file"
+        raise UserError(f"{path}: is {kind}, expected a {what} (only regular files are read)")
+    if info.st_size > max_bytes:
+        raise UserError(f"{path}: {info.st_size:,} bytes, more than a {what} can be ({max_bytes:,} bytes at most)")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # swapped since the stat
+                raise UserError(f"{path}: not a regular file, expected a {what}")
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:
+        raise UserError(f"{path}: more than a {what} can be ({max_bytes:,} bytes at most)")
+    return data
 
 
 def config_from_dict(data: Any, source: str = "config") -> RunConfig:
@@ -312,18 +407,17 @@ def config_from_dict(data: Any, source: str = "config") -> RunConfig:
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a run config YAML file."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory, expected a YAML config file")
+    raw = read_regular_file(path, MAX_CONFIG_BYTES, "YAML config file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=BoundedLoader)  # noqa: S506 - a SafeLoader with limits
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise UserError(f"{path}{where}: not valid YAML ({str(getattr(exc, 'problem', None) or exc)[:200]})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid YAML (nested too deeply)") from None
     return config_from_dict(data, source=str(path))

@@ -184,7 +184,7 @@ def validate_rows(
     good: list[Example] = []
     if fmt is not None:
         for row in loaded.rows:
-            found = check_row(row.data, fmt)
+            found = _unicode_problems(row.data) or check_row(row.data, fmt)
             problems += [Problem(loaded.source, row.line, name, msg, loaded.unit) for name, msg in found]
             if not found:
                 good.append(to_example(row.data, fmt))
@@ -205,6 +205,32 @@ def validate_rows(
         report.stats = token_stats(good, tokenizer, max_length)
         report.stats["valid_rows"] = len(good)
     return report
+
+
+def _unicode_problems(value: Any, field: str | None = None, depth: int = 0) -> list[tuple[str | None, str]]:
+    """A string that is not valid Unicode (a lone UTF-16 surrogate, as JSON's \\ud800 escapes
+    allow): no tokenizer can encode it, so the row is refused here rather than in the run."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            code = ord(value[exc.start])
+            return [(field, f"text is not valid Unicode: a lone surrogate U+{code:04X} at character {exc.start + 1} "
+                            "(a \\ud800-style escape without its pair); fix or remove it")]
+        return []
+    if depth > 20:
+        return []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _unicode_problems(item, f"{field}.{key}" if field else str(key), depth + 1)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _unicode_problems(item, f"{field}[{i}]" if field else f"[{i}]", depth + 1)
+            if found:
+                return found
+    return []
 
 
 # -- statistics ----------------------------------------------------------------------

@@ -155,8 +155,67 @@ def load_rows(
             rows = train_rows()[:max_rows] if max_rows else train_rows()
             return Loaded(source=spec, unit="row", rows=[Row(i + 1, r) for i, r in enumerate(rows)])
         if looks_like_hub_id(spec):
-            return _load_hub(spec, subset, split, max_rows)
+            hub = _load_hub(spec, subset, split, max_rows)
+            _drop_oversized(hub, max_row_bytes)
+            return hub
         _fail(spec, "no such file (and not a Hub dataset id such as 'org/name')")
+    _check_regular(path, spec)
+    try:
+        loaded = _load_local(path, spec, max_rows, max_row_bytes)
+    except OSError as exc:  # unreadable (permissions), vanished, an I/O error: one line
+        _fail(spec, f"cannot read it: {exc.strerror or _first_line(exc)}")
+    if loaded.unit == "row":  # rows that were not read line by line: their size is checked here
+        _drop_oversized(loaded, max_row_bytes)
+    return loaded
+
+
+def _check_regular(path: Path, spec: str) -> None:
+    """Only regular files are read as data: a named pipe could block forever, /dev/zero never ends."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        _fail(spec, f"cannot read it: {exc.strerror or exc}")
+    if not stat.S_ISREG(mode):
+        kind = "a named pipe" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+        _fail(spec, f"is {kind}; only regular files are read as data")
+
+
+def _row_bytes(value: Any, budget: int) -> int:
+    """About how many bytes a row holds (UTF-8 text, numbers as text), counting stops past budget."""
+    total, stack = 0, [value]
+    while stack and total <= budget:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, (bytes, bytearray)):
+            total += len(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+            total += sum(len(str(k)) for k in item)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        else:
+            total += 8
+    return total
+
+
+def _drop_oversized(loaded: Loaded, max_row_bytes: int) -> None:
+    kept = []
+    for row in loaded.rows:
+        size = _row_bytes(row.data, max_row_bytes)
+        if size > max_row_bytes:
+            loaded.problems.append(Problem(
+                loaded.source, row.line, None,
+                f"row is over {max_row_bytes:,} bytes, the limit per row; no training example is that long: "
+                "split it or remove it", loaded.unit))
+        else:
+            kept.append(row)
+    loaded.rows = kept
+
+
+def _load_local(path: Path, spec: str, max_rows: int | None, max_row_bytes: int) -> Loaded:
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
         return _load_tabular(path, "parquet", max_rows)
@@ -171,9 +230,9 @@ def load_rows(
     if encoding.startswith(("utf-16", "utf-32")):
         loaded.notes.append(Note.info(f"read as {encoding.upper()} (byte-order mark found)"))
     if suffix in JSON_SUFFIXES and head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] != b"{":
-        return _load_json_document(path, encoding, loaded, max_rows)
+        return _load_json_document(path, encoding, loaded, max_rows, max_row_bytes=max_row_bytes)
     if suffix in JSON_SUFFIXES:
-        document = _load_json_document(path, encoding, loaded, max_rows, lines_fallback=True)
+        document = _load_json_document(path, encoding, loaded, max_rows, lines_fallback=True, max_row_bytes=max_row_bytes)
         if document is not None:
             return document
         loaded.notes.append(Note.info("a .json file with one object per line: read as JSON lines"))
@@ -282,12 +341,12 @@ def _physical_lines(
                 loaded.problems.append(_decode_problem(source, number, raw, exc, line_start))
 
 
-def _too_long(source: str, line: int, size: int, unit: str, limit: int) -> Problem:
+def _too_long(source: str, line: int, size: int, unit: str, limit: int, what: str = "line") -> Problem:
     return Problem(
         source,
         line,
         None,
-        f"line is {size:,} {unit} long, over the limit of {limit:,} per row; "
+        f"{what} is {size:,} {unit} long, over the limit of {limit:,} per row; "
         "no training example is that long: split it or remove it",
     )
 
@@ -299,6 +358,8 @@ def _parse_json(text: str) -> tuple[Any, str | None]:
         return None, f"not valid JSON: {exc.msg} (column {exc.colno})"
     except RecursionError:
         return None, "not valid JSON for ftwiz: nested too deeply"
+    except ValueError as exc:  # e.g. an integer literal past Python's 4300-digit limit
+        return None, f"not valid JSON for ftwiz: {str(exc).splitlines()[0][:120]}"
 
 
 def _read_json_lines(path: Path, encoding: str, loaded: Loaded, max_rows: int | None, max_row_bytes: int) -> None:
@@ -331,7 +392,8 @@ def _shift(exc: UnicodeDecodeError, by: int) -> UnicodeDecodeError:
 
 
 def _load_json_document(
-    path: Path, encoding: str, loaded: Loaded, max_rows: int | None, lines_fallback: bool = False
+    path: Path, encoding: str, loaded: Loaded, max_rows: int | None, lines_fallback: bool = False,
+    max_row_bytes: int = MAX_ROW_BYTES,
 ) -> Loaded | None:
     """A JSON array of objects (rows keep their line), or {"data": [...]} (rows numbered).
 
@@ -344,7 +406,7 @@ def _load_json_document(
     if not text.strip():
         _fail(source, "empty file (no rows)")
     if text[start] == "[":
-        _walk_array(text, start, decoder, loaded, max_rows)
+        _walk_array(text, start, decoder, loaded, max_rows, max_row_bytes)
         return loaded
     try:
         document, end = decoder.raw_decode(text, start)
@@ -352,6 +414,8 @@ def _load_json_document(
         raise DataError([Problem(source, exc.lineno, None, f"not valid JSON: {exc.msg} (column {exc.colno})")]) from None
     except RecursionError:
         _fail(source, "not valid JSON for ftwiz: nested too deeply")
+    except ValueError as exc:  # e.g. an integer literal past Python's 4300-digit limit
+        _fail(source, f"not valid JSON for ftwiz: {str(exc).splitlines()[0][:120]}")
     if text[end:].strip():
         if lines_fallback and text[end:].lstrip().startswith("{"):
             return None
@@ -370,7 +434,9 @@ def _load_json_document(
     return loaded
 
 
-def _walk_array(text: str, start: int, decoder: json.JSONDecoder, loaded: Loaded, max_rows: int | None) -> None:
+def _walk_array(
+    text: str, start: int, decoder: json.JSONDecoder, loaded: Loaded, max_rows: int | None, max_row_bytes: int = MAX_ROW_BYTES
+) -> None:
     """Decode a top-level array one element at a time, so each row keeps its line number."""
     source = loaded.source
 
@@ -394,7 +460,14 @@ def _walk_array(text: str, start: int, decoder: json.JSONDecoder, loaded: Loaded
         except RecursionError:
             loaded.problems.append(Problem(source, line_of(position), None, "nested too deeply; reading stopped"))
             return
-        loaded.rows.append(Row(line_of(position), value))
+        except ValueError as exc:  # e.g. an integer literal past Python's 4300-digit limit
+            loaded.problems.append(Problem(source, line_of(position), None,
+                                           f"not valid JSON for ftwiz: {str(exc).splitlines()[0][:120]}; reading stopped"))
+            return
+        if end - position > max_row_bytes:
+            loaded.problems.append(_too_long(source, line_of(position), end - position, "characters", max_row_bytes, "the row starting here"))
+        else:
+            loaded.rows.append(Row(line_of(position), value))
         if max_rows is not None and len(loaded.rows) >= max_rows:
             return
         position = skip_space(end)

@@ -82,6 +82,7 @@ class StartedEvent(Event):
     grad_accum: int
     resumed_from: str | None
     pid: int
+    gradient_checkpointing: bool | None = None
 
 
 @_event("model")
@@ -195,8 +196,14 @@ class StoppedEvent(Event):
     adapter: str | None = None
 
 
+@_event("stop_requested")
+class StopRequestedEvent(Event):
+    pid: int
+
+
 @_event("killed")
 class KilledEvent(Event):
+    pid: int
     message: str
 
 
@@ -313,6 +320,9 @@ class RunStatus:
     gradient_checkpointing: bool | None = None
     probe: ProbeSummary | None = None
     spent_s: float | None = None
+    pid_started: float | None = None
+    pid_cmdline: list[str] | None = None
+    data: dict[str, Any] | None = None
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> RunStatus:

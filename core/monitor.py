@@ -9,6 +9,7 @@ started by another shell days ago. `RunTracker` folds events into what the dashb
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -34,6 +35,8 @@ from ftwiz.core.runs import FINAL_STATES, RunDir, list_runs
 
 LOG_TAIL_BYTES = 64 * 1024
 """On (re)attach, show only the end of train.log: a long run's log can be hundreds of MB."""
+
+log = logging.getLogger("ftwiz.monitor")
 
 
 @dataclass
@@ -156,32 +159,38 @@ class RunTracker:
 
     def add(self, events: Iterable[Event]) -> None:
         for event in events:
-            self.events_seen += 1
-            if event.t is not None:
-                self.last_t = event.t
-            if isinstance(event, StartedEvent):
-                self.started_t = event.t
-            elif isinstance(event, ModelEvent):
-                self.max_steps = _known_steps(event.max_steps) or self.max_steps
-            elif isinstance(event, ProbeEvent):
-                self.estimated_cost_usd = _number(event.estimated_cost_usd)
-            elif isinstance(event, StepEvent):
-                self._step(event)
-            elif isinstance(event, EvalEvent) and _number(event.eval_loss) is not None:
-                self.eval_loss.append((int(event.step if event.step is not None else self.step), float(event.eval_loss)))
-            elif isinstance(event, SamplesEvent):
-                self.samples_ready = True
-            elif isinstance(event, FinishedEvent):
-                self.finished = event
-            if event.type in NOTICE_TYPES:
-                self.notice = event
+            try:
+                self._add(event)
+            except (TypeError, ValueError, AttributeError) as exc:  # a field of the wrong shape: skip it
+                log.warning("event skipped (%s): %.200r", exc, event)
+
+    def _add(self, event: Event) -> None:
+        self.events_seen += 1
+        if event.t is not None:
+            self.last_t = event.t
+        if isinstance(event, StartedEvent):
+            self.started_t = event.t
+        elif isinstance(event, ModelEvent):
+            self.max_steps = _known_steps(event.max_steps) or self.max_steps
+        elif isinstance(event, ProbeEvent):
+            self.estimated_cost_usd = _number(event.estimated_cost_usd)
+        elif isinstance(event, StepEvent):
+            self._step(event)
+        elif isinstance(event, EvalEvent) and _number(event.eval_loss) is not None:
+            self.eval_loss.append((int(event.step if event.step is not None else self.step), float(event.eval_loss)))
+        elif isinstance(event, SamplesEvent):
+            self.samples_ready = True
+        elif isinstance(event, FinishedEvent):
+            self.finished = event
+        if event.type in NOTICE_TYPES:
+            self.notice = event
 
     def _step(self, event: StepEvent) -> None:
         if event.step is not None:
             self.step = int(event.step)
         self.max_steps = _known_steps(event.max_steps) or self.max_steps
         for name in ("epoch", "eta_s", "tokens_per_s", "learning_rate", "grad_norm", "spend_usd"):
-            value = getattr(event, name)
+            value = _number(getattr(event, name))  # a damaged field is skipped, not shown
             if value is not None:
                 setattr(self, name, value)
         loss = _number(event.loss)
@@ -249,19 +258,26 @@ def scan_runs(runs_dir: str | os.PathLike, now: float) -> list[RunRow]:
     """Every run under runs_dir, newest first, with the figures the runs list shows."""
     rows = []
     for run in list_runs(runs_dir):
-        status = run.run_status()
-        last = last_step_event(run)
-        heartbeat = status.heartbeat
-        rows.append(RunRow(
-            name=run.name,
-            state=run.state(now),
-            # status.json's step moves every step; step events only every logging_steps.
-            step=max((s for s in (status.step, last.step if last else None) if s is not None), default=None),
-            max_steps=(_known_steps(last.max_steps) if last else None) or status.known_max_steps,
-            last_loss=_number(last.loss) if last else None,
-            age_s=now - float(heartbeat) if isinstance(heartbeat, (int, float)) else None,
-            run_dir=run,
-        ))
+        try:
+            status = run.run_status()
+            last = last_step_event(run)
+            heartbeat = _number(status.heartbeat)
+            step = max((s for s in (status.step, last.step if last else None)
+                        if isinstance(s, int) and not isinstance(s, bool)), default=None)
+            rows.append(RunRow(
+                name=run.name,
+                state=run.state(now),
+                # status.json's step moves every step; step events only every logging_steps.
+                step=step,
+                max_steps=(_known_steps(last.max_steps) if last else None) or status.known_max_steps,
+                last_loss=_number(last.loss) if last else None,
+                age_s=now - heartbeat if heartbeat is not None else None,
+                run_dir=run,
+            ))
+        except Exception as exc:  # noqa: BLE001 - one damaged run never empties the list
+            log.warning("run %s: unreadable (%s)", run.name, exc)
+            rows.append(RunRow(name=run.name, state="unreadable", step=None, max_steps=None, last_loss=None,
+                               age_s=None, run_dir=run))
     return rows
 
 

@@ -298,9 +298,11 @@ class TrainScreen(Screen):
         if self._stop_requested or state == "stopping":
             self.app.push_screen(ConfirmForceStop(self.run_dir.name), self._force_stop)
             return
+        from ftwiz.core.errors import UserError
+
         try:
             result = self.run_dir.stop()
-        except OSError as exc:
+        except (OSError, UserError) as exc:  # e.g. the pid is not this run's engine: nothing signalled
             self.notify(f"Could not stop {self.run_dir.name}: {exc}", severity="error")
             return
         self._stop_requested = True
@@ -312,9 +314,11 @@ class TrainScreen(Screen):
     def _force_stop(self, confirmed: bool | None) -> None:
         if not confirmed:
             return
+        from ftwiz.core.errors import UserError
+
         try:
             result = self.run_dir.stop(force=True)
-        except OSError as exc:
+        except (OSError, UserError) as exc:
             self.notify(f"Could not kill {self.run_dir.name}: {exc}", severity="error")
             return
         self.notify(f"{self.run_dir.name}: {result}", severity="warning")

@@ -106,6 +106,18 @@ def step_events() -> list[dict[str, Any]]:
     return [e for e in recorded_events() if e["type"] == "step"]
 
 
+def run_config(name: str, max_cost: float | None = 5.0) -> dict[str, Any]:
+    """A small valid run config (the demo's model and data) for tests that need config.yaml."""
+    return {
+        "name": name,
+        "method": "lora",
+        "model": {"name_or_path": "ftwiz-demo-tiny"},
+        "data": {"path": "demo"},
+        "training": {"max_steps": 40},
+        "limits": {"max_cost": max_cost, "price_per_hour": 2.0},
+    }
+
+
 def write_json(path: Path, data: Any) -> None:
     """Atomic, so a reader in another thread never sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")

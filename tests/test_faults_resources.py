@@ -171,14 +171,14 @@ def test_max_hours_limit_saves_and_stops():
     config = config_from_dict({"model": {"name_or_path": "m"}, "data": {"path": "d"}, "limits": {"max_hours": 1e-9}})
     flags = Flags()
     hooks = Hooks(run=None, config=config, flags=flags, status=SimpleNamespace(update=lambda **k: None),
-                  is_main=False, spent_s=0)
+                  is_main=False, spent_s=36)  # 0.01 h spent before this process (a resumed run)
     hooks.emit = emitted.append
     state, control = SimpleNamespace(global_step=3, epoch=0.1), SimpleNamespace(should_save=False, should_training_stop=False)
     hooks.step_end(state, control)
     assert control.should_save and control.should_training_stop
     assert flags.limit.limit == "max_hours" and not flags.stop_requested  # a limit, not a user stop
     (event,) = emitted
-    assert event.type == "limit" and event.step == 3 and event.value == 1e-9 and event.hours >= 0
+    assert event.type == "limit" and event.step == 3 and event.value == 1e-9 and event.hours >= 0.01
     config = config_from_dict({"model": {"name_or_path": "m"}, "data": {"path": "d"}, "limits": {"max_hours": 1.0}})
     hooks = Hooks(run=None, config=config, flags=Flags(), status=SimpleNamespace(update=lambda **k: None),
                   is_main=False, spent_s=0)

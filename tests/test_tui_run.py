@@ -183,7 +183,8 @@ async def test_stop_is_graceful_first_then_forced_after_confirmation(tmp_path):
         async with app.run_test(size=(80, 24)) as pilot:
             await wait_for(pilot, lambda: screen.state == "running")
             await pilot.press("s")
-            assert run.read_status()["state"] == "stopping"
+            # The request is an event; status.json stays the run's to write (it says "stopping").
+            assert [e["type"] for e in run.iter_events()][-1] == "stop_requested"
             assert process.poll() is None  # SIGTERM asks; the run decides when to exit
             await pilot.press("s")
             assert isinstance(app.screen, ConfirmForceStop)

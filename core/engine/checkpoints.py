@@ -98,3 +98,59 @@ def _discard(path: Path) -> None:
     doomed = path.with_name(f"{STAGING_PREFIX}old-{path.name}")
     os.rename(path, doomed)
     shutil.rmtree(doomed, ignore_errors=True)
+
+
+BAD_PREFIX = "bad-"
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+def verify(path: Path) -> str | None:
+    """Why a complete-marked checkpoint cannot be resumed from, or None when its files load:
+    trainer_state.json parses, every safetensors header and tensor reads, every torch file
+    (optimizer, scheduler, RNG states: zip archives) passes its CRC check."""
+    import json
+    import zipfile
+
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        if not isinstance(state, dict):
+            return "trainer_state.json: not a JSON object"
+    except (OSError, ValueError, RecursionError) as exc:
+        return f"trainer_state.json: {getattr(exc, 'strerror', None) or str(exc).splitlines()[0][:120]}"
+    for file in sorted(path.rglob("*")):
+        if not file.is_file():
+            continue
+        name = file.relative_to(path)
+        try:
+            if file.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(file), "np") as handle:  # numpy: no torch needed to check the bytes
+                    for key in handle.keys():
+                        handle.get_slice(key)
+            elif file.suffix in _TORCH_SUFFIXES and file.name != "training_args.bin":
+                with zipfile.ZipFile(file) as archive:
+                    bad = archive.testzip()
+                if bad is not None:
+                    return f"{name}: damaged ({bad} fails its CRC check)"
+        except Exception as exc:  # noqa: BLE001 - any reader failure means the file is not usable
+            return f"{name}: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}"
+    return None
+
+
+def usable_checkpoint(checkpoints_dir: Path, set_aside: bool = True) -> tuple[Path | None, list[tuple[str, str]]]:
+    """The newest complete checkpoint whose files load, and the (name, reason) of each newer one
+    that did not; those are renamed to bad-checkpoint-<step> (kept for a look, never resumed
+    from, never counted by the rotation) when set_aside."""
+    bad: list[tuple[str, str]] = []
+    for path in reversed(complete_checkpoints(checkpoints_dir)):
+        why = verify(path)
+        if why is None:
+            return path, bad
+        if set_aside:
+            target = path.with_name(f"{BAD_PREFIX}{path.name}")
+            if target.exists():
+                _discard(target)
+            os.rename(path, target)
+        bad.append((path.name, why))
+    return None, bad

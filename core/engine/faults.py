@@ -9,7 +9,8 @@
     FTWIZ_FAULT_SLOW_SAVE_S=S     sleep S seconds inside a checkpoint write, before it is complete
     FTWIZ_FAULT_FSIZE_BYTES=B     RLIMIT_FSIZE for the run process: a write past B bytes fails
                                   like a full disk (EFBIG) ...
-    FTWIZ_FAULT_FSIZE_AT_STEP=N   ... from step N on (default: from the start)
+    FTWIZ_FAULT_FSIZE_AT_STEP=N   ... from step N on (default: from the start); the engine's
+                                  freed reserve (disk_freed) lifts the limit again
 
 The run process reads them from its environment; nothing here runs in a normal run, except
 `is_oom`, which tells an out-of-memory error (injected or real) from every other failure.
@@ -53,7 +54,18 @@ def install_process_limits(step: int | None = None) -> None:
         import signal
 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG from write() instead of dying
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        # The soft limit only: disk_freed() lifts it again, as freeing the engine's reserve would.
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+def disk_freed() -> None:
+    """The engine freed its reserve after a failed write: under the 'disk full' fault that
+    space is simulated by lifting the file-size limit again (inert without the fault)."""
+    if _int("FTWIZ_FAULT_FSIZE_BYTES") is not None:
+        import resource
+
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
 
 
 def on_step_begin(step: int, model: Any, oom_fired: set[int]) -> None:

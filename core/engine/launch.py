@@ -21,7 +21,7 @@ from pathlib import Path
 from ftwiz.core.config import RunConfig
 from ftwiz.core.errors import UserError
 from ftwiz.core.events import ResumedEvent, WarningEvent
-from ftwiz.core.runs import RunDir, _write_private, create_run_dir
+from ftwiz.core.runs import LOCK_FD_ENV, RunDir, _write_private, create_run_dir, process_identity
 
 __all__ = ["launch", "launch_command", "resume_run", "start_run", "validate_run"]
 
@@ -90,28 +90,38 @@ def validate_run(config: RunConfig) -> list[str]:
     return warnings
 
 
-def launch(run: RunDir, gpu_count: int | None = None, detach: bool = True, env: dict[str, str] | None = None) -> RunDir:
+def launch(
+    run: RunDir, gpu_count: int | None = None, detach: bool = True, env: dict[str, str] | None = None, lock: int | None = None
+) -> RunDir:
     """Start the run process for an existing run directory (`env`: extra variables for it).
 
     The callers (start_run, resume_run) check the launch against the GPUs first, before they
-    write anything.
+    write anything. The owner lock (taken here unless `lock` is already held) passes to the run
+    process, which holds it for its whole life; a second launch is refused with a UserError.
     """
     count = visible_gpu_count() if gpu_count is None else gpu_count
-    env = {**os.environ, **RUN_ENV, **(env or {})}
-    log = os.open(run.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    lock = run.hold_lock() if lock is None else lock
     try:
-        process = subprocess.Popen(
-            launch_command(run.path.resolve(), count),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-            close_fds=True,
-        )
+        env = {**os.environ, **RUN_ENV, **(env or {}), LOCK_FD_ENV: str(lock)}
+        run.write_status(state="starting", exit_code=None, launched=time.time(), gpus=count)
+        log = os.open(run.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            process = subprocess.Popen(
+                launch_command(run.path.resolve(), count),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+                close_fds=True,
+                pass_fds=(lock,),
+            )
+        finally:
+            os.close(log)
+        # The run process records the same identity itself; whichever write lands last agrees.
+        run.write_status(pid=process.pid, **process_identity(process.pid))
     finally:
-        os.close(log)
-    run.write_status(pid=process.pid, state="starting", exit_code=None, launched=time.time(), gpus=count)
+        os.close(lock)  # the run process keeps the lock through its inherited copy
     if not detach:
         try:
             process.wait()
@@ -134,6 +144,10 @@ def start_run(
     With start=False the run directory is left "prepared" for a launch by hand (several machines
     under `accelerate launch`, see docs/engine.md).
     """
+    from ftwiz.core.runs import check_run_name, check_runs_dir
+
+    check_runs_dir(runs_dir)
+    wanted = check_run_name(name or config.name or time.strftime("run-%Y%m%d-%H%M%S"))
     warnings = validate_run(config)
     count = None
     if start:  # a run prepared for a launch by hand is checked when it is launched
@@ -141,11 +155,13 @@ def start_run(
 
         count = visible_gpu_count()
         check_launch(config, count)
-    wanted = name or config.name or time.strftime("run-%Y%m%d-%H%M%S")
+    identity = data_identity(config.data.path)
+    if identity is not None:  # resumed from any working directory, the run reads the same file
+        config = config.model_copy(update={"data": config.data.model_copy(update={"path": identity["path"]})})
     run = create_run_dir(runs_dir, wanted)
     config = config.model_copy(update={"name": run.name})
     _write_private(run.config_path, config.to_yaml())
-    run.write_status(state="starting", step=0, max_steps=config.training.max_steps, created=time.time())
+    run.write_status(state="starting", step=0, max_steps=config.training.max_steps, created=time.time(), data=identity)
     for message in warnings:
         run.emit(WarningEvent(message=message))
     if not start:
@@ -154,7 +170,42 @@ def start_run(
     return launch(run, gpu_count=count, detach=detach, env=env)
 
 
-def resume_run(run: RunDir, detach: bool = True) -> RunDir:
+def data_identity(path: str) -> dict | None:
+    """The data a run trains on, as recorded at its start: absolute path, size and SHA-256
+    (None for the demo rows and Hub datasets)."""
+    import hashlib
+
+    from ftwiz.core import demo
+
+    if path == demo.DEMO_DATA or not Path(path).expanduser().is_file():
+        return None
+    resolved = Path(path).expanduser().resolve()
+    digest = hashlib.sha256()
+    try:
+        with open(resolved, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        size = resolved.stat().st_size
+    except OSError as exc:
+        raise UserError(f"data.path: {path}: cannot read it: {exc.strerror or exc}") from None
+    return {"path": str(resolved), "size": size, "sha256": digest.hexdigest()}
+
+
+def check_resume_data(run: RunDir, recorded: dict | None, data_path: str, allow_change: bool) -> dict | None:
+    """Refuse to resume on data other than the run started with, unless asked to."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("path"), str):
+        return None  # started before ftwiz recorded its data, or unreadable: nothing to compare
+    current = data_identity(data_path) if Path(recorded["path"]).is_file() else None
+    if current == recorded or allow_change:
+        return current
+    why = "is gone" if current is None else "has changed since the run started (size or SHA-256 differs)"
+    raise UserError(
+        f"run {run.name}: its data {recorded['path']} {why}; resuming would train on other data. "
+        f"Restore the file, or pass --allow-data-change to resume on it as it is now"
+    )
+
+
+def resume_run(run: RunDir, detach: bool = True, allow_data_change: bool = False) -> RunDir:
     """A new process in the same run dir; it continues from the newest complete checkpoint."""
     from ftwiz.core.config import load_config
 
@@ -166,6 +217,17 @@ def resume_run(run: RunDir, detach: bool = True) -> RunDir:
     from ftwiz.core.checks import check_launch
 
     count = visible_gpu_count()
-    check_launch(load_config(run.config_path), count)
-    run.emit(ResumedEvent(previous_state=state))
-    return launch(run, gpu_count=count, detach=detach)
+    config = load_config(run.config_path)
+    check_launch(config, count)
+    lock = run.hold_lock()  # from here on no other ftwiz process can start this run
+    try:
+        recorded = run.read_status().get("data")
+        current = check_resume_data(run, recorded, config.data.path, allow_data_change)
+        if recorded and current != recorded:
+            run.write_status(data=current)
+            run.emit(WarningEvent(message=f"resumed on changed data (--allow-data-change): {recorded['path']}"))
+        run.emit(ResumedEvent(previous_state=state))
+    except BaseException:
+        os.close(lock)
+        raise
+    return launch(run, gpu_count=count, detach=detach, lock=lock)

@@ -14,7 +14,9 @@ would wait forever on a lock its own thread holds. The step-end hook does the st
 
 from __future__ import annotations
 
+import errno
 import gc
+import json
 import math
 import os
 import signal
@@ -53,7 +55,7 @@ from ftwiz.core.events import (
     WarningEvent,
     make_event,
 )
-from ftwiz.core.runs import RunDir
+from ftwiz.core.runs import LOCK_FD_ENV, RunDir, _write_private, process_identity
 
 HEARTBEAT_EVERY_S = 2.0
 EXPLODE_FACTOR = 10.0
@@ -86,24 +88,43 @@ class Flags:
 
 
 class Status:
-    """status.json writes from the main thread and the heartbeat thread, never interleaved."""
+    """status.json writes from the main thread and the heartbeat thread, never interleaved.
 
-    def __init__(self, run: RunDir, enabled: bool) -> None:
-        self.run, self.enabled = run, enabled
+    The run process owns status.json: it keeps the whole status in memory and writes all of it
+    each time (atomically), so a file removed or damaged by someone else is whole again at the
+    next heartbeat. Fields it never set itself (the launcher's, another DDP rank's halved
+    micro-batch) are taken from the file as it finds it. A stop requested by signal shows as
+    "stopping" from the next write on.
+    """
+
+    def __init__(self, run: RunDir, enabled: bool, flags: Flags | None = None) -> None:
+        self.run, self.enabled, self.flags = run, enabled, flags
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.data: dict[str, Any] = run.read_status() if enabled else {}
+        self._owned: set[str] = {"heartbeat"}
 
     def update(self, **fields: Any) -> None:
         if self.enabled:
             with self._lock:
-                self.run.write_status(**fields)
+                if self.flags is not None and self.flags.stop_requested:
+                    if fields.get("state", self.data.get("state")) in ("starting", "running"):
+                        fields["state"] = "stopping"
+                self._owned.update(fields)
+                self.data.update(fields)
+                self.data.update({k: v for k, v in self.run.read_status().items() if k not in self._owned})
+                self.data["heartbeat"] = time.time()
+                _write_private(self.run.status_path, json.dumps(self.data, indent=2, default=str))
 
     def start_heartbeat(self) -> None:
         """Beat even while one training step takes minutes, so watchers can tell slow from dead."""
 
         def beat() -> None:
             while not self._stop.wait(HEARTBEAT_EVERY_S):
-                self.update()
+                try:
+                    self.update()
+                except OSError:
+                    pass  # disk full or unwritable for now: the main thread reports it; beat again later
 
         threading.Thread(target=beat, name="ftwiz-heartbeat", daemon=True).start()
 
@@ -565,7 +586,10 @@ class RunRecipe:
         if prior.get("gradient_checkpointing"):  # turned on by an earlier probe: a resume keeps it
             config = _with_checkpointing(config)
         flags.oom_count = int(prior.get("oom_count") or 0)
-        resume_from = checkpoints.latest_checkpoint(run.checkpoints_dir)
+        resume_from, bad = checkpoints.usable_checkpoint(run.checkpoints_dir, set_aside=self.is_main)
+        for name, why in bad:  # a complete-marked checkpoint whose files do not load: the one before it
+            hooks.emit(WarningEvent(message=f"checkpoint {name} is damaged ({why}); set aside as "
+                       f"{checkpoints.BAD_PREFIX}{name}, resuming from {resume_from.name if resume_from else 'the start'}"))
         hooks.emit(StartedEvent(
             method=config.method,
             model=config.model.name_or_path,
@@ -577,6 +601,7 @@ class RunRecipe:
             eval_examples=len(eval_ds) if eval_ds is not None else 0,
             micro_batch=micro,
             grad_accum=accum,
+            gradient_checkpointing=config.training.gradient_checkpointing,
             resumed_from=str(resume_from.relative_to(run.path)) if resume_from else None,
             pid=os.getpid(),
         ))
@@ -612,7 +637,7 @@ class RunRecipe:
                     continue
             trainer.ftwiz_hooks = hooks
             trainer.add_callback(make_callback(hooks))
-            resume_from = checkpoints.latest_checkpoint(run.checkpoints_dir)
+            resume_from = checkpoints.usable_checkpoint(run.checkpoints_dir, set_aside=False)[0]
             try:
                 trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
                 return trainer
@@ -752,16 +777,79 @@ def install_signal_handlers(flags: Flags) -> None:
     signal.signal(signal.SIGTERM, on_term)
 
 
+RESERVE_NAME = ".reserve"
+RESERVE_BYTES = 256 * 1024
+"""Space the run keeps aside: freed when a write fails, so the error event and final status fit
+on a disk another process has filled."""
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def own_run(run: RunDir, is_main: bool) -> int | None:
+    """The run directory's owner lock: inherited from `ftwiz train/resume` (which took it), or
+    taken here for a launch by hand. UserError when another process owns the run. Workers under
+    `accelerate launch` get None: their launcher holds the lock."""
+    import fcntl
+
+    inherited = os.environ.get(LOCK_FD_ENV)
+    if inherited:
+        try:
+            fd = int(inherited)
+            if os.fstat(fd).st_ino == os.stat(run.lock_path).st_ino:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # our own lock: it holds
+                os.set_inheritable(fd, False)  # programs this process starts do not own the run
+                return fd
+        except (OSError, ValueError):
+            pass
+        return None  # a worker under accelerate: the descriptor stayed with the launcher
+    return run.hold_lock(wait_s=0) if is_main else None
+
+
+def _reserve(run: RunDir) -> None:
+    try:
+        with open(run.path / RESERVE_NAME, "wb") as handle:
+            handle.write(b"\0" * RESERVE_BYTES)
+    except OSError:
+        pass
+
+
+def _free_reserve(run: RunDir) -> None:
+    try:
+        os.remove(run.path / RESERVE_NAME)
+    except OSError:
+        pass
+    faults.disk_freed()
+
+
+def _os_error_message(exc: OSError) -> tuple[str, str]:
+    """A failed write outside a checkpoint save, said plainly: what, where, and what to do."""
+    where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+    reason = exc.strerror or str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    if exc.errno in _DISK_ERRNOS:
+        return (f"disk full{where}: {reason}", "free disk space (df -h), then `ftwiz resume` continues from the last checkpoint")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"permission denied{where}: {reason}", "make the run directory writable, then `ftwiz resume`")
+    return (f"{type(exc).__name__}{where}: {reason}", "see train.log for the full traceback")
+
+
 def main(run_path: str) -> int:
     os.umask(0o077)  # everything the run writes is the user's only
     faults.install_process_limits()
     run = RunDir(Path(run_path))
     is_main = int(os.environ.get("RANK", "0")) == 0
-    status = Status(run, is_main)
+    try:
+        lock = own_run(run, is_main)
+    except UserError as exc:  # another trainer owns this run: touch nothing of it
+        print(f"ftwiz: {exc}", file=sys.stderr)
+        return 2
     flags = Flags()
+    status = Status(run, is_main, flags)
 
     install_signal_handlers(flags)
-    status.update(state="running", worker_pid=os.getpid(), exit_code=None)
+    if is_main:
+        _reserve(run)
+    # Launched by ftwiz in its own session, the launcher (the process group leader) is the pid to stop.
+    pid = os.getpgid(0) if lock is not None and os.environ.get(LOCK_FD_ENV) else os.getpid()
+    status.update(state="running", pid=pid, **process_identity(pid), worker_pid=os.getpid(), exit_code=None)
     status.start_heartbeat()
     code = 1
     try:
@@ -776,21 +864,49 @@ def main(run_path: str) -> int:
         suggestion = getattr(exc, "suggestion", "") or None
         print(f"ftwiz: {message}", file=sys.stderr)
         _fail(run, status, is_main, code, message, suggestion)
+    except OSError as exc:  # disk full or permission denied outside a checkpoint save
+        if exc.errno in _DISK_ERRNOS:
+            _free_reserve(run)
+        traceback.print_exc()
+        message, suggestion = _os_error_message(exc)
+        _fail(run, status, is_main, code, message, suggestion)
     except Exception as exc:  # noqa: BLE001 - report every crash as an event, then exit non-zero
         traceback.print_exc()
         message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         _fail(run, status, is_main, code, message, "see train.log for the full traceback")
+    finally:
+        if is_main:
+            try:
+                os.remove(run.path / RESERVE_NAME)
+            except OSError:
+                pass
+        if lock is not None:
+            _release(lock)
     return code
+
+
+def _release(lock: int) -> None:
+    """The final state is written: the run is over. LOCK_UN frees the lock at once for every
+    descriptor sharing it (a forked helper that outlives us included), so `ftwiz resume` never
+    waits for the interpreter's exit."""
+    import fcntl
+
+    try:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+    except OSError:
+        pass
 
 
 def _fail(run: RunDir, status: Status, is_main: bool, code: int, message: str, suggestion: str | None) -> None:
     status.stop_heartbeat()
+    writes = [lambda: status.update(state="failed", exit_code=code)]
     if is_main:
-        try:
-            run.emit(ErrorEvent(message=message, suggestion=suggestion))
-        except OSError:
-            pass
-    try:
-        status.update(state="failed", exit_code=code)
-    except OSError:
-        pass
+        writes.insert(0, lambda: run.emit(ErrorEvent(message=message, suggestion=suggestion)))
+    for write in writes:
+        for attempt in range(2):  # a full disk: free the reserve and write again
+            try:
+                write()
+                break
+            except OSError:
+                _free_reserve(run)
