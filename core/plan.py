@@ -134,13 +134,14 @@ class Plan:
             ckpt_reason = "as asked (--grad-ckpt); does not fit" if self.grad_ckpt_asked else "on: the smallest layout, and still nothing fits"
         effective = fit.micro_batch * fit.grad_accum
         if effective != hp["effective_batch_size"]["value"]:
-            hp["effective_batch_size"] = {"value": effective, "reason": f"micro-batch {fit.micro_batch} (--batch) is above the "
+            hp["effective_batch_size"] = {**hp["effective_batch_size"], "value": effective,
+                                          "reason": f"micro-batch {fit.micro_batch} (--batch) is above the "
                                           f"recommended {hp['effective_batch_size']['value']}"}
-        hp["per_device_train_batch_size"] = {"value": fit.micro_batch, "reason": batch_reason}
-        hp["gradient_accumulation_steps"] = {"value": fit.grad_accum, "reason": "keeps the effective batch"}
-        hp["gradient_checkpointing"] = {"value": fit.grad_ckpt, "reason": ckpt_reason}
-        hp["max_length"] = {"value": self.fit.max_length, "reason": self.seq_reason}
-        hp["optim"] = {"value": self.fit.optim, "reason": hp.get("optim", {}).get("reason", "")}
+        hp["per_device_train_batch_size"] = {"value": fit.micro_batch, "reason": batch_reason, "guide": "4"}
+        hp["gradient_accumulation_steps"] = {"value": fit.grad_accum, "reason": "keeps the effective batch", "guide": "4"}
+        hp["gradient_checkpointing"] = {"value": fit.grad_ckpt, "reason": ckpt_reason, "guide": None}
+        hp["max_length"] = {"value": self.fit.max_length, "reason": self.seq_reason, "guide": None}
+        hp["optim"] = {**hp["optim"], "value": self.fit.optim}
         tc = self.time_cost
         return {
             "model": {"name": self.model.name, "total_params": self.model.total_params},
@@ -291,7 +292,7 @@ def make_plan(
     free = target.free_bytes
 
     def plan_for(m: str, free: int = free, shards: int = 1) -> tuple[Hyperparams, Fit]:
-        hp = recommend_hyperparams(n_examples, m, target.bf16, target.cpu_only)
+        hp = recommend_hyperparams(n_examples, m, target.bf16, target.cpu_only, info.total_params)
         r = rank or (hp["r"] if "r" in hp.items else 16)
         effective = max(hp["effective_batch_size"], batch or 1)
         fit = fit_to_gpu(
@@ -351,8 +352,9 @@ def make_plan(
                                  "shards them, a combination not yet run on a GPU")
     rank_used = rank or (hp["r"] if "r" in hp.items else 16)
     if rank and "r" in hp.items:
-        hp.items["r"] = Recommendation("r", rank, "as asked (--rank)")
-        hp.items["lora_alpha"] = Recommendation("lora_alpha", 2 * rank, "alpha = 2 x rank, the guide's default scaling")
+        hp.items["r"] = Recommendation("r", rank, "as asked (--rank)", hp.items["r"].guide)
+        hp.items["lora_alpha"] = Recommendation("lora_alpha", 2 * rank, "alpha = 2 x rank, the guide's default scaling",
+                                                "2 x rank")
     if chosen == "full" and (rank or targets is not None):
         notes.append("--rank/--targets do not apply: full fine-tuning trains every weight")
     if target.cpu_only:

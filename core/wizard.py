@@ -44,12 +44,15 @@ def demo_values(keys: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def recommended_values(recommended: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
-    """A plan's (or recommend_hyperparams') {name: {"value", "reason"}} as field values and reasons."""
+    """A plan's (or recommend_hyperparams') {name: {"value", "reason", "guide"}} as field values and
+    reasons; a reason ends with the guide's own figure where the guide gives one."""
     values: dict[str, Any] = {}
     reasons: dict[str, str] = {}
     for name, rec in recommended.items():
         key = ("lora." if name in ("r", "lora_alpha", "lora_dropout") else "training.") + name
-        values[key], reasons[key] = rec["value"], rec["reason"]
+        guide = rec.get("guide")
+        values[key] = rec["value"]
+        reasons[key] = rec["reason"] + (f" [guide: {guide}]" if guide else "")
     values["lora.target_modules"] = "attention"
     reasons["lora.target_modules"] = "q, k, v, o: the usual start; all-linear adds capacity and memory"
     return values, reasons

@@ -78,8 +78,7 @@ class SettingsScreen(StepScreen):
 
             cpu_only = bool(state.hardware is None or state.hardware.cpu_only)
             hyper = recommend_hyperparams(state.n_examples, state.method, state.bf16_ok, cpu_only=cpu_only)
-            return recommended_values({name: {"value": rec.value, "reason": rec.reason}
-                                       for name, rec in hyper.items.items()})
+            return recommended_values(hyper.to_dict())
         return recommended_values(self._plan().to_dict()["hyperparameters"])
 
     def _plan(self):

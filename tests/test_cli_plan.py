@@ -51,7 +51,8 @@ def test_plan_json_keys(capsys):
                 "hyperparameters", "time", "cost", "gpu"):
         assert key in d
     assert d["peak_gib"] < d["reserved_gib"] < d["nvidia_smi_gib"]
-    assert all(set(v) == {"value", "reason"} for v in d["hyperparameters"].values())
+    assert all(set(v) == {"value", "reason", "guide"} for v in d["hyperparameters"].values())
+    assert d["hyperparameters"]["learning_rate"]["guide"] == "2e-4"  # the guide's 1K-10K column
     assert d["time"]["hours"] > 0 and d["cost"]["usd"] > 0
 
 
@@ -68,7 +69,7 @@ def test_plan_from_data_file(capsys, tmp_path):
                               "--method", "lora", "--json"])
     d = json.loads(out)
     assert code == 0 and d["examples"] == 1500
-    assert d["hyperparameters"]["learning_rate"]["value"] == 1e-4  # 1K-10K band
+    assert d["hyperparameters"]["learning_rate"]["value"] == 2e-4  # the guide's 1K-10K column
     assert d["hyperparameters"]["max_length"]["value"] % 64 == 0  # from the data's lengths
 
 

@@ -42,7 +42,7 @@ def test_overrides_are_kept():
     assert (d["method"], d["qlora_upcast"], d["rank"], d["targets"]) == ("qlora", True, 16, ["q_proj", "v_proj"])
     assert d["hyperparameters"]["per_device_train_batch_size"]["value"] == 8
     assert d["hyperparameters"]["max_length"]["value"] == 512
-    assert d["hyperparameters"]["r"] == {"value": 16, "reason": "as asked (--rank)"}
+    assert d["hyperparameters"]["r"] == {"value": 16, "reason": "as asked (--rank)", "guide": "16-32"}
     assert d["fit"]["gradient_checkpointing"] is True
 
 
