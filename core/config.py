@@ -44,6 +44,9 @@ class DataSection(_Section):
     eval_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Share of rows held out for evaluation.")
     max_rows: int | None = Field(None, gt=0, description="Use only the first N rows.")
     completion_only_loss: bool = Field(True, description="Compute the loss on answers only, not prompts.")
+    drop_invalid: bool = Field(
+        False, description="Leave out bad rows and lines (counted by reason in an info event) instead of refusing the file."
+    )
 
 
 class LoraSection(_Section):
