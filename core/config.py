@@ -56,10 +56,16 @@ class LoraSection(_Section):
     lora_alpha: int = Field(32, gt=0)
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] | str = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-        description="Module names, or 'all-linear'.",
+        "all-linear",
+        description="Module names, or 'all-linear' (every linear layer but the output head; ftwiz's default).",
     )
     bias: Literal["none", "all", "lora_only"] = "none"
+    use_rslora: bool = Field(
+        False, description="Scale by alpha/sqrt(r) instead of alpha/r (rsLoRA): keeps high ranks (64+) learning."
+    )
+    use_dora: bool = Field(
+        False, description="DoRA: learn each weight's magnitude apart from its direction; slower steps."
+    )
 
     @field_validator("target_modules")
     @classmethod

@@ -274,7 +274,7 @@ def minimum_memory(
     method: str,
     seq_len: int = 1024,
     rank: int = 16,
-    targets: str | Iterable[str] = "attention",
+    targets: str | Iterable[str] = "all-linear",
     optim: str | None = None,
     qlora_upcast: bool = False,
     dtype: str = "bf16",
@@ -284,7 +284,7 @@ def minimum_memory(
 
     What "can this GPU train this model this way at all?" is answered against (the wizard's
     per-method tables, checks.check_fits); anything above it is a choice of batch size.
-    `targets` is a preset ("attention") or module names; full fine-tuning ignores it.
+    `targets` is a preset (default ftwiz's, "all-linear") or module names; full fine-tuning ignores it.
     `shards`: FSDP over that many GPUs (see estimate_memory).
     """
     from ftwiz.core.models import resolve_targets

@@ -37,6 +37,15 @@ TARGET_PRESETS: dict[str, str] = {
     "all-linear": "every linear layer except the output head (peft's 'all-linear')",
 }
 
+DEFAULT_TARGETS = "all-linear"
+"""The preset ftwiz plans with: every linear projection of the decoder layers."""
+TARGETS_REASON = (
+    "every linear projection (q, k, v, o, gate, up, down or the model's own): the QLoRA paper (sec. 4: LoRA on "
+    "all linear layers is needed to match full fine-tuning), Biderman et al. 2024 and LoRA Without Regret "
+    "(2025) find it better than attention only; the guide's 'maximum' option (its example, q, k, v, o: "
+    "targets 'attention')"
+)
+
 
 @dataclass(frozen=True)
 class LinearGroup:

@@ -208,7 +208,8 @@ class Plan:
         }
         if self.method != "full":
             data["lora"] = {"r": self.rank, "lora_alpha": 2 * self.rank, "lora_dropout": hp["lora_dropout"],
-                            "target_modules": list(self.targets)}
+                            "target_modules": list(self.targets), "use_rslora": hp["use_rslora"],
+                            "use_dora": hp["use_dora"]}
         return config_from_dict(data, source="plan")
 
 
@@ -267,7 +268,7 @@ def make_plan(
     (a detected machine brings its own count). With several GPUs, full fine-tuning is sharded
     (FSDP) when a whole copy per GPU does not fit; otherwise each GPU holds a copy (DDP).
     """
-    from ftwiz.core.models import load_model_info, resolve_targets
+    from ftwiz.core.models import DEFAULT_TARGETS, load_model_info, resolve_targets
 
     if method not in ("auto", "lora", "qlora", "full"):
         raise UserError(f"--method: {method!r}: unknown (allowed: auto, lora, qlora, full)")
@@ -283,7 +284,7 @@ def make_plan(
     notes: list[str] = []
     if target.cpu_only:
         notes.append("CPU only: no NVIDIA GPU found; fine-tuning this model needs one (plan with --gpu or --vram)")
-    resolved_targets = resolve_targets(info, targets if targets is not None else "attention")
+    resolved_targets = resolve_targets(info, targets if targets is not None else DEFAULT_TARGETS)
     seqs, seq_reason = _seq_candidates(seq, data_stats)
     if context and seqs[0] > context:
         seqs = sorted({min(s, context) for s in seqs}, reverse=True)
@@ -351,6 +352,10 @@ def make_plan(
                     notes.append("regional_compile off under FSDP: ftwiz compiles layers before the Trainer "
                                  "shards them, a combination not yet run on a GPU")
     rank_used = rank or (hp["r"] if "r" in hp.items else 16)
+    if targets is not None and "target_modules" in hp.items:
+        shown = targets if isinstance(targets, str) else ",".join(targets)
+        hp.items["target_modules"] = Recommendation("target_modules", shown, "as asked (--targets)",
+                                                    hp.items["target_modules"].guide)
     if rank and "r" in hp.items:
         hp.items["r"] = Recommendation("r", rank, "as asked (--rank)", hp.items["r"].guide)
         hp.items["lora_alpha"] = Recommendation("lora_alpha", 2 * rank, "alpha = 2 x rank, the guide's default scaling",

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from ftwiz.core.cost import flops_per_token
 from ftwiz.core.errors import UserError
 from ftwiz.core.memory import GIB, MemoryEstimate, default_optim, estimate_memory
+from ftwiz.core.models import DEFAULT_TARGETS, TARGETS_REASON
 
 # Free memory we plan to use: the estimate may be ~10% off (issue 5 holds it to 10%) and the
 # allocator, NCCL or a stray process can take a little more; 1 GiB more covers small GPUs.
@@ -202,6 +203,11 @@ def recommend_hyperparams(
         r.append(Recommendation("lora_alpha", 2 * band.rank, "alpha = 2 x rank, the guide's default scaling",
                                 "2 x rank"))
         r.append(Recommendation("lora_dropout", 0.05, "0.05: light regularisation, the guide's default", "0.05"))
+        r.append(Recommendation("target_modules", DEFAULT_TARGETS, TARGETS_REASON, "q_proj, k_proj, v_proj, o_proj"))
+        r.append(Recommendation("use_rslora", False, "rsLoRA (alpha/sqrt(r), Kalajdzievski 2023) helps ranks of 64 "
+                                "and more keep learning; at this rank alpha/r is the guide's scaling"))
+        r.append(Recommendation("use_dora", False, "DoRA (Liu et al. 2024) gains most at low ranks but its steps are "
+                                "slower and use more memory; off for a first run"))
     r.append(Recommendation("warmup_ratio", band.warmup, f"{size}: the guide gives {band.warmup:g}", f"{band.warmup:g}"))
     r.append(Recommendation("lr_scheduler_type", "cosine", "cosine decay: the guide's default, gentle at the end",
                             "cosine"))

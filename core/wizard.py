@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ftwiz.core.config import RunConfig, config_from_dict
+from ftwiz.core.models import DEFAULT_TARGETS, TARGETS_REASON
+
+LORA_FIELDS = frozenset({"r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "use_dora"})
 
 NOT_CONFIG_FIELDS = frozenset({"training.precision", "training.effective_batch_size"})
 """Recommended values that are not RunConfig fields: precision becomes bf16/fp16, the effective
@@ -49,12 +52,12 @@ def recommended_values(recommended: dict[str, dict[str, Any]]) -> tuple[dict[str
     values: dict[str, Any] = {}
     reasons: dict[str, str] = {}
     for name, rec in recommended.items():
-        key = ("lora." if name in ("r", "lora_alpha", "lora_dropout") else "training.") + name
+        key = ("lora." if name in LORA_FIELDS else "training.") + name
         guide = rec.get("guide")
         values[key] = rec["value"]
         reasons[key] = rec["reason"] + (f" [guide: {guide}]" if guide else "")
-    values["lora.target_modules"] = "attention"
-    reasons["lora.target_modules"] = "q, k, v, o: the usual start; all-linear adds capacity and memory"
+    if "lora.target_modules" not in values:  # full fine-tuning: no LoRA fields
+        values["lora.target_modules"], reasons["lora.target_modules"] = DEFAULT_TARGETS, TARGETS_REASON
     return values, reasons
 
 
@@ -78,11 +81,13 @@ def settings_config(
     plan: Any = None,
     demo: bool = False,
     precision_chosen: bool = True,
+    drop_invalid: bool = False,
 ) -> RunConfig:
     """The RunConfig from the Settings fields over the demo's config, or over the plan's (packing,
     kernels, scheduler: what the plan adds beyond the fields). Raises UserError when invalid.
 
-    `precision_chosen`: the values carry a recommended training.precision (else fp32)."""
+    `precision_chosen`: the values carry a recommended training.precision (else fp32).
+    `drop_invalid`: the Data step's choice to train on the usable rows only."""
     if demo:
         from ftwiz.core.demo import demo_config_dict, demo_model_dir
 
@@ -91,7 +96,7 @@ def settings_config(
         data = {
             "method": method,
             "model": {"name_or_path": model_spec, "trust_remote_code": trust_remote_code},
-            "data": {"path": data_spec},
+            "data": {"path": data_spec, "drop_invalid": drop_invalid},
             "training": {},
             "lora": {},
         }

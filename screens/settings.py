@@ -51,7 +51,7 @@ class SettingsScreen(StepScreen):
                 if kind == "bool":
                     yield Checkbox("on" if value else "off", bool(value), id=_widget_id(key), compact=True)
                 elif kind == "preset":
-                    yield Select([(p, p) for p in PRESETS], value=value if value in PRESETS else "attention",
+                    yield Select([(p, p) for p in PRESETS], value=value if value in PRESETS else "all-linear",
                                  allow_blank=False, id=_widget_id(key), compact=True)
                 else:
                     yield Input(str(value), id=_widget_id(key), compact=True,
@@ -88,7 +88,7 @@ class SettingsScreen(StepScreen):
         state = self.state
         self.plan = make_plan(
             state.model_info, examples=state.n_examples, data_stats=state.data_stats,
-            gpu=state.hardware, method=state.method, targets="attention",
+            gpu=state.hardware, method=state.method,
         )
         return self.plan
 
@@ -154,6 +154,7 @@ class SettingsScreen(StepScreen):
             values, method=state.method, model_spec=state.model_spec, data_spec=state.data_spec,
             trust_remote_code=state.trust_remote_code, info=state.model_info,
             plan=getattr(self, "plan", None), demo=state.demo, precision_chosen=bool(self.reasons),
+            drop_invalid=state.drop_invalid,
         )
 
     def _show_memory_and_cost(self, config) -> None:

@@ -156,3 +156,31 @@ def test_json_array_saved_as_jsonl_is_read_and_named(tmp_path):
     assert report.ok and report.rows == 2
     assert any("a JSON array, not one object per line" in n.message and "export.json" in n.message
                for n in report.notes)
+
+
+async def test_data_step_offers_to_leave_out_bad_rows_and_the_run_config_follows(tmp_path):
+    from textual.widgets import Button, Static
+
+    from snapshot_apps import H200, fixed_app, settle
+    from ftwiz.core.wizard import settings_config
+
+    path = _messy(tmp_path / "export.jsonl")
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.state.data_spec = str(path)
+        app.goto_step("data")
+        await settle(pilot)
+        button = app.screen.query_one("#drop-invalid", Button)
+        assert button.display and "train on 3" in str(button.label)
+        assert app.state.n_examples is None  # refused until the user chooses
+        await pilot.press("ctrl+l")
+        await settle(pilot)
+        assert app.state.drop_invalid and app.state.n_examples == 3
+        status = app.screen.query_one("#data-status", Static).content.plain
+        assert "ready to train on 3; 5 bad rows or lines left out" in status
+        await pilot.press("ctrl+l")  # and back
+        await settle(pilot)
+        assert not app.state.drop_invalid and app.state.n_examples is None
+    config = settings_config({}, method="lora", model_spec="m", data_spec=str(path), drop_invalid=True)
+    assert config.data.drop_invalid

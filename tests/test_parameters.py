@@ -92,3 +92,31 @@ def test_saved_adapter_is_fp32_even_on_a_bf16_base(tmp_path):
 def test_rank_must_be_positive_whole_number(rank):
     with pytest.raises(UserError, match="--rank"):
         trainable_lora_params(load_model_info("gpt2"), rank, "minimal")
+
+
+def _smallest_catalog_model_per_architecture() -> list[str]:
+    from ftwiz.core.models import catalog_names
+
+    smallest: dict[str, ModelInfo] = {}
+    for name in catalog_names():
+        info = load_model_info(name)
+        kind = info.config.get("model_type")
+        if kind not in smallest or info.total_params < smallest[kind].total_params:
+            smallest[kind] = info
+    return sorted(info.name for info in smallest.values())
+
+
+@pytest.mark.parametrize("name", _smallest_catalog_model_per_architecture())
+def test_plans_target_every_linear_projection_and_count_as_peft(name):
+    """The default targets reach the MLP as well as attention, and their count is peft's own
+    'all-linear' on the real configuration (built on the meta device)."""
+    from ftwiz.core.models import targeted_groups
+    from ftwiz.core.plan import make_plan
+
+    info = load_model_info(name)
+    plan = make_plan(info, examples=5000, gpu="H200", method="lora")
+    groups = targeted_groups(info, plan.targets)
+    assert any(g.is_attention for g in groups) and any(not g.is_attention for g in groups)
+    assert plan.hyperparams.items["target_modules"].value == "all-linear"
+    ours = count_summary(info, plan.rank, plan.targets)
+    assert (ours["trainable"], ours["total"]) == peft_trainable(info.config, plan.rank, "all-linear")
