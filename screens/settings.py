@@ -128,6 +128,19 @@ class SettingsScreen(StepScreen):
     def _checkbox_label(self, event: Checkbox.Changed) -> None:
         event.checkbox.label = "on" if event.value else "off"
 
+    @on(Input.Changed, "#f-lora-r")
+    def _alpha_follows_rank(self, event: Input.Changed) -> None:
+        """alpha = 2 x rank while alpha is still twice the previous rank (the user has not set it)."""
+        alpha = self.query_one("#f-lora-lora_alpha", Input)
+        previous = getattr(self, "_rank", self.base.get("lora.r"))
+        rank = _number(event.value, "int")
+        if isinstance(rank, int) and rank > 0:
+            if _number(alpha.value, "int") == 2 * previous:
+                alpha.value = str(2 * rank)
+                self.query_one("#f-lora-lora_alpha-why", Static).update(f"alpha = 2 x rank ({rank}), the guide's "
+                                                                        "default scaling; set it to keep your own")
+            self._rank = rank
+
     @on(Input.Changed)
     @on(Checkbox.Changed)
     @on(Select.Changed)

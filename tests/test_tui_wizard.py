@@ -236,6 +236,24 @@ async def test_settings_edits_validate_and_move_the_memory_bar(tmp_path):
         assert app.state.overrides["training.per_device_train_batch_size"] == 2
 
 
+async def test_alpha_follows_rank_until_the_user_sets_it(tmp_path):
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_settings_for_8b(app, pilot, 5000)
+        rank = app.screen.query_one("#f-lora-r", Input)
+        alpha = app.screen.query_one("#f-lora-lora_alpha", Input)
+        assert alpha.value == str(2 * int(rank.value))
+        rank.value = "8"
+        await pilot.pause()
+        assert alpha.value == "16" and app.state.config.lora.lora_alpha == 16
+        assert "2 x rank (8)" in str(app.screen.query_one("#f-lora-lora_alpha-why", Static).content)
+        alpha.value = "8"  # the user's own alpha stays
+        await pilot.pause()
+        rank.value = "32"
+        await pilot.pause()
+        assert alpha.value == "8" and (app.state.config.lora.r, app.state.config.lora.lora_alpha) == (32, 8)
+
+
 async def test_decide_answers_rerank_and_a_non_training_choice_does_not_advance(tmp_path):
     app = fixed_app(tmp_path / "runs", H200)
     async with app.run_test(size=(120, 40)) as pilot:
