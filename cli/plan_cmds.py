@@ -41,6 +41,10 @@ def _render(d: dict) -> str:
         lines.append(f"         fp32 upcast of embeddings/head/norms: {'yes' if d['qlora_upcast'] else 'no (base only frozen)'}")
     if d["method"] != "full":
         lines.append(f"LoRA     r={d['rank']} on {', '.join(d['targets'])}")
+    batch = d["batch"]
+    steps = "" if batch["steps"] is None else f"; {batch['steps_per_epoch']} steps an epoch, {batch['steps']} in all"
+    examples = "" if batch["examples_per_step"] is None else f"~{batch['examples_per_step']:g} examples a step: "
+    lines.append(f"Batch    {examples}{batch['reason']}{steps}")
     lines.append("")
     lines.append("Hyperparameters")
     for name, item in d["hyperparameters"].items():

@@ -15,7 +15,8 @@ from typing import Any
 
 from ftwiz.core.errors import UserError
 from ftwiz.core.memory import GIB, default_optim, estimate_memory
-from ftwiz.core.recommend import Fit, Hyperparams, Recommendation, fit_to_gpu, recommend_hyperparams
+from ftwiz.core.recommend import (Fit, Hyperparams, Recommendation, examples_per_row, fit_to_gpu,
+                                  recommend_hyperparams, rows_per_step)
 
 # Full fine-tuning is offered by "auto" only for models this small (it needs ~16 bytes per
 # weight; above ~3B LoRA reaches ~98% of its quality at a fraction of the memory), with at least
@@ -110,6 +111,54 @@ class Plan:
     grad_ckpt_asked: bool = False
     distribution: str = "single"  # "single" | "ddp" (a copy per GPU) | "fsdp" (sharded over the GPUs)
     distribution_reason: str = ""
+    mean_tokens: float | None = None  # mean tokens per example from the data; None: no data statistics
+
+    @property
+    def data_parallel(self) -> int:
+        """GPUs that each take their own share of every step's batch (DDP or FSDP)."""
+        return 1 if self.distribution == "single" else self.gpu.count
+
+    @property
+    def examples_per_row(self) -> float:
+        return examples_per_row(self.hyperparams["packing"], self.mean_tokens, self.fit.max_length)
+
+    @property
+    def examples_per_step(self) -> float:
+        """Examples one optimizer step sees over all GPUs (rows x examples per packed row)."""
+        return self.fit.micro_batch * self.fit.grad_accum * self.data_parallel * self.examples_per_row
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        """Optimizer steps in one epoch over the training split (eval_fraction held out)."""
+        if self.n_examples is None or (self.hyperparams["packing"] and not self.mean_tokens):
+            return None  # packed rows of unknown lengths: examples per step unknown
+        from ftwiz.core.config import DataSection
+
+        train = self.n_examples - round(self.n_examples * DataSection.model_fields["eval_fraction"].default)
+        return max(1, math.ceil(max(1, train) / self.examples_per_step))
+
+    def batch_summary(self) -> dict[str, Any]:
+        """How many examples a step holds and how many steps the epochs make (the plan's 'batch')."""
+        rows = self.fit.micro_batch * self.fit.grad_accum * self.data_parallel
+        per_epoch = self.steps_per_epoch
+        packed = self.hyperparams["packing"]
+        if packed and self.mean_tokens:
+            how = (f"{rows} packed row(s) of {self.fit.max_length} tokens a step, each ~{self.examples_per_row:.1f} "
+                   f"examples of ~{self.mean_tokens:,.0f} tokens")
+        elif packed:
+            how = (f"{rows} packed row(s) of {self.fit.max_length} tokens a step ({rows * self.fit.max_length:,} tokens); "
+                   "how many examples that is depends on their length (give --data)")
+        else:
+            how = f"{rows} example(s) a step, one per row"
+        return {
+            "examples_per_step": None if packed and not self.mean_tokens else round(self.examples_per_step, 1),
+            "rows_per_step": rows,
+            "tokens_per_step": rows * self.fit.max_length,
+            "examples_per_row": round(self.examples_per_row, 2),
+            "steps_per_epoch": per_epoch,
+            "steps": None if per_epoch is None else math.ceil(per_epoch * self.hyperparams["num_train_epochs"]),
+            "reason": how,
+        }
 
     @property
     def distribution_label(self) -> str:
@@ -132,13 +181,25 @@ class Plan:
         else:
             batch_reason = "as asked (--batch); does not fit" if self.batch_asked else "smallest micro-batch: nothing fits"
             ckpt_reason = "as asked (--grad-ckpt); does not fit" if self.grad_ckpt_asked else "on: the smallest layout, and still nothing fits"
-        effective = fit.micro_batch * fit.grad_accum
-        if effective != hp["effective_batch_size"]["value"]:
-            hp["effective_batch_size"] = {**hp["effective_batch_size"], "value": effective,
-                                          "reason": f"micro-batch {fit.micro_batch} (--batch) is above the "
-                                          f"recommended {hp['effective_batch_size']['value']}"}
+        batch = self.batch_summary()
+        asked = hp["effective_batch_size"]["value"]
+        if batch["examples_per_step"] is None and batch["rows_per_step"] > asked:  # --batch above it, lengths unknown
+            hp["effective_batch_size"] = {**hp["effective_batch_size"], "value": batch["rows_per_step"],
+                                          "reason": f"micro-batch {fit.micro_batch} (--batch) is above the recommended "
+                                          f"{asked}: at least {batch['rows_per_step']} examples a step ({batch['reason']})"}
+        elif batch["examples_per_step"] is not None and round(batch["examples_per_step"]) != asked:
+            why = (f"micro-batch {fit.micro_batch} (--batch) is above the recommended {asked}"
+                   if self.batch_asked and fit.micro_batch * self.data_parallel * self.examples_per_row > asked
+                   else f"~{asked} asked; whole rows give {batch['examples_per_step']:g}")
+            hp["effective_batch_size"] = {**hp["effective_batch_size"], "value": round(batch["examples_per_step"]),
+                                          "reason": f"examples a step: {why} ({batch['reason']})"}
+        else:
+            hp["effective_batch_size"] = {**hp["effective_batch_size"],
+                                          "reason": hp["effective_batch_size"]["reason"] + f": {batch['reason']}"}
         hp["per_device_train_batch_size"] = {"value": fit.micro_batch, "reason": batch_reason, "guide": "4"}
-        hp["gradient_accumulation_steps"] = {"value": fit.grad_accum, "reason": "keeps the effective batch", "guide": "4"}
+        hp["gradient_accumulation_steps"] = {"value": fit.grad_accum, "reason": "keeps the effective batch"
+                                             + (" (in examples, packed rows counted as the examples they hold)"
+                                                if self.examples_per_row > 1 else ""), "guide": "4"}
         hp["gradient_checkpointing"] = {"value": fit.grad_ckpt, "reason": ckpt_reason, "guide": None}
         hp["max_length"] = {"value": self.fit.max_length, "reason": self.seq_reason, "guide": None}
         hp["optim"] = {**hp["optim"], "value": self.fit.optim}
@@ -159,6 +220,7 @@ class Plan:
             "memory_assumptions": est["assumptions"],
             "fits": self.fits,
             "fit": self.fit.to_dict(),
+            "batch": batch,
             "hyperparameters": hp,
             "time": None if tc is None else {"hours": round(tc.hours, 3), "tokens_per_second": round(tc.tokens_per_second), "tokens": tc.tokens},
             "cost": None if tc is None else {"usd": round(tc.cost_usd, 2), "price_per_gpu_hour": tc.price_per_gpu_hour, "source": tc.price_source},
@@ -291,17 +353,27 @@ def make_plan(
         seq_reason = f"{context}: the model's context (max_position_embeddings); longer examples are truncated"
     dtype = "fp32" if target.cpu_only else ("bf16" if target.bf16 else "fp16")
     free = target.free_bytes
+    mean = mean_tokens(data_stats)
+    parallel = target.count if target.count > 1 and not target.cpu_only else 1
 
     def plan_for(m: str, free: int = free, shards: int = 1) -> tuple[Hyperparams, Fit]:
         hp = recommend_hyperparams(n_examples, m, target.bf16, target.cpu_only, info.total_params)
         r = rank or (hp["r"] if "r" in hp.items else 16)
-        effective = max(hp["effective_batch_size"], batch or 1)
-        fit = fit_to_gpu(
-            info, m, free, effective, seqs, r, resolved_targets,
-            micro_batch=batch, grad_ckpt=grad_ckpt, optim=optim, qlora_upcast=qlora_upcast,
-            dtype=dtype if not (m == "qlora" and dtype == "fp32") else "bf16", lora_dropout=0.05,
-            liger=hp["use_liger_kernel"], shards=shards,
-        )
+
+        def fit_rows(lengths: list[int]) -> Fit:
+            # The guide's batch counts examples: packed rows hold several, so fewer rows make a step.
+            per_row = examples_per_row(hp["packing"], mean, lengths[0])
+            rows = max(rows_per_step(hp["effective_batch_size"], per_row, parallel), batch or 1)
+            return fit_to_gpu(
+                info, m, free, rows, lengths, r, resolved_targets,
+                micro_batch=batch, grad_ckpt=grad_ckpt, optim=optim, qlora_upcast=qlora_upcast,
+                dtype=dtype if not (m == "qlora" and dtype == "fp32") else "bf16", lora_dropout=0.05,
+                liger=hp["use_liger_kernel"], shards=shards,
+            )
+
+        fit = fit_rows(seqs)
+        if hp["packing"] and mean and fit.fits and fit.max_length != seqs[0]:
+            fit = fit_rows([fit.max_length])  # shorter rows hold fewer examples: count the rows again
         return hp, fit
 
     size = f"{info.total_params / 1e9:.1f}B"
@@ -372,15 +444,12 @@ def make_plan(
         if groups and rank > smallest:
             notes.append(f"--rank {rank} is above the smallest targeted layer's size ({smallest}): a LoRA rank "
                          f"gains nothing past it and only adds weights (typical: 8-64)")
-    if hp["packing"]:
-        notes.append(f"packing: each row of {fit.max_length} tokens holds several examples, so a step sees more "
-                     "examples than the effective batch counts (rows)")
     if seq is None and fit.max_length != seqs[0]:
         seq_reason = f"{fit.max_length}: the longest of {', '.join(map(str, seqs))} that fits"
     plan = Plan(info, chosen, reason, qlora_upcast if chosen == "qlora" else False, rank_used, resolved_targets,
                 hp, fit, target, n_examples, notes=notes, seq_reason=seq_reason,
                 batch_asked=batch is not None, grad_ckpt_asked=grad_ckpt is not None,
-                distribution=distribution, distribution_reason=distribution_reason)
+                distribution=distribution, distribution_reason=distribution_reason, mean_tokens=mean)
     plan.time_cost = _time_cost(plan, data_stats)
     return plan
 
@@ -440,6 +509,13 @@ def _time_cost(plan: Plan, data_stats: dict | None) -> Any:
     tokens = per_example * plan.n_examples * plan.hyperparams["num_train_epochs"]
     return estimate_time_cost(params=plan.model.total_params, tokens=tokens, gpu=spec.name,
                               num_gpus=plan.gpu.count, method=plan.method, grad_ckpt=plan.fit.grad_ckpt)
+
+
+def mean_tokens(data_stats: dict | None) -> float | None:
+    """Mean tokens per example from the data statistics (a word count x1.3 without a tokenizer)."""
+    if not data_stats or not data_stats.get("mean"):
+        return None
+    return data_stats["mean"] * (TOKENS_PER_WORD if data_stats.get("estimate") else 1.0)
 
 
 def tokens_per_example(data_stats: dict | None, max_length: int) -> tuple[float, bool]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -196,7 +197,7 @@ def recommend_hyperparams(
     r.append(Recommendation("num_train_epochs", band.epochs, f"{size}: the guide gives {band.epochs_range}; "
                             f"{band.epochs}, its low end, for a first run (more overfits)", band.epochs_range))
     r.append(Recommendation("effective_batch_size", band.batch, f"{size}: the guide gives {band.batch_range} "
-                            "(micro-batch x accumulation)", band.batch_range))
+                            "examples a step", band.batch_range))
     if method != "full":
         r.append(Recommendation("r", band.rank, f"{size}: the guide gives rank {band.rank_range}; more data can "
                                 "use more capacity", band.rank_range))
@@ -227,6 +228,21 @@ def recommend_hyperparams(
     else:
         r.append(Recommendation("precision", "fp16", "this GPU lacks bf16 (before Ampere): fp16 with loss scaling", "bf16"))
     return Hyperparams(band.name, {rec.field: rec for rec in r})
+
+
+def examples_per_row(packing: bool, mean_tokens: float | None, row_tokens: int) -> float:
+    """Examples one training row holds: 1 unpacked; packed, about row length / mean example length
+    (TRL's best-fit-decreasing packing fills rows almost fully when examples are short)."""
+    if not packing or not mean_tokens:
+        return 1.0
+    return max(1.0, row_tokens / mean_tokens)
+
+
+def rows_per_step(examples: int, per_row: float, data_parallel: int = 1) -> int:
+    """Rows one GPU takes per optimizer step (micro-batch x accumulation) for `examples` a step
+    over `data_parallel` GPUs: the guide's batch counts examples, the Trainer counts rows. Rounded
+    up, so a step holds at least the examples asked (ftwiz picks the low end of the guide's range)."""
+    return max(1, math.ceil(examples / per_row / max(1, data_parallel) - 1e-9))
 
 
 @dataclass
