@@ -18,7 +18,7 @@ from ftwiz.tui.steps import StepScreen
 
 class DataScreen(StepScreen):
     STEP = "data"
-    BINDINGS = [Binding("ctrl+o", "demo_data", "Demo data"), Binding("ctrl+l", "drop_invalid", "Leave out bad rows")]
+    BINDINGS = [Binding("ctrl+o", "demo_data", "Demo data"), Binding("ctrl+l", "drop_invalid", "Leave out bad rows", show=False)]
 
     def compose_body(self) -> ComposeResult:
         yield Static("Your training data", classes="title")

@@ -37,6 +37,8 @@ class WizardState:
     trust_remote_code: bool = False
     data_spec: str | None = None
     """Dataset file, Hub id or 'demo'."""
+    drop_invalid: bool = False
+    """Train on the usable rows only (data.drop_invalid), as chosen in the Data step."""
     n_examples: int | None = None
     """Rows in the dataset, once validated (drives the recommended hyperparameters)."""
     data_stats: dict[str, Any] | None = None
