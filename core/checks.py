@@ -88,6 +88,17 @@ def _targets(config: RunConfig, info: ModelInfo) -> list[str]:
         raise UserError(str(exc).replace("--targets:", "lora.target_modules:")) from None
 
 
+def check_expert_dropout(config: RunConfig, info: ModelInfo, targets: list[str]) -> None:
+    """peft's LoRA on fused expert weights (ParamWrapper, Mixtral-style MoE under 'all-linear')
+    takes no dropout: refuse before the run instead of failing in get_peft_model."""
+    experts = [t for t in targets if t in info.parameter_targets()]
+    if experts and config.lora.lora_dropout:
+        raise UserError(
+            f"lora.lora_dropout: {config.lora.lora_dropout}: {info.name}'s targets include its fused expert weights "
+            f"({', '.join(experts)}), which peft adapts without dropout; set lora.lora_dropout: 0"
+        )
+
+
 def check_fits(config: RunConfig, info: ModelInfo, hardware: Hardware) -> None:
     """Refuse a method that cannot fit even at micro-batch 1 with checkpointing.
 
@@ -136,7 +147,7 @@ def preflight(config: RunConfig, hardware: Hardware, info: ModelInfo | None) -> 
     if info is not None:
         check_against_model(config, info.max_position_embeddings)
         if config.method != "full":
-            _targets(config, info)
+            check_expert_dropout(config, info, _targets(config, info))
     check_against_hardware(config, hardware)
     if info is not None:
         check_fits(config, info, hardware)

@@ -178,6 +178,7 @@ class _Shapes:
     total_params: int
     model_type: str
     groups: tuple  # LinearGroup-like: name, in_features, out_features, count, (parent)
+    parameter_groups: tuple = ()  # ModelInfo.parameter_groups: fused MoE experts LoRA adapts as parameters
 
     @classmethod
     def of(cls, info: Any) -> _Shapes:
@@ -196,6 +197,7 @@ class _Shapes:
             total_params=int(info.total_params),
             model_type=str(getattr(info, "model_type", "") or ""),
             groups=groups,
+            parameter_groups=tuple(getattr(info, "parameter_groups", None) or ()),
         )
 
     @property
@@ -242,7 +244,8 @@ def _selected_groups(shapes: _Shapes, targets: Iterable[Any]) -> list[Any]:
         if not isinstance(target, str):
             selected[target] = None
             continue
-        matches = [g for g in shapes.groups if target in (g.name, f"{getattr(g, 'parent', '')}.{g.name}")]
+        matches = [g for g in shapes.groups if target in (g.name, f"{getattr(g, 'parent', '')}.{g.name}")] + [
+            g for g in shapes.parameter_groups if target == f"{g.parent}.{g.name}"]
         if not matches:
             available = ", ".join(dict.fromkeys(g.name for g in shapes.groups)) or "none known"
             raise UserError(f"--targets: {target}: no such linear module (available: {available})")

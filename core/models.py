@@ -15,7 +15,7 @@ import difflib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -95,10 +95,20 @@ class ModelInfo:
     note: str | None = None
     output_head: str | None = None  # the layer LoRA never targets (lm_head, embed_out, ...)
     embedding_params: int = 0
+    parameter_groups: list[LinearGroup] = field(default_factory=list)
+    """Weights peft's 'all-linear' adapts that are not linear layers: with transformers 5, the fused
+    expert weights and the router of Mixtral-style MoE layers (peft 0.21 targets them as
+    parameters). `count` folds in the experts and peft's rank multiplier for fused projections, so
+    count x rank x (in + out) is peft's count. Named "parent.name" (experts.gate_up_proj)."""
 
     def groups_named(self, target: str) -> list[LinearGroup]:
         """The groups a peft target_modules entry selects: a leaf name or "parent.leaf"."""
-        return [g for g in self.linear_groups if target in (g.name, f"{g.parent}.{g.name}")]
+        return [g for g in self.linear_groups if target in (g.name, f"{g.parent}.{g.name}")] + [
+            g for g in self.parameter_groups if target == f"{g.parent}.{g.name}"]
+
+    def parameter_targets(self) -> list[str]:
+        """The "parent.name" of each parameter group (only 'all-linear' reaches them)."""
+        return list(dict.fromkeys(f"{g.parent}.{g.name}" for g in self.parameter_groups))
 
     def linear_names(self) -> list[str]:
         """Leaf names of the targetable linear layers, in model order, without repeats."""
@@ -155,6 +165,7 @@ def compute_manifest(config: dict[str, Any]) -> dict[str, Any]:
             in_features, out_features = module.in_features, module.out_features
         key = (leaf, parent, int(in_features), int(out_features), module.bias is not None)
         groups[key] = groups.get(key, 0) + 1
+    parameter_groups = _peft_parameter_groups(model)
 
     embeddings = model.get_input_embeddings()
     tied = head is not None and head.weight is embeddings.weight
@@ -185,7 +196,47 @@ def compute_manifest(config: dict[str, Any]) -> dict[str, Any]:
             {"name": n, "parent": p, "in_features": i, "out_features": o, "bias": b, "count": c}
             for (n, p, i, o, b), c in groups.items()
         ],
+        "parameter_groups": parameter_groups,
     }
+
+
+def _peft_parameter_groups(model: Any) -> list[dict[str, Any]]:
+    """What peft's 'all-linear' adapts beyond nn.Linear layers, asked of the installed peft itself.
+
+    transformers 5 fuses Mixtral-style experts into 3-D parameters and makes the router a custom
+    module; peft (0.18+) maps 'all-linear' onto them as target_parameters, with the rank doubled on
+    the fused gate_up_proj. LoRA on a (experts, a, b) parameter trains rank x experts x (a + b).
+    [] for every other model, or a peft without this conversion.
+    """
+    try:
+        from peft import LoraConfig
+        from peft.utils.transformers_weight_conversion import (
+            convert_peft_config_for_transformers,
+            get_model_conversion_mapping,
+        )
+    except ImportError:
+        return []
+    lora = LoraConfig(r=1, lora_alpha=1, target_modules="all-linear", task_type="CAUSAL_LM")
+    try:
+        convert_peft_config_for_transformers(lora, model=model, conversions=get_model_conversion_mapping(model))
+    except Exception:  # noqa: BLE001 - a peft/transformers pairing that cannot convert: nothing beyond Linear
+        return []
+    targets = sorted(getattr(lora, "target_parameters", None) or [])
+    found: dict[tuple, int] = {}
+    for name, param in model.named_parameters():
+        target = next((t for t in targets if name == t or name.endswith("." + t)), None)
+        if target is None or param.dim() < 2:
+            continue
+        factor = next((r for pattern, r in (lora.rank_pattern or {}).items() if re.fullmatch(pattern, name)), 1)
+        experts = int(param.shape[0]) if param.dim() == 3 else 1
+        module, leaf = name[: -len(target) - 1], target
+        parent = module.rsplit(".", 1)[-1]
+        if "." in leaf:  # "gate.weight": the router module's own weight
+            parent, leaf = leaf.split(".", 1)
+        key = (leaf, parent, int(param.shape[-1]), int(param.shape[-2]), experts * factor)
+        found[key] = found.get(key, 0) + 1
+    return [{"name": n, "parent": p, "in_features": i, "out_features": o, "bias": False, "count": c * per}
+            for (n, p, i, o, per), c in found.items()]
 
 
 def _intermediate_size(hf_config: Any, groups: dict[tuple, int]) -> int:
@@ -218,6 +269,7 @@ def _info_from_manifest(manifest: dict[str, Any], name: str, source: str) -> Mod
         tie_word_embeddings=summary["tie_word_embeddings"],
         total_params=total,
         linear_groups=groups,
+        parameter_groups=[LinearGroup(**g) for g in manifest.get("parameter_groups", [])],
         config=manifest["config"],
         gated=manifest.get("gated"),
         size_on_disk_bytes=2 * total,
@@ -237,7 +289,8 @@ def shapes_cache_dir() -> Path:
 def cached_manifest(config: dict[str, Any]) -> dict[str, Any]:
     """The manifest for this config: from the cache, else computed once and cached."""
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    key = hashlib.sha256(f"v{MANIFEST_VERSION}:{canonical}".encode()).hexdigest()
+    # "p": manifests now record peft's parameter targets (MoE experts); older cached ones lack them.
+    key = hashlib.sha256(f"v{MANIFEST_VERSION}p:{canonical}".encode()).hexdigest()
     path = shapes_cache_dir() / f"{key}.json"
     try:
         manifest = json.loads(path.read_text())
@@ -387,7 +440,7 @@ def preset_targets(info: ModelInfo, preset: str) -> list[str]:
     """The target_modules entries for a preset, as peft matches them (leaf or parent.leaf)."""
     attention = [g for g in info.linear_groups if g.is_attention]
     if preset == "all-linear":
-        return info.linear_names()
+        return info.linear_names() + info.parameter_targets()
     if preset == "minimal":
         names = set(info.linear_names())
         fused = [n for n in _FUSED_QKV_NAMES if n in names]

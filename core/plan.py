@@ -269,8 +269,10 @@ class Plan:
                              "bnb_4bit_compute_dtype": "bfloat16" if precision == "bf16" else "float16"},
         }
         if self.method != "full":
+            # Fused expert weights are parameters, not modules: only peft's own 'all-linear' reaches them.
+            experts = set(self.targets) & set(self.model.parameter_targets())
             data["lora"] = {"r": self.rank, "lora_alpha": 2 * self.rank, "lora_dropout": hp["lora_dropout"],
-                            "target_modules": list(self.targets), "use_rslora": hp["use_rslora"],
+                            "target_modules": "all-linear" if experts else list(self.targets), "use_rslora": hp["use_rslora"],
                             "use_dora": hp["use_dora"]}
         return config_from_dict(data, source="plan")
 
@@ -424,6 +426,11 @@ def make_plan(
                     notes.append("regional_compile off under FSDP: ftwiz compiles layers before the Trainer "
                                  "shards them, a combination not yet run on a GPU")
     rank_used = rank or (hp["r"] if "r" in hp.items else 16)
+    experts = [t for t in resolved_targets if t in info.parameter_targets()]
+    if experts and chosen != "full":
+        hp.items["lora_dropout"] = Recommendation(
+            "lora_dropout", 0.0, f"0, not the guide's 0.05: peft adapts {info.name}'s fused expert weights "
+            f"({', '.join(experts)}) as parameters, which take no dropout", "0.05")
     if targets is not None and "target_modules" in hp.items:
         shown = targets if isinstance(targets, str) else ",".join(targets)
         hp.items["target_modules"] = Recommendation("target_modules", shown, "as asked (--targets)",

@@ -63,8 +63,10 @@ def recommended_values(recommended: dict[str, dict[str, Any]]) -> tuple[dict[str
 
 def target_modules(info: Any, preset: str) -> list[str] | str:
     """A targets preset as module names for the model (without one: all-linear or q, k, v, o)."""
+    if preset == "all-linear":  # peft's own shorthand: it alone reaches fused MoE expert weights
+        return "all-linear"
     if info is None:
-        return "all-linear" if preset == "all-linear" else ["q_proj", "k_proj", "v_proj", "o_proj"]
+        return ["q_proj", "k_proj", "v_proj", "o_proj"]
     from ftwiz.core.models import resolve_targets
 
     return resolve_targets(info, preset)
