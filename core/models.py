@@ -188,7 +188,7 @@ def compute_manifest(config: dict[str, Any]) -> dict[str, Any]:
         "embedding_params": embeddings.weight.numel(),
         "output_head": head_name.rsplit(".", 1)[-1] if head_name else None,
     }
-    return {
+    manifest = {
         "manifest_version": MANIFEST_VERSION,
         "config": config,
         "summary": summary,
@@ -196,8 +196,10 @@ def compute_manifest(config: dict[str, Any]) -> dict[str, Any]:
             {"name": n, "parent": p, "in_features": i, "out_features": o, "bias": b, "count": c}
             for (n, p, i, o, b), c in groups.items()
         ],
-        "parameter_groups": parameter_groups,
     }
+    if parameter_groups:  # MoE only: the catalog's dense models keep their manifests as they are
+        manifest["parameter_groups"] = parameter_groups
+    return manifest
 
 
 def _peft_parameter_groups(model: Any) -> list[dict[str, Any]]:
