@@ -152,9 +152,31 @@ class TrainingSection(_Section):
     )
     seed: int = 42
     logging_steps: int = Field(1, gt=0)
-    eval_steps: int | None = Field(None, gt=0)
-    save_steps: int = Field(50, gt=0)
-    save_total_limit: int = Field(2, gt=0)
+    eval_steps: int | float | None = Field(
+        None, gt=0,
+        description="Evaluate every N steps, or a share of the run below 1 (0.1: ten times). Unset: save_steps "
+        "if given, else 0.1, so every run evaluates about ten times whatever its length.",
+    )
+    save_steps: int | float | None = Field(
+        None, gt=0, description="Checkpoint every N steps, or a share of the run below 1. Unset: with every evaluation."
+    )
+    save_total_limit: int = Field(
+        2, gt=0, description="Newest checkpoints kept; the one with the best evaluation loss is kept besides."
+    )
+    early_stopping_patience: int | None = Field(
+        None, gt=0,
+        description="Stop when the evaluation loss has not improved for this many evaluations (needs eval_fraction "
+        "above 0). Unset: train every epoch; the best checkpoint is still the result.",
+    )
+
+    @field_validator("eval_steps", "save_steps")
+    @classmethod
+    def _steps_or_share(cls, value: int | float | None) -> int | float | None:
+        if isinstance(value, float) and value >= 1:
+            if not value.is_integer():
+                raise ValueError("a whole number of steps, or a share of the run below 1 (0.1: every tenth)")
+            return int(value)
+        return value
     max_grad_norm: float = Field(1.0, gt=0.0)
     probe: bool = Field(
         True,
@@ -264,7 +286,8 @@ class RunConfig(_Section):
 
         from transformers import TrainingArguments
 
-        t = self.training.model_dump(exclude={"max_length", "packing", "probe", "regional_compile"})
+        t = self.training.model_dump(exclude={"max_length", "packing", "probe", "regional_compile",
+                                               "early_stopping_patience"})
         if "warmup_ratio" not in {f.name for f in dataclasses.fields(TrainingArguments)}:
             t["warmup_steps"] = t.pop("warmup_ratio")
         fsdp_config = t.pop("fsdp_config")

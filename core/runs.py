@@ -278,3 +278,15 @@ def list_runs(runs_dir: str | Path = "runs") -> list[RunDir]:
         if p.is_dir() and p.resolve().parent == root_real and (p / "config.yaml").exists()
     ]
     return sorted(runs, key=lambda r: r.path.stat().st_mtime, reverse=True)
+
+
+def kept_checkpoint_text(finished: dict[str, Any] | None) -> str | None:
+    """Which checkpoint a finished run's result holds and why (the Done screen, `ftwiz status`);
+    None when the run did not evaluate (no finished event, or an older one without the fields)."""
+    if not finished or not finished.get("best_checkpoint"):
+        return None
+    loss = finished.get("best_eval_loss")
+    count = finished.get("evaluations") or 0
+    why = f"the lowest evaluation loss ({loss:.4f}) of {count} evaluations" if loss is not None else "the best evaluation"
+    ended = "; early stopping ended the run" if finished.get("early_stopped") else ""
+    return f"Kept: {finished['best_checkpoint']}, {why}: the result holds its weights, not the last step's{ended}"

@@ -206,7 +206,7 @@ def training_arguments(config: RunConfig, run: RunDir, precision: str, micro: in
 
     names = {f.name for f in dataclasses.fields(SFTConfig)}
     t = config.training_kwargs()  # maps warmup_ratio onto this transformers' field
-    eval_steps = t.pop("eval_steps") or config.training.save_steps
+    eval_steps, save_steps = evaluation_steps(config)
     t.pop("save_total_limit")  # rotation is ours: it must only ever count complete checkpoints
     t.update(
         per_device_train_batch_size=micro,
@@ -215,9 +215,15 @@ def training_arguments(config: RunConfig, run: RunDir, precision: str, micro: in
         fp16=precision == "fp16",
         output_dir=str(run.checkpoints_dir),
         save_strategy="steps",
+        save_steps=save_steps,
         save_total_limit=None,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=eval_steps if has_eval else None,
+        # The weights with the lowest evaluation loss are the result, not the last ones; a
+        # checkpoint is saved with every evaluation so that the best one is always on disk.
+        load_best_model_at_end=has_eval and _multiple(save_steps, eval_steps),
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
         per_device_eval_batch_size=micro,
         report_to="none",
         push_to_hub=False,
@@ -235,6 +241,39 @@ def training_arguments(config: RunConfig, run: RunDir, precision: str, micro: in
         use_cpu=not _cuda(),
     )
     return SFTConfig(**{k: v for k, v in t.items() if k in names})
+
+
+EVALUATIONS_PER_RUN = 10
+
+
+def best_checkpoint(state: Any, run: RunDir) -> dict[str, Any]:
+    """The finished event's account of the result: the checkpoint whose weights it holds (the
+    lowest evaluation loss), that loss, how many evaluations were made and whether early stopping
+    ended the run; nulls without evaluation."""
+    evals = [h for h in state.log_history if "eval_loss" in h]
+    best = state.best_model_checkpoint
+    return {
+        "best_checkpoint": Path(best).name if best else None,
+        "best_eval_loss": state.best_metric if best else None,
+        "evaluations": len(evals),
+        "early_stopped": bool(best) and 0 < state.global_step < state.max_steps,
+    }
+
+
+def evaluation_steps(config: RunConfig) -> tuple[int | float, int | float]:
+    """(eval_steps, save_steps) for the Trainer: as set, else a share of the run (the Trainer turns
+    1 / EVALUATIONS_PER_RUN into ceil(total steps / 10)), so a run of 10 steps and one of 10,000
+    both evaluate about ten times; a checkpoint with every evaluation unless save_steps is set."""
+    t = config.training
+    eval_steps = t.eval_steps or t.save_steps or 1 / EVALUATIONS_PER_RUN
+    return eval_steps, t.save_steps or eval_steps
+
+
+def _multiple(save_steps: int | float, eval_steps: int | float) -> bool:
+    """Whether every save falls on an evaluation (what load_best_model_at_end needs)."""
+    if (save_steps < 1) != (eval_steps < 1):
+        return False
+    return round(save_steps * 1_000_000) % round(eval_steps * 1_000_000) == 0
 
 
 def _cuda() -> bool:
@@ -282,11 +321,26 @@ def make_trainer_class():
                 self._ftwiz_staging = None
             self.accelerator.wait_for_everyone()
             if self.args.should_save:
-                final = checkpoints.finalize(root / f"checkpoint-{step}", root_dir / f"checkpoint-{step}")
+                staged = root / f"checkpoint-{step}"
+                best = self._ftwiz_best(root_dir, step)
+                if best is not None and self.state.best_model_checkpoint != best:
+                    # The Trainer named the staging directory (or none); the state saved with the
+                    # checkpoint must name where the best one is for good, or a resume forgets it.
+                    self.state.best_model_checkpoint = best
+                    self.state.save_to_json(str(staged / "trainer_state.json"))
+                final = checkpoints.finalize(staged, root_dir / f"checkpoint-{step}")
                 root.rmdir()
-                checkpoints.rotate(root_dir, hooks.config.training.save_total_limit)
+                checkpoints.rotate(root_dir, hooks.config.training.save_total_limit, keep_also=best)
                 hooks.emit("checkpoint", path=str(final.relative_to(hooks.run.path)), step=step)
             self.accelerator.wait_for_everyone()
+
+        def _ftwiz_best(self, root_dir: Path, step: int) -> str | None:
+            """Where the checkpoint with the best evaluation loss is once this one is in place."""
+            best_step = self.state.best_global_step
+            if not best_step or not self.args.load_best_model_at_end:
+                return None
+            best = root_dir / f"checkpoint-{best_step}"
+            return str(best) if best_step == step or best.is_dir() else None
 
     return AtomicCheckpointTrainer
 
@@ -572,6 +626,10 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
         )
         trainer.ftwiz_hooks = hooks
         trainer.add_callback(make_callback(hooks))
+        if config.training.early_stopping_patience and args.load_best_model_at_end:
+            from transformers import EarlyStoppingCallback
+
+            trainer.add_callback(EarlyStoppingCallback(config.training.early_stopping_patience))
         resume_from = checkpoints.latest_checkpoint(run.checkpoints_dir)
         try:
             trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -651,6 +709,7 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
         step=step,
         adapter=str(run.adapter_dir.relative_to(run.path)),
         final_loss=final_loss,
+        **best_checkpoint(trainer.state, run),
         duration_s=round(time.time() - hooks.process_t0, 1),
         spend_usd=hooks.spend_usd(),
         demo_score=demo_score,
