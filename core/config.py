@@ -92,6 +92,9 @@ class QuantizationSection(_Section):
     )
 
 
+EVALUATIONS_PER_RUN = 10
+"""Evaluations (and checkpoints) in a run whose eval_steps and save_steps are not set."""
+
 FSDP_OPTION_WORDS = ("full_shard", "shard_grad_op", "offload", "auto_wrap", "no_shard", "hybrid_shard",
                      "hybrid_shard_zero2")
 
@@ -203,6 +206,13 @@ class TrainingSection(_Section):
             )
         return value
 
+    def evaluation_steps(self) -> tuple[int | float, int | float]:
+        """(eval_steps, save_steps) for the Trainer: as set, else a share of the run (the Trainer
+        turns 1 / EVALUATIONS_PER_RUN into ceil(total steps / 10)), so a run of 10 steps and one
+        of 10,000 both evaluate about ten times; a checkpoint with every evaluation unless set."""
+        eval_steps = self.eval_steps or self.save_steps or 1 / EVALUATIONS_PER_RUN
+        return eval_steps, self.save_steps or eval_steps
+
     @property
     def precision(self) -> str:
         """"bf16", "fp16" or "fp32": the one spelling the planners and the engine use."""
@@ -288,6 +298,7 @@ class RunConfig(_Section):
 
         t = self.training.model_dump(exclude={"max_length", "packing", "probe", "regional_compile",
                                                "early_stopping_patience"})
+        t["eval_steps"], t["save_steps"] = self.training.evaluation_steps()
         if "warmup_ratio" not in {f.name for f in dataclasses.fields(TrainingArguments)}:
             t["warmup_steps"] = t.pop("warmup_ratio")
         fsdp_config = t.pop("fsdp_config")

@@ -206,7 +206,7 @@ def training_arguments(config: RunConfig, run: RunDir, precision: str, micro: in
 
     names = {f.name for f in dataclasses.fields(SFTConfig)}
     t = config.training_kwargs()  # maps warmup_ratio onto this transformers' field
-    eval_steps, save_steps = evaluation_steps(config)
+    eval_steps, save_steps = config.training.evaluation_steps()
     t.pop("save_total_limit")  # rotation is ours: it must only ever count complete checkpoints
     t.update(
         per_device_train_batch_size=micro,
@@ -243,9 +243,6 @@ def training_arguments(config: RunConfig, run: RunDir, precision: str, micro: in
     return SFTConfig(**{k: v for k, v in t.items() if k in names})
 
 
-EVALUATIONS_PER_RUN = 10
-
-
 def best_checkpoint(state: Any, run: RunDir) -> dict[str, Any]:
     """The finished event's account of the result: the checkpoint whose weights it holds (the
     lowest evaluation loss), that loss, how many evaluations were made and whether early stopping
@@ -258,15 +255,6 @@ def best_checkpoint(state: Any, run: RunDir) -> dict[str, Any]:
         "evaluations": len(evals),
         "early_stopped": bool(best) and 0 < state.global_step < state.max_steps,
     }
-
-
-def evaluation_steps(config: RunConfig) -> tuple[int | float, int | float]:
-    """(eval_steps, save_steps) for the Trainer: as set, else a share of the run (the Trainer turns
-    1 / EVALUATIONS_PER_RUN into ceil(total steps / 10)), so a run of 10 steps and one of 10,000
-    both evaluate about ten times; a checkpoint with every evaluation unless save_steps is set."""
-    t = config.training
-    eval_steps = t.eval_steps or t.save_steps or 1 / EVALUATIONS_PER_RUN
-    return eval_steps, t.save_steps or eval_steps
 
 
 def _multiple(save_steps: int | float, eval_steps: int | float) -> bool:
