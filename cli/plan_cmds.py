@@ -69,6 +69,13 @@ def _render(d: dict) -> str:
         )
         for line in d["time_cost_assumptions"]:
             lines.append(f"         {line}")
+    if d.get("disk"):
+        disk = d["disk"]
+        free = f" of {disk['free_gib']:.1f} GiB free" if disk["free_gib"] is not None else ""
+        parts = ", ".join(f"{item['what']}: {item['gib']:.1f} GiB" for item in disk["items"])
+        lines.append(f"Disk     {disk['total_gib']:.1f} GiB{free}{'' if disk['fits'] is not False else ': does NOT fit'} "
+                     f"({parts}; {disk['reasons'][0]}); base model download {disk['base_model_download_gib']:.1f} GiB "
+                     "if not cached")
     for note in d["notes"]:
         if note != f"does not fit: {fit['suggestion']}":  # already under Fits
             lines.append(f"Note     {note}")

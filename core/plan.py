@@ -112,6 +112,7 @@ class Plan:
     distribution: str = "single"  # "single" | "ddp" (a copy per GPU) | "fsdp" (sharded over the GPUs)
     distribution_reason: str = ""
     mean_tokens: float | None = None  # mean tokens per example from the data; None: no data statistics
+    disk: Any = None  # core.disk.DiskPlan
 
     @property
     def data_parallel(self) -> int:
@@ -228,6 +229,7 @@ class Plan:
             "gpu": self.gpu.to_dict(),
             "distribution": {"strategy": self.distribution, "gpus": self.gpu.count, "label": self.distribution_label,
                              "reason": self.distribution_reason},
+            "disk": None if self.disk is None else self.disk.to_dict(),
             "notes": list(self.notes),
         }
 
@@ -254,6 +256,8 @@ class Plan:
             "use_liger_kernel": hp["use_liger_kernel"],
             "regional_compile": hp["regional_compile"] and self.distribution != "fsdp",
         }
+        if self.disk is not None:
+            training["save_total_limit"] = self.disk.save_total_limit
         if self.distribution == "fsdp":
             # transformers 5's form: fsdp=True, the rest in fsdp_config (core.config.FsdpConfig's
             # defaults: FSDP2, FULL_SHARD, the model's own decoder layers as the wrapped units).
@@ -344,6 +348,10 @@ def make_plan(
         raise UserError(f"--seq: {seq} is longer than {info.name}'s context ({context} tokens, "
                         f"max_position_embeddings); use at most {context}")
     n_examples = examples if examples is not None else (data_stats or {}).get("rows")
+    if gpu is None:
+        from ftwiz.core.hardware import detect_hardware
+
+        gpu = detect_hardware()  # this machine: its GPUs and its free disk
     target = resolve_gpu(gpu, gpus)
     notes: list[str] = []
     if target.cpu_only:
@@ -458,7 +466,22 @@ def make_plan(
                 batch_asked=batch is not None, grad_ckpt_asked=grad_ckpt is not None,
                 distribution=distribution, distribution_reason=distribution_reason, mean_tokens=mean)
     plan.time_cost = _time_cost(plan, data_stats)
+    plan.disk = _disk_plan(plan, getattr(gpu, "disk_free_bytes", None))
     return plan
+
+
+def _disk_plan(plan: Plan, free_bytes: int | None) -> Any:
+    """Checkpoints, result and merged model against the free disk (known for this machine only);
+    a note when the checkpoints kept were cut to fit, or when nothing fits."""
+    from ftwiz.core.disk import plan_disk
+    from ftwiz.core.parameters import trainable_lora_params
+
+    info = plan.model
+    trainable = info.total_params if plan.method == "full" else trainable_lora_params(info, plan.rank, plan.targets)
+    disk = plan_disk(plan.method, info.total_params, trainable, plan.fit.optim, free_bytes=free_bytes)
+    if len(disk.reasons) > 1:
+        plan.notes.append(f"disk: {disk.reasons[-1]}")
+    return disk
 
 
 def _fsdp_fit(info: Any, target: GpuTarget, replica: Fit, sharded_plan: Any, optim: str | None, dtype: str,
