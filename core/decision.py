@@ -93,7 +93,7 @@ def adapter_quality(method: str, examples: int, new_knowledge: str) -> tuple[str
     """LoRA's and QLoRA's quality against full fine-tuning as a condition, not a constant: (a short
     verdict for the table, the reason with its sources); (None, None) where it does not compare."""
     if method == "full":
-        return "the reference", None
+        return "reference", None
     if method not in ("lora", "qlora"):
         return None, None
     guide = "~98%" if method == "lora" else "~96%"
@@ -101,11 +101,11 @@ def adapter_quality(method: str, examples: int, new_knowledge: str) -> tuple[str
                 "its benchmarks." if method == "qlora" else "")
     if examples > LARGE_CORPUS or new_knowledge != "no":
         what = f"{examples:,} examples" if examples > LARGE_CORPUS else "new domain knowledge"
-        return "may trail full", (
+        return "may trail", (
             f"Quality: with {what}, LoRA can fall behind full fine-tuning (Biderman et al. 2024 found it trails on "
             f"large code and math corpora); a higher rank narrows the gap. The guide's {guide} of full is the "
             f"small-data case.{four_bit}")
-    return "matches full", (
+    return "= full", (
         f"Quality: LoRA on every linear layer matches full fine-tuning while the data fits the adapter's "
         f"capacity (the QLoRA paper, sec. 4; LoRA Without Regret, 2025), as {examples:,} examples do "
         f"(the guide: {guide} of full).{four_bit}")
@@ -132,7 +132,7 @@ class Recommendation:
     reasons: list[str]
     cost_band: str
     time_band: str
-    quality: str | None  # against full fine-tuning, for these answers ("matches full", "may trail full"); None: n/a
+    quality: str | None  # against full fine-tuning, for these answers ("= full", "may trail"); None: n/a
     hardware: str
     memory_gib: float | None  # rough need per GPU (total for full fine-tuning); None: no GPU needed
     fits: bool | None  # None when the GPU memory is unknown or no GPU is needed
