@@ -87,7 +87,7 @@ def data(source, model, subset, split, fmt, max_length, limit, example, as_json,
     else:
         _print_report(report, rendered)
         if drop_to is not None and report.ok:
-            click.echo(f"wrote {len(report.kept):,} usable rows to {drop_to}")
+            click.echo(f"wrote {len(report.kept):,} usable row{'' if len(report.kept) == 1 else 's'} to {drop_to}")
     if not report.ok:
         # A UserError is how cli/main.py turns "not usable" into exit code 2 (after the report).
         where = "in the JSON report" if as_json else "listed above"
