@@ -133,7 +133,7 @@ def plan(model, data, examples, gpu, vram, gpus, method, batch, seq, rank, targe
         raise UserError("--data/--examples: give one of them, not both")
     if write and Path(write).exists() and not force:
         raise UserError(f"{write}: exists; not overwritten (add --force to replace it)")
-    data_stats = None
+    data_stats, data_format = None, None
     if data is not None:
         from ftwiz.core.data import validate
 
@@ -141,12 +141,12 @@ def plan(model, data, examples, gpu, vram, gpus, method, batch, seq, rank, targe
         if not report.ok:
             first = report.problem_lines()[0] if report.problems else "no usable rows"
             raise UserError(f"{first} ({report.problems_total} problem(s); see ftwiz data {data})")
-        data_stats = report.stats
+        data_stats, data_format = report.stats, report.format
     target = vram if vram is not None else gpu
     result = make_plan(
         model, examples=examples, data_stats=data_stats, gpu=target, method=method, batch=batch, seq=seq,
         rank=rank, targets=targets, grad_ckpt=_on_off(grad_ckpt), qlora_upcast=qlora_upcast == "on", optim=optim,
-        gpus=gpus,
+        gpus=gpus, data_format=data_format,
     )
     d = result.to_dict()
     if write:

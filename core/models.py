@@ -95,6 +95,10 @@ class ModelInfo:
     note: str | None = None
     output_head: str | None = None  # the layer LoRA never targets (lm_head, embed_out, ...)
     embedding_params: int = 0
+    base: bool | None = None
+    """True: a base (pre-trained) checkpoint whose chat template's tokens were never trained; False:
+    an instruct (post-trained) one; None: not known (a local or Hub model)."""
+    instruct_name: str | None = None  # the catalog name of this model's instruct release, if any
     parameter_groups: list[LinearGroup] = field(default_factory=list)
     """Weights peft's 'all-linear' adapts that are not linear layers: with transformers 5, the fused
     expert weights and the router of Mixtral-style MoE layers (peft 0.21 targets them as
@@ -315,26 +319,50 @@ def cached_manifest(config: dict[str, Any]) -> dict[str, Any]:
 # The catalog.
 
 
-def _catalog_index() -> dict[str, Path]:
-    """Catalog names and their Hub ids (lower case) -> manifest file (30 small JSON reads)."""
-    index: dict[str, Path] = {}
+INSTRUCT_SUFFIX = "-instruct"
+_INSTRUCT_ID = re.compile(r"-(instruct|it)\b", re.IGNORECASE)
+
+
+def instruct_id(manifest: dict[str, Any]) -> str | None:
+    """The Hub id of the instruct (post-trained) release beside a catalog entry's base checkpoint:
+    an "-Instruct" / "-it" alias, or Qwen3's id without "-Base". None when the entry's own
+    checkpoint is already post-trained or no instruct release is known."""
+    hub_id = manifest.get("hub_id") or ""
+    aliases = [a for a in manifest.get("aliases", []) if a != hub_id]
+    if _INSTRUCT_ID.search(hub_id.split("/")[-1]) or (manifest.get("note") or "").find("post-trained") >= 0:
+        return None
+    if hub_id.endswith("-Base") and hub_id[: -len("-Base")] in aliases:
+        return hub_id[: -len("-Base")]
+    return next((a for a in aliases if _INSTRUCT_ID.search(a.split("/")[-1])), None)
+
+
+def _catalog_index() -> dict[str, tuple[Path, str | None]]:
+    """Catalog names and Hub ids (lower case) -> (manifest file, the Hub id to load: None for the
+    entry's own; the instruct release for "<name>-instruct" and for an instruct alias)."""
+    index: dict[str, tuple[Path, str | None]] = {}
     for path in sorted(CATALOG_DIR.glob("*.json")):
-        index[path.stem.lower()] = path
-        for alias in json.loads(path.read_text()).get("aliases", []):
-            index.setdefault(alias.lower(), path)
+        manifest = json.loads(path.read_text())
+        index[path.stem.lower()] = (path, None)
+        instruct = instruct_id(manifest)
+        if instruct:
+            index[(path.stem + INSTRUCT_SUFFIX).lower()] = (path, instruct)
+        for alias in manifest.get("aliases", []):
+            index.setdefault(alias.lower(), (path, alias if alias == instruct else None))
     return index
 
 
 def catalog_names() -> list[str]:
-    """The bundled models, by the short names `--model` accepts."""
-    return sorted(p.stem for p in CATALOG_DIR.glob("*.json"))
+    """The bundled models, by the short names `--model` accepts: "<name>-instruct" beside a base
+    checkpoint whose instruct release is known (same shapes, other weights)."""
+    index = _catalog_index()
+    return sorted({p.stem for p, _ in index.values()} | {p.stem + INSTRUCT_SUFFIX for p, hub in index.values() if hub})
 
 
 def load_catalog_manifest(name: str) -> dict[str, Any]:
-    path = _catalog_index().get(name.lower())
-    if path is None:
+    found = _catalog_index().get(name.lower())
+    if found is None:
         raise UserError(f"--model: {name!r} is not in the catalog (known: {', '.join(catalog_names())})")
-    return json.loads(path.read_text())
+    return json.loads(found[0].read_text())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,8 +384,14 @@ def load_model_info(spec: str | os.PathLike) -> ModelInfo:
         return _load_local(path)
     index = _catalog_index()
     if text.lower() in index:
-        manifest = json.loads(index[text.lower()].read_text())
-        return _info_from_manifest(manifest, Path(index[text.lower()]).stem, "catalog")
+        path, hub = index[text.lower()]
+        manifest = json.loads(path.read_text())
+        instruct = instruct_id(manifest)
+        info = _info_from_manifest(manifest, path.stem + (INSTRUCT_SUFFIX if hub else ""), "catalog")
+        info.hub_id = hub or info.hub_id
+        info.base = hub is None and instruct is not None
+        info.instruct_name = None if hub or not instruct else path.stem + INSTRUCT_SUFFIX
+        return info
     if text.startswith((".", "/", "~")) or text.count("/") > 1:
         raise UserError(f"--model: {text}: no such directory")
     if _HUB_ID.match(text):

@@ -282,6 +282,17 @@ class Plan:
         return config_from_dict(data, source="plan")
 
 
+CHAT_FORMATS = ("alpaca", "chat", "sharegpt")
+"""Formats that train through the model's chat template."""
+
+
+def base_model_warning(info: Any) -> str:
+    """What a base checkpoint with chat data risks, and the two ways out."""
+    return (f"{info.name} is a base model: its chat template's special tokens were never trained, and chat data "
+            f"trains through them; pick {info.instruct_name} (the guide fine-tunes Llama-3.1-8B-Instruct), or also "
+            "train those tokens' embeddings (peft's trainable_token_indices)")
+
+
 def _loadable_model(info: Any) -> str:
     """What from_pretrained can load: a catalog name becomes its Hub id, a local directory an
     absolute path (the run process may start from another directory)."""
@@ -329,6 +340,7 @@ def make_plan(
     qlora_upcast: bool = False,
     optim: str | None = None,
     gpus: int | None = None,
+    data_format: str | None = None,
 ) -> Plan:
     """Plan a fine-tune of `model` (ModelInfo or spec) on `gpu`; overrides are kept as given.
 
@@ -357,6 +369,8 @@ def make_plan(
     notes: list[str] = []
     if target.cpu_only:
         notes.append("CPU only: no NVIDIA GPU found; fine-tuning this model needs one (plan with --gpu or --vram)")
+    if info.base and data_format in CHAT_FORMATS:
+        notes.append(base_model_warning(info))
     resolved_targets = resolve_targets(info, targets if targets is not None else DEFAULT_TARGETS)
     seqs, seq_reason = _seq_candidates(seq, data_stats)
     if context and seqs[0] > context:
