@@ -129,6 +129,7 @@ class DataScreen(StepScreen):
         usable = clean or (dropping and report.ok)
         self.state.n_examples = (len(report.kept) if dropping else report.rows) if usable else None
         self.state.data_stats = (report.stats or None) if usable else None
+        self.state.data_format = report.format if usable else None
 
     def _show_stats(self, stats: dict) -> None:
         histogram = self.query_one("#histogram", Sparkline)

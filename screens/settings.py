@@ -58,6 +58,7 @@ class SettingsScreen(StepScreen):
                                 type="integer" if kind == "int" else "text")
                 yield Static(self.reasons.get(key, ""), id=_widget_id(key) + "-why", classes="reason")
         yield Static("", id="settings-error", classes="bad")
+        yield Static("", id="plan-warning", classes="warn")
         yield Static("Memory on this GPU", id="memory-title", classes="title")
         yield MemoryBar(id="memory")
         yield Static("", id="time-cost")
@@ -88,12 +89,19 @@ class SettingsScreen(StepScreen):
         state = self.state
         self.plan = make_plan(
             state.model_info, examples=state.n_examples, data_stats=state.data_stats,
-            gpu=state.hardware, method=state.method,
+            gpu=state.hardware, method=state.method, data_format=state.data_format,
         )
         return self.plan
 
     # -- live updates ---------------------------------------------------------------------
     def on_mount(self) -> None:
+        from ftwiz.core.plan import base_model_warning
+
+        warning = self.query_one("#plan-warning", Static)
+        info = self.state.model_info
+        shown = getattr(self, "plan", None) is not None and base_model_warning(info) in self.plan.notes
+        warning.display = shown
+        warning.update(base_model_warning(info) if shown else "")
         if self.query("#explorer"):
             self._fill_explorer()
         self.update_plan()

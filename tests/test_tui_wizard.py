@@ -254,6 +254,22 @@ async def test_alpha_follows_rank_until_the_user_sets_it(tmp_path):
         assert alpha.value == "8" and (app.state.config.lora.r, app.state.config.lora.lora_alpha) == (32, 8)
 
 
+async def test_settings_warn_a_base_model_with_chat_data_and_name_the_instruct_one(tmp_path):
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.state.data_format = "chat"
+        await open_settings_for_8b(app, pilot, 500)
+        warning = app.screen.query_one("#plan-warning", Static)
+        assert warning.display and "llama-3.1-8b-instruct" in str(warning.content)
+        app.state.data_format = "text"  # plain text never meets the chat template
+        app.goto_step("data")
+        await settle(pilot)
+        app.state.data_format = "text"
+        app.goto_step("settings")
+        await settle(pilot)
+        assert not app.screen.query_one("#plan-warning", Static).display
+
+
 async def test_decide_answers_rerank_and_a_non_training_choice_does_not_advance(tmp_path):
     app = fixed_app(tmp_path / "runs", H200)
     async with app.run_test(size=(120, 40)) as pilot:

@@ -43,6 +43,8 @@ class WizardState:
     """Rows in the dataset, once validated (drives the recommended hyperparameters)."""
     data_stats: dict[str, Any] | None = None
     """core.data token_stats of the validated dataset (drives max_length, time and cost)."""
+    data_format: str | None = None
+    """The validated dataset's format (alpaca, chat, ...): chat formats on a base model get a warning."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Settings the user edited, as 'section.field' -> value, applied over the plan."""
     config: Any = None
