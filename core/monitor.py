@@ -133,6 +133,7 @@ class RunTracker:
     grad_norm: float | None = None
     spend_usd: float | None = None
     estimate_usd: float | None = None
+    examples_per_step: float | None = None  # examples an optimizer step holds (several per packed row)
     started_t: float | None = None
     last_t: float | None = None
     train_loss: list[tuple[int, float]] = field(default_factory=list)
@@ -151,6 +152,8 @@ class RunTracker:
                 self.started_t = event.get("t")
                 self.max_steps = event.get("max_steps", self.max_steps)
                 self.estimate_usd = event.get("estimate_usd", self.estimate_usd)
+            elif kind == "model":
+                self.examples_per_step = _number(event.get("examples_per_step"))
             elif kind == "step":
                 self._step(event)
             elif kind == "eval" and _number(event.get("eval_loss")) is not None:

@@ -366,6 +366,7 @@ class Hooks:
         self.max_steps = 0
         self.last_tokens: tuple[float, float] | None = None
         self.micro_batch = self.grad_accum = 0
+        self.examples_per_row = 1.0  # training examples per packed row (1 without packing)
 
     def emit(self, type: str, **fields: Any) -> None:
         if self.is_main:
@@ -393,7 +394,14 @@ class Hooks:
             total_params=sum(p.numel() for p in model.parameters()),
             lora_modules=sum(name.endswith(".lora_A") for name in names),
             peft_wrappers=sum(name.endswith("base_model.model") for name in names),
+            **self.batch_in_examples(),
         )
+
+    def batch_in_examples(self) -> dict[str, Any]:
+        """Rows and examples an optimizer step holds: with packing a row holds several examples,
+        and the guide's batch size counts examples."""
+        rows = self.micro_batch * self.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
+        return {"rows_per_step": rows, "examples_per_step": round(rows * self.examples_per_row, 1)}
 
     def step_end(self, state: Any, control: Any) -> None:
         self.status.update(step=state.global_step, epoch=state.epoch, spent_s=round(self.spent_s(), 1))
@@ -613,6 +621,7 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
             model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer
         )
         trainer.ftwiz_hooks = hooks
+        hooks.examples_per_row = len(train_ds) / max(1, len(trainer.train_dataset))  # packing joins examples
         trainer.add_callback(make_callback(hooks))
         if config.training.early_stopping_patience and args.load_best_model_at_end:
             from transformers import EarlyStoppingCallback
