@@ -33,7 +33,8 @@ class ModelSection(_Section):
     allow_pickle: bool = Field(
         False, description="Allow .bin/.pt (pickle) weights, which can run code when loaded."
     )
-    attn_implementation: str = Field("sdpa", description="sdpa, flash_attention_2 or eager.")
+    attn_implementation: str = Field("sdpa", description="sdpa, eager, flash_attention_2 (needs flash-attn) or varlen "
+                                     "(PyTorch's varlen FlashAttention for packed rows, core/engine/attention.py).")
 
 
 class DataSection(_Section):
