@@ -62,3 +62,31 @@ def test_cli_plan_prints_the_disk_line(capsys):
     assert "Disk     " in out and "3 checkpoints of" in out and "base model download" in out
     assert main(["plan", "--model", "llama-3.1-8b", "--gpu", "H200", "--examples", "2000", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["disk"]["save_total_limit"] == 2
+
+
+def test_a_run_that_cannot_fit_the_disk_is_refused_in_one_line_before_it_starts():
+    import pytest
+
+    from ftwiz.core.checks import preflight
+    from ftwiz.core.config import config_from_dict
+    from ftwiz.core.errors import UserError
+    from ftwiz.core.hardware import GPU, Hardware
+
+    info = load_model_info("llama-3.2-1b")
+
+    def machine(free_gib: float) -> Hardware:
+        gpu = GPU(0, "NVIDIA H200", "GPU-0", 141 * GIB, bf16=True, compute_capability=(9, 0))
+        return Hardware([gpu], 2, "cpu", 24 * GIB, 20 * GIB, int(free_gib * GIB), "ok", "", disk_path="/runs")
+
+    def config(**training):
+        return config_from_dict({"method": "full", "model": {"name_or_path": "llama-3.2-1b"},
+                                 "data": {"path": "d.jsonl"}, "training": {"bf16": True, **training}})
+
+    one = checkpoint_bytes("full", info.total_params, "adamw_torch") / GIB
+    result = info.total_params * 4 / GIB
+    assert preflight(config(), machine((3 * one + result) / 0.9 + 1), info) == []
+    with pytest.raises(UserError, match=r"^training.save_total_limit: 2: .* free at /runs; set training.save_total_limit: 1"):
+        preflight(config(), machine((2 * one + result) / 0.9 + 1), info)
+    assert preflight(config(save_total_limit=1), machine((2 * one + result) / 0.9 + 1), info) == []
+    with pytest.raises(UserError, match="free disk space, or choose a smaller model or LoRA"):
+        preflight(config(), machine(1), info)
