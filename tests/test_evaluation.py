@@ -123,3 +123,39 @@ def test_done_screen_and_status_say_which_checkpoint_was_kept_and_why():
     assert text.startswith("Kept: checkpoint-40, the lowest evaluation loss (1.2346) of 10 evaluations")
     assert "early stopping ended the run" in text
     assert kept_checkpoint_text({"best_checkpoint": None}) is None and kept_checkpoint_text(None) is None
+
+
+def test_plan_states_the_evaluation_and_offers_early_stopping(tmp_path, capsys):
+    from ftwiz.cli.main import main
+    from ftwiz.core.config import load_config
+
+    out = tmp_path / "run.yaml"
+    args = ["plan", "--model", "llama-3.2-1b", "--gpu", "H200", "--examples", "5000"]
+    assert main(args + ["--early-stopping", "3", "--write", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Eval     10 times on the held-out 10%" in text and "early stopping after 3 evaluations" in text
+    assert load_config(out).training.early_stopping_patience == 3
+    assert main(args + ["--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["evaluation"]["early_stopping_patience"] is None
+
+
+def test_plan_on_messy_data_with_drop_invalid(tmp_path, capsys):
+    from ftwiz.cli.main import main
+    from ftwiz.core.config import load_config
+
+    rows = [{"instruction": f"say {i}", "output": f"{i}"} for i in range(30)] + [{"instruction": "x", "output": ""}]
+    data = tmp_path / "messy.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{oops\n")
+    args = ["plan", "--model", "llama-3.2-1b", "--gpu", "H200", "--data", str(data)]
+    assert main(args) == 2
+    assert "--drop-invalid leaves bad rows out" in capsys.readouterr().err
+    out = tmp_path / "run.yaml"
+    assert main(args + ["--drop-invalid", "--write", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Data     30 usable rows; 2 bad rows or lines left out" in text
+    assert load_config(out).data.drop_invalid
+    assert main(args + ["--drop-invalid", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["data"]["kept"] == 30 and plan["examples"] == 30
+    assert plan["evaluation"]["every_steps"] == -(-plan["batch"]["steps"] // 10)
