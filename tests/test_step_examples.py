@@ -26,3 +26,10 @@ def test_dashboard_progress_line_shows_examples_a_step():
     older = RunTracker()  # a run from before the field: nothing claimed
     older.add([{"type": "model", "t": 1.0, "step": 0}])
     assert "examples a step" not in progress_line(older, None)
+
+
+def test_examples_per_row_from_the_datasets_before_and_after_packing():
+    from ftwiz.core.engine.process import examples_per_row
+
+    assert examples_per_row(range(173), range(46)) == 173 / 46
+    assert examples_per_row(range(10), iter(range(3))) == 1.0  # an iterable dataset: no length, no claim

@@ -243,6 +243,15 @@ def training_arguments(config: RunConfig, run: RunDir, precision: str, micro: in
     return SFTConfig(**{k: v for k, v in t.items() if k in names})
 
 
+def examples_per_row(examples: Any, rows: Any) -> float:
+    """Training examples per row the Trainer feeds (packing joins several); 1 when it cannot tell
+    (an iterable dataset has no length)."""
+    try:
+        return len(examples) / len(rows) if len(rows) else 1.0
+    except TypeError:
+        return 1.0
+
+
 def best_checkpoint(state: Any, run: RunDir) -> dict[str, Any]:
     """The finished event's account of the result: the checkpoint whose weights it holds (the
     lowest evaluation loss), that loss, how many evaluations were made and whether early stopping
@@ -638,7 +647,7 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
                     torch.cuda.empty_cache()
                 continue
         trainer.ftwiz_hooks = hooks
-        hooks.examples_per_row = len(train_ds) / max(1, len(trainer.train_dataset))  # packing joins examples
+        hooks.examples_per_row = examples_per_row(train_ds, trainer.train_dataset)
         trainer.add_callback(make_callback(hooks))
         if config.training.early_stopping_patience and args.load_best_model_at_end:
             from transformers import EarlyStoppingCallback
