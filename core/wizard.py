@@ -52,7 +52,7 @@ def recommended_values(recommended: dict[str, dict[str, Any]]) -> tuple[dict[str
     values: dict[str, Any] = {}
     reasons: dict[str, str] = {}
     for name, rec in recommended.items():
-        key = ("lora." if name in LORA_FIELDS else "training.") + name
+        key = ("lora." if name in LORA_FIELDS else "model." if name == "attn_implementation" else "training.") + name
         guide = rec.get("guide")
         values[key] = rec["value"]
         reasons[key] = rec["reason"] + (f" [guide: {guide}]" if guide else "")

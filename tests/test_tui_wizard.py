@@ -119,7 +119,9 @@ async def test_model_step_searches_the_catalog_and_shows_the_model(tmp_path):
         await pilot.pause()
         await pilot.press(*"qwen2.5 7b")
         catalog = app.screen.query_one("#catalog", OptionList)
-        assert [catalog.get_option_at_index(i).id for i in range(catalog.option_count)] == ["qwen2.5-7b"]
+        # the base checkpoint and its instruct release
+        assert [catalog.get_option_at_index(i).id for i in range(catalog.option_count)] == ["qwen2.5-7b",
+                                                                                          "qwen2.5-7b-instruct"]
         await pilot.press("enter")
         await settle(pilot)
         assert app.state.model_spec == "qwen2.5-7b"
