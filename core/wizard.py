@@ -55,7 +55,7 @@ def recommended_values(recommended: dict[str, dict[str, Any]]) -> tuple[dict[str
         key = ("lora." if name in LORA_FIELDS else "model." if name == "attn_implementation" else "training.") + name
         guide = rec.get("guide")
         values[key] = rec["value"]
-        reasons[key] = rec["reason"] + (f" [guide: {guide}]" if guide else "")
+        reasons[key] = rec["reason"] + (f" [guide: {guide}]" if guide and guide not in rec["reason"] else "")
     if "lora.target_modules" not in values:  # full fine-tuning: no LoRA fields
         values["lora.target_modules"], reasons["lora.target_modules"] = DEFAULT_TARGETS, TARGETS_REASON
     return values, reasons
