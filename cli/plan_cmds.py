@@ -110,7 +110,7 @@ def _next_step(d: dict) -> str:
 
 def _evaluation(d: dict, patience: int | None) -> dict:
     """How the run evaluates: ten times (a tenth of its steps apart), a checkpoint each, the best kept."""
-    from ftwiz.core.config import EVALUATIONS_PER_RUN
+    from ftwiz.core.defaults import EVALUATIONS_PER_RUN
 
     steps = (d.get("batch") or {}).get("steps")
     return {"evaluations": EVALUATIONS_PER_RUN, "every_steps": None if steps is None else -(-steps // EVALUATIONS_PER_RUN),

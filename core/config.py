@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ftwiz.core.defaults import EVAL_FRACTION, EVALUATIONS_PER_RUN
 from ftwiz.core.errors import UserError
 
 CONFIG_VERSION = 1
@@ -42,7 +43,7 @@ class DataSection(_Section):
     subset: str | None = Field(None, description="Hub dataset configuration name.")
     split: str = Field("train", description="Hub dataset split.")
     format: DataFormat = Field("auto", description="Row format; auto detects it.")
-    eval_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Share of rows held out for evaluation.")
+    eval_fraction: float = Field(EVAL_FRACTION, ge=0.0, lt=0.5, description="Share of rows held out for evaluation.")
     max_rows: int | None = Field(None, gt=0, description="Use only the first N rows.")
     completion_only_loss: bool = Field(True, description="Compute the loss on answers only, not prompts.")
     drop_invalid: bool = Field(
@@ -92,9 +93,6 @@ class QuantizationSection(_Section):
         "False freezes the base only, as TRL does, and saves memory.",
     )
 
-
-EVALUATIONS_PER_RUN = 10
-"""Evaluations (and checkpoints) in a run whose eval_steps and save_steps are not set."""
 
 FSDP_OPTION_WORDS = ("full_shard", "shard_grad_op", "offload", "auto_wrap", "no_shard", "hybrid_shard",
                      "hybrid_shard_zero2")

@@ -133,9 +133,9 @@ class Plan:
         """Optimizer steps in one epoch over the training split (eval_fraction held out)."""
         if self.n_examples is None or (self.hyperparams["packing"] and not self.mean_tokens):
             return None  # packed rows of unknown lengths: examples per step unknown
-        from ftwiz.core.config import DataSection
+        from ftwiz.core.defaults import EVAL_FRACTION
 
-        train = self.n_examples - round(self.n_examples * DataSection.model_fields["eval_fraction"].default)
+        train = self.n_examples - round(self.n_examples * EVAL_FRACTION)
         return max(1, math.ceil(max(1, train) / self.examples_per_step))
 
     def batch_summary(self) -> dict[str, Any]:
