@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ftwiz.core.defaults import EVAL_FRACTION, EVALUATIONS_PER_RUN
 from ftwiz.core.errors import UserError
+from ftwiz.core.methods import Method
 
 CONFIG_VERSION = 1
-Method = Literal["lora", "qlora", "full"]
 DataFormat = Literal["auto", "alpaca", "chat", "sharegpt", "prompt_completion", "text"]
 
 
@@ -221,6 +221,20 @@ class TrainingSection(_Section):
         """How many GPUs share one copy of the model: all of them under FSDP, else 1 (DDP, one GPU)."""
         return gpu_count if self.fsdp and gpu_count > 1 else 1
 
+    @staticmethod
+    def accumulation_per_gpu(accum: int, world_size: int) -> tuple[int, str | None]:
+        """Gradient accumulation per process, so that an optimizer step sees the planned batch
+        (micro-batch x accumulation) whatever the number of GPUs: each of N processes takes 1/N of
+        the accumulation. Where N does not divide it, the nearest whole number (at least 1), and a
+        sentence saying how the effective batch changed."""
+        if world_size <= 1:
+            return accum, None
+        per_gpu = max(1, round(accum / world_size))
+        if per_gpu * world_size == accum:
+            return per_gpu, None
+        return per_gpu, (f"gradient accumulation {accum} does not divide over {world_size} GPUs: {per_gpu} per GPU, "
+                         f"so a step sees micro-batch x {per_gpu * world_size} instead of x {accum}")
+
     @model_validator(mode="after")
     def _one_half_precision(self) -> TrainingSection:
         if self.bf16 and self.fp16:
@@ -246,7 +260,7 @@ class RunConfig(_Section):
 
     version: int = CONFIG_VERSION
     name: str | None = Field(None, description="Run name; the run directory is runs_dir/name.")
-    method: Method = "lora"
+    method: Method = Method.LORA
     model: ModelSection
     data: DataSection
     lora: LoraSection = Field(default_factory=LoraSection)

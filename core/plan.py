@@ -15,6 +15,7 @@ from typing import Any
 
 from ftwiz.core.errors import UserError
 from ftwiz.core.memory import GIB, default_optim, estimate_memory, liger_norms, trl_fuses_lm_head
+from ftwiz.core.methods import METHOD_NAMES
 from ftwiz.core.recommend import (Fit, Hyperparams, Recommendation, examples_per_row, fit_to_gpu,
                                   recommend_hyperparams, rows_per_step)
 
@@ -351,8 +352,8 @@ def make_plan(
     """
     from ftwiz.core.models import DEFAULT_TARGETS, load_model_info, resolve_targets
 
-    if method not in ("auto", "lora", "qlora", "full"):
-        raise UserError(f"--method: {method!r}: unknown (allowed: auto, lora, qlora, full)")
+    if method not in ("auto", *METHOD_NAMES):
+        raise UserError(f"--method: {method!r}: unknown (allowed: auto, {', '.join(METHOD_NAMES)})")
     for value, option in ((examples, "--examples"), (batch, "--batch"), (seq, "--seq"), (rank, "--rank")):
         _check_positive(value, option)
     info = load_model_info(model) if isinstance(model, str) else model
