@@ -18,13 +18,19 @@ def test_engine_counts_examples_in_packed_rows(monkeypatch):
 
 
 def test_dashboard_progress_line_shows_examples_a_step():
+    from ftwiz.core.events import EVENT_SCHEMA_VERSION, parse_events
+
+    def events(*records):
+        return parse_events([{"v": EVENT_SCHEMA_VERSION, **r} for r in records])
+
+    model = {"type": "model", "t": 1.0, "step": 0, "max_steps": 20, "trainable_params": 1, "total_params": 2,
+             "lora_modules": 1, "peft_wrappers": 1}
     tracker = RunTracker()
-    tracker.add([{"type": "model", "t": 1.0, "step": 0, "max_steps": 20, "rows_per_step": 2, "examples_per_step": 7.5},
-                 {"type": "step", "t": 2.0, "step": 1, "max_steps": 20, "loss": 1.0}])
+    tracker.add(events({**model, "rows_per_step": 2, "examples_per_step": 7.5}))
     assert tracker.examples_per_step == 7.5
     assert progress_line(tracker, None).endswith("~7.5 examples a step")
     older = RunTracker()  # a run from before the field: nothing claimed
-    older.add([{"type": "model", "t": 1.0, "step": 0}])
+    older.add(events(model))
     assert "examples a step" not in progress_line(older, None)
 
 
