@@ -610,7 +610,17 @@ class RunRecipe:
             hooks.emit(make_event(note.kind, message=note.message))  # InfoEvent or WarningEvent
 
         micro = int(prior.get("micro_batch") or config.training.per_device_train_batch_size)
-        accum = int(prior.get("grad_accum") or config.training.gradient_accumulation_steps)
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        batch_note = None
+        if prior.get("grad_accum"):  # chosen by this run's probe or OOM recovery: already per GPU
+            accum = int(prior["grad_accum"])
+        else:  # the plan's accumulation is for the whole step: each GPU takes its share
+            accum, batch_note = config.training.accumulation_per_gpu(
+                config.training.gradient_accumulation_steps, world_size)
+            if world_size > 1:
+                batch_note = batch_note or (
+                    f"gradient accumulation {config.training.gradient_accumulation_steps} shared by {world_size} GPUs: "
+                    f"{accum} each, so a step sees the planned batch")
         if prior.get("gradient_checkpointing"):  # turned on by an earlier probe: a resume keeps it
             config = _with_checkpointing(config)
         flags.oom_count = int(prior.get("oom_count") or 0)
@@ -629,7 +639,8 @@ class RunRecipe:
             resumed_from=str(resume_from.relative_to(run.path)) if resume_from else None,
             pid=os.getpid(),
         ))
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if batch_note:
+            hooks.emit(InfoEvent(message=batch_note))
         probe_pending = config.training.probe and resume_from is None and "probe" not in prior
         if probe_pending and world_size > 1:
             probe_pending = False
