@@ -116,18 +116,14 @@ class Plan:
     disk: Any = None  # core.disk.DiskPlan
 
     @property
-    def data_parallel(self) -> int:
-        """GPUs that each take their own share of every step's batch (DDP or FSDP)."""
-        return 1 if self.distribution == "single" else self.gpu.count
-
-    @property
     def examples_per_row(self) -> float:
         return examples_per_row(self.hyperparams["packing"], self.mean_tokens, self.fit.max_length)
 
     @property
     def examples_per_step(self) -> float:
-        """Examples one optimizer step sees over all GPUs (rows x examples per packed row)."""
-        return self.fit.micro_batch * self.fit.grad_accum * self.data_parallel * self.examples_per_row
+        """Examples one optimizer step sees over all GPUs (rows x examples per packed row). The config's
+        accumulation is the whole step's: on several GPUs each process takes its share (the engine)."""
+        return self.fit.micro_batch * self.fit.grad_accum * self.examples_per_row
 
     @property
     def steps_per_epoch(self) -> int | None:
@@ -141,7 +137,7 @@ class Plan:
 
     def batch_summary(self) -> dict[str, Any]:
         """How many examples a step holds and how many steps the epochs make (the plan's 'batch')."""
-        rows = self.fit.micro_batch * self.fit.grad_accum * self.data_parallel
+        rows = self.fit.micro_batch * self.fit.grad_accum
         per_epoch = self.steps_per_epoch
         packed = self.hyperparams["packing"]
         if packed and self.mean_tokens:
@@ -191,7 +187,7 @@ class Plan:
                                           f"{asked}: at least {batch['rows_per_step']} examples a step ({batch['reason']})"}
         elif batch["examples_per_step"] is not None and round(batch["examples_per_step"]) != asked:
             why = (f"micro-batch {fit.micro_batch} (--batch) is above the recommended {asked}"
-                   if self.batch_asked and fit.micro_batch * self.data_parallel * self.examples_per_row > asked
+                   if self.batch_asked and fit.micro_batch * self.examples_per_row > asked
                    else f"~{asked} asked; whole rows give {batch['examples_per_step']:g}")
             hp["effective_batch_size"] = {**hp["effective_batch_size"], "value": round(batch["examples_per_step"]),
                                           "reason": f"examples a step: {why} ({batch['reason']})"}
@@ -380,7 +376,6 @@ def make_plan(
     dtype = "fp32" if target.cpu_only else ("bf16" if target.bf16 else "fp16")
     free = target.free_bytes
     mean = mean_tokens(data_stats)
-    parallel = target.count if target.count > 1 and not target.cpu_only else 1
 
     def plan_for(m: str, free: int = free, shards: int = 1) -> tuple[Hyperparams, Fit]:
         hp = recommend_hyperparams(n_examples, m, target.bf16, target.cpu_only, info.total_params)
@@ -389,7 +384,7 @@ def make_plan(
         def fit_rows(lengths: list[int]) -> Fit:
             # The guide's batch counts examples: packed rows hold several, so fewer rows make a step.
             per_row = examples_per_row(hp["packing"], mean, lengths[0])
-            rows = max(rows_per_step(hp["effective_batch_size"], per_row, parallel), batch or 1)
+            rows = max(rows_per_step(hp["effective_batch_size"], per_row), batch or 1)
             return fit_to_gpu(
                 info, m, free, rows, lengths, r, resolved_targets,
                 micro_batch=batch, grad_ckpt=grad_ckpt, optim=optim, qlora_upcast=qlora_upcast,

@@ -290,11 +290,11 @@ def examples_per_row(packing: bool, mean_tokens: float | None, row_tokens: int) 
     return max(1.0, row_tokens / mean_tokens)
 
 
-def rows_per_step(examples: int, per_row: float, data_parallel: int = 1) -> int:
-    """Rows one GPU takes per optimizer step (micro-batch x accumulation) for `examples` a step
-    over `data_parallel` GPUs: the guide's batch counts examples, the Trainer counts rows. Rounded
-    up, so a step holds at least the examples asked (ftwiz picks the low end of the guide's range)."""
-    return max(1, math.ceil(examples / per_row / max(1, data_parallel) - 1e-9))
+def rows_per_step(examples: int, per_row: float) -> int:
+    """Rows per optimizer step (micro-batch x accumulation, over all GPUs) for `examples` a step:
+    the guide's batch counts examples, the Trainer counts rows. Rounded up, so a step holds at
+    least the examples asked (ftwiz picks the low end of the guide's range)."""
+    return max(1, math.ceil(examples / per_row - 1e-9))
 
 
 @dataclass

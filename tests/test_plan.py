@@ -294,7 +294,8 @@ def _low_high(guide: str) -> tuple[float, float]:
 @pytest.mark.parametrize("gpus", [1, 2])
 def test_packed_batches_count_examples_as_the_guide_does(gpus):
     """With packing a row holds several examples: the plan sizes the step in examples, so 173 chat
-    examples train the guide's 8-16 a step (not 8 rows of ~4 each), over one GPU or split over two."""
+    examples train the guide's 8-16 a step (not 8 rows of ~4 each), on one GPU or two (the config's
+    accumulation is the whole step's; the engine splits it between the processes)."""
     plan = make_plan("llama-3.1-8b", data_stats=CHAT_STATS, gpu="H200", gpus=gpus, method="lora")
     d = plan.to_dict()
     batch, guide = d["batch"], d["hyperparameters"]["effective_batch_size"]["guide"]
@@ -302,7 +303,7 @@ def test_packed_batches_count_examples_as_the_guide_does(gpus):
     low, high = _low_high(guide)
     assert low <= batch["examples_per_step"] <= high, batch
     assert batch["rows_per_step"] < batch["examples_per_step"]
-    assert batch["rows_per_step"] == plan.fit.micro_batch * plan.fit.grad_accum * gpus
+    assert batch["rows_per_step"] == plan.fit.micro_batch * plan.fit.grad_accum
     train = 173 - round(173 * 0.1)
     assert batch["steps_per_epoch"] == -(-train // batch["examples_per_step"])
     assert batch["steps"] == batch["steps_per_epoch"] * plan.hyperparams["num_train_epochs"]
