@@ -58,35 +58,76 @@ def _load_tokenizer(model: str):
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Problems to list.")
 @click.option("--example/--no-example", default=True, show_default=True, help="Show one rendered example.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def data(source, model, subset, split, fmt, max_length, limit, example, as_json):
+@click.option("--drop-invalid", "drop_to", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="OUT.jsonl", help="Write the usable rows to OUT.jsonl and count the rest by reason.")
+def data(source, model, subset, split, fmt, max_length, limit, example, as_json, drop_to):
     """Check SOURCE (JSONL/JSON/CSV/Parquet file or Hub dataset id): format, problems, token lengths."""
     from ftwiz.core.data import prepare_tokenizer, render_example, validate
 
+    if drop_to is not None:
+        _check_output(drop_to, source)
     tokenizer = _load_tokenizer(model) if model else None
     notes = prepare_tokenizer(tokenizer) if tokenizer is not None else []
-    report = validate(source, subset, split, format=fmt, tokenizer=tokenizer, max_length=max_length, limit=limit)
+    report = validate(source, subset, split, format=fmt, tokenizer=tokenizer, max_length=max_length, limit=limit,
+                      drop_invalid=drop_to is not None)
     report.notes += notes
+    if drop_to is not None and report.ok:
+        _write_rows(drop_to, report.kept)
     rendered = None
     if example and report.ok:
         from ftwiz.core.data import load_rows
 
-        first = load_rows(source, subset, split, max_rows=1).rows[0].data
+        first = report.kept[0].data if report.kept else load_rows(source, subset, split, max_rows=1).rows[0].data
         rendered = render_example(first, tokenizer, format=report.format, max_length=max_length)
     if as_json:
         out = report.to_dict()
         out["example"] = rendered.to_dict() if rendered else None
+        out["written"] = str(drop_to) if drop_to is not None and report.ok else None
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
     else:
         _print_report(report, rendered)
+        if drop_to is not None and report.ok:
+            click.echo(f"wrote {len(report.kept):,} usable row{'' if len(report.kept) == 1 else 's'} to {drop_to}")
     if not report.ok:
         # A UserError is how cli/main.py turns "not usable" into exit code 2 (after the report).
         where = "in the JSON report" if as_json else "listed above"
         raise UserError(f"{report.source}: not usable for training ({report.problems_total} problem(s) {where})")
 
 
+def _check_output(out: Path, source: str) -> None:
+    """--drop-invalid's file: never the source, never over an existing file (nothing is lost)."""
+    if out.suffix.lower() not in (".jsonl", ".ndjson"):
+        raise UserError(f"--drop-invalid: {out}: name a .jsonl file (one row per line)")
+    if out.exists():
+        same = Path(source).expanduser().exists() and out.resolve() == Path(source).expanduser().resolve()
+        raise UserError(f"--drop-invalid: {out}: " + ("is the file being checked" if same else "already exists")
+                        + "; give a new file name")
+    if not out.parent.is_dir():
+        raise UserError(f"--drop-invalid: {out}: folder {out.parent} does not exist")
+
+
+def _write_rows(out: Path, rows) -> None:
+    """The rows as JSON lines, written to a temporary file first so a failure leaves nothing half-written."""
+    partial = out.with_name(out.name + ".partial")
+    try:
+        with open(partial, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row.data, ensure_ascii=False) + "\n")
+        partial.replace(out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise UserError(f"--drop-invalid: {out}: could not write it ({exc.strerror or exc})") from None
+
+
 def _print_report(report, rendered) -> None:
     verdict = "usable" if report.ok else "NOT usable"
+    if report.drop_invalid and report.ok:
+        verdict = f"{len(report.kept):,} usable"
     click.echo(f"{report.source}: {report.format or 'unknown format'}, {report.rows} row{'' if report.rows == 1 else 's'}: {verdict}")
+    if report.drop_invalid and report.dropped:
+        click.echo(f"dropped {report.dropped_total:,} bad rows or lines:")
+        for line in report.dropped_lines():
+            click.echo(f"  {line}")
     stats = report.stats
     if stats:
         truncated = (

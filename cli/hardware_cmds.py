@@ -209,9 +209,7 @@ def decide(as_json: bool, **answers) -> None:
                                "recommendations": [r.to_dict() for r in ranked]}, indent=2))
         return
     for rec in ranked:
-        quality = ""
-        if rec.quality_vs_full is not None and rec.quality_vs_full < 1:
-            quality = f", ~{rec.quality_vs_full:.0%} of full fine-tuning's quality"
+        quality = f", quality: {rec.quality}" if rec.quality and rec.method != "full" else ""
         click.echo(f"{rec.rank}. {rec.title} [{rec.verdict}]: {rec.cost_band}, {rec.time_band}{quality}")
         click.echo(f"   needs: {rec.hardware}")
         for reason in rec.reasons:

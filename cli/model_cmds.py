@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ftwiz.core.models import TARGET_PRESETS, ModelInfo, load_model_info
+from ftwiz.core.models import DEFAULT_TARGETS, TARGET_PRESETS, ModelInfo, load_model_info
 from ftwiz.core.parameters import EXPLORE_RANKS, check_rank, count_summary, explore_table
 
 TARGETS_HELP = f"{' | '.join(TARGET_PRESETS)} or module names, comma separated (q_proj,v_proj)"
@@ -24,7 +24,7 @@ def _header(info: ModelInfo) -> str:
 @click.command()
 @click.option("--model", "model", required=True, help="Catalog name, Hub id, or a directory holding config.json.")
 @click.option("--rank", "rank", type=int, default=16, show_default=True, help="LoRA rank r.")
-@click.option("--targets", default="attention", show_default=True, help=TARGETS_HELP)
+@click.option("--targets", default=DEFAULT_TARGETS, show_default=True, help=TARGETS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: trainable, total, percent and more.")
 def params(model: str, rank: int, targets: str, as_json: bool) -> None:
     """Trainable parameters of a LoRA adapter, as peft's print_trainable_parameters reports them."""

@@ -42,6 +42,10 @@ def _render(d: dict) -> str:
         lines.append(f"         fp32 upcast of embeddings/head/norms: {'yes' if d['qlora_upcast'] else 'no (base only frozen)'}")
     if d["method"] != "full":
         lines.append(f"LoRA     r={d['rank']} on {', '.join(d['targets'])}")
+    batch = d["batch"]
+    steps = "" if batch["steps"] is None else f"; {batch['steps_per_epoch']} steps an epoch, {batch['steps']} in all"
+    examples = "" if batch["examples_per_step"] is None else f"~{batch['examples_per_step']:g} examples a step: "
+    lines.append(f"Batch    {examples}{batch['reason']}{steps}")
     lines.append("")
     lines.append("Hyperparameters")
     for name, item in d["hyperparameters"].items():
@@ -66,6 +70,23 @@ def _render(d: dict) -> str:
         )
         for line in d["time_cost_assumptions"]:
             lines.append(f"         {line}")
+    ev = d.get("evaluation")
+    if ev:
+        every = f", every {ev['every_steps']} steps" if ev["every_steps"] else ""
+        stop = (f"early stopping after {ev['early_stopping_patience']} evaluations without improvement"
+                if ev["early_stopping_patience"] else "early stopping off (--early-stopping N)")
+        lines.append(f"Eval     {ev['evaluations']} times on the held-out 10%{every}, a checkpoint each; the one with "
+                     f"the lowest evaluation loss is the result; {stop}")
+    if d.get("data"):
+        lines.append(f"Data     {d['data']['kept']:,} usable rows; "
+                     f"{sum(d['data']['dropped'].values()):,} bad rows or lines left out (data.drop_invalid)")
+    if d.get("disk"):
+        disk = d["disk"]
+        free = f" of {disk['free_gib']:.1f} GiB free" if disk["free_gib"] is not None else ""
+        parts = ", ".join(f"{item['what']}: {item['gib']:.1f} GiB" for item in disk["items"])
+        lines.append(f"Disk     {disk['total_gib']:.1f} GiB{free}{'' if disk['fits'] is not False else ': does NOT fit'} "
+                     f"({parts}; {disk['reasons'][0]}); base model download {disk['base_model_download_gib']:.1f} GiB "
+                     "if not cached")
     for note in d["notes"]:
         if note != f"does not fit: {fit['suggestion']}":  # already under Fits
             lines.append(f"Note     {note}")
@@ -86,6 +107,15 @@ def _next_step(d: dict) -> str:
         return f"put your training data in data.jsonl (or edit data.path in {written}), check it with ftwiz data, then: ftwiz train {written}"
     return f"ftwiz train {written}"
 
+
+
+def _evaluation(d: dict, patience: int | None) -> dict:
+    """How the run evaluates: ten times (a tenth of its steps apart), a checkpoint each, the best kept."""
+    from ftwiz.core.defaults import EVALUATIONS_PER_RUN
+
+    steps = (d.get("batch") or {}).get("steps")
+    return {"evaluations": EVALUATIONS_PER_RUN, "every_steps": None if steps is None else -(-steps // EVALUATIONS_PER_RUN),
+            "best_checkpoint_kept": True, "early_stopping_patience": patience}
 
 
 def _on_off(value: str | None) -> bool | None:
@@ -109,11 +139,15 @@ def _on_off(value: str | None) -> bool | None:
 @click.option("--qlora-upcast", type=click.Choice(["on", "off"]), default="off", show_default=True,
               help="QLoRA: peft's fp32 upcast of embeddings, head and norms (off: base only frozen, as TRL).")
 @click.option("--optim", type=str, default=None, help="adamw_torch, adamw_8bit, paged_adamw_8bit, ...")
+@click.option("--drop-invalid", is_flag=True,
+              help="With --data: plan on the usable rows and leave the bad ones out in the run (data.drop_invalid).")
+@click.option("--early-stopping", "patience", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Stop when the evaluation loss has not improved for N evaluations.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--write", "write", type=click.Path(dir_okay=False), default=None, help="Write the run config YAML here.")
 @click.option("--force", is_flag=True, help="Let --write replace an existing file.")
 def plan(model, data, examples, gpu, vram, gpus, method, batch, seq, rank, targets, grad_ckpt, qlora_upcast, optim,
-         as_json, write, force):
+         drop_invalid, patience, as_json, write, force):
     """Plan a fine-tune: method, hyperparameters, memory, fit, time and cost."""
     from ftwiz.core.plan import make_plan
 
@@ -123,24 +157,32 @@ def plan(model, data, examples, gpu, vram, gpus, method, batch, seq, rank, targe
         raise UserError("--data/--examples: give one of them, not both")
     if write and Path(write).exists() and not force:
         raise UserError(f"{write}: exists; not overwritten (add --force to replace it)")
-    data_stats = None
+    data_stats, data_format = None, None
+    if drop_invalid and data is None:
+        raise UserError("--drop-invalid: needs --data FILE")
     if data is not None:
         from ftwiz.core.data import validate
 
-        report = validate(data)
+        report = validate(data, drop_invalid=drop_invalid)
         if not report.ok:
             first = report.problem_lines()[0] if report.problems else "no usable rows"
-            raise UserError(f"{first} ({report.problems_total} problem(s); see ftwiz data {data})")
-        data_stats = report.stats
+            hint = "" if drop_invalid else "; --drop-invalid leaves bad rows out"
+            raise UserError(f"{first} ({report.problems_total} problem(s); see ftwiz data {data}{hint})")
+        data_stats, data_format = report.stats, report.format
     target = vram if vram is not None else gpu
     result = make_plan(
         model, examples=examples, data_stats=data_stats, gpu=target, method=method, batch=batch, seq=seq,
         rank=rank, targets=targets, grad_ckpt=_on_off(grad_ckpt), qlora_upcast=qlora_upcast == "on", optim=optim,
-        gpus=gpus,
+        gpus=gpus, data_format=data_format,
     )
     d = result.to_dict()
+    d["evaluation"] = _evaluation(d, patience)
+    if drop_invalid:
+        d["data"] = {"drop_invalid": True, "kept": len(report.kept), "dropped": report.dropped}
     if write:
         config = result.to_config(data_path=data or "data.jsonl")
+        config.data.drop_invalid = drop_invalid
+        config.training.early_stopping_patience = patience
         try:
             config.save(write)
         except OSError as exc:

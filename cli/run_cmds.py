@@ -14,7 +14,7 @@ import click
 
 from ftwiz.core.errors import UserError
 from ftwiz.core.events import ErrorEvent, Event, FinishedEvent, StepEvent, parse_event, parse_events
-from ftwiz.core.runs import STALLED, RunDir, list_runs, open_run
+from ftwiz.core.runs import STALLED, RunDir, kept_checkpoint_text, list_runs, open_run
 
 
 def _runs_dir(ctx: click.Context) -> str:
@@ -267,6 +267,9 @@ def _print_summary(run: RunDir) -> None:
             click.echo(f"  try: {error.suggestion}")
     if finished:
         click.echo(f"  adapter: {run.path / finished.adapter}  final loss: {finished.final_loss}")
+        kept = kept_checkpoint_text(finished)
+        if kept:
+            click.echo(f"  {kept}")
         score = finished.demo_score
         if score:
             before, after = score["before"]["format_match"], score["after"]["format_match"]

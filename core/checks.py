@@ -174,6 +174,17 @@ def _targets(config: RunConfig, info: ModelInfo) -> list[str]:
         raise UserError(str(exc).replace("--targets:", "lora.target_modules:")) from None
 
 
+def check_expert_dropout(config: RunConfig, info: ModelInfo, targets: list[str]) -> None:
+    """peft's LoRA on fused expert weights (ParamWrapper, Mixtral-style MoE under 'all-linear')
+    takes no dropout: refuse before the run instead of failing in get_peft_model."""
+    experts = [t for t in targets if t in info.parameter_targets()]
+    if experts and config.lora.lora_dropout:
+        raise UserError(
+            f"lora.lora_dropout: {config.lora.lora_dropout}: {info.name}'s targets include its fused expert weights "
+            f"({', '.join(experts)}), which peft adapts without dropout; set lora.lora_dropout: 0"
+        )
+
+
 def check_fits(config: RunConfig, info: ModelInfo, hardware: Hardware) -> None:
     """Refuse a method that cannot fit even at micro-batch 1 with checkpointing.
 
@@ -208,6 +219,34 @@ def check_fits(config: RunConfig, info: ModelInfo, hardware: Hardware) -> None:
         )
 
 
+def check_disk(config: RunConfig, info: ModelInfo, hardware: Hardware) -> None:
+    """Refuse a run whose checkpoints, result and merged model cannot fit the free disk where runs
+    are written (a full disk mid-run costs the steps since the last checkpoint)."""
+    from ftwiz.core.disk import HEADROOM, plan_disk
+    from ftwiz.core.parameters import trainable_lora_params
+
+    free = hardware.disk_free_bytes
+    if free is None:
+        return
+    t = config.training
+    trainable = info.total_params if config.method == "full" else trainable_lora_params(
+        info, config.lora.r, _targets(config, info))
+
+    def needs(limit: int) -> int:
+        return plan_disk(config.method, info.total_params, trainable, t.optim, save_total_limit=limit,
+                         evaluates=config.data.eval_fraction > 0, merge=config.output.merge).total_bytes
+
+    usable = free * HEADROOM
+    if needs(t.save_total_limit) <= usable:
+        return
+    fix = ("set training.save_total_limit: 1 or free disk space" if t.save_total_limit > 1 and needs(1) <= usable
+           else "free disk space, or choose a smaller model or LoRA")
+    merged = ", merged model" if config.output.merge else ""
+    raise UserError(f"training.save_total_limit: {t.save_total_limit}: the run writes about "
+                    f"{needs(t.save_total_limit) / 2**30:.1f} GiB (checkpoints, result{merged}), over 90% of the "
+                    f"{free / 2**30:.1f} GiB free at {hardware.disk_path}; {fix}")
+
+
 def check_launch(config: RunConfig, gpu_count: int) -> None:
     """What the run needs from the GPUs it is launched on (checked again on each start and resume)."""
     if config.training.fsdp and gpu_count < 2:
@@ -222,10 +261,11 @@ def preflight(config: RunConfig, hardware: Hardware, info: ModelInfo | None) -> 
     if info is not None:
         check_against_model(config, info.max_position_embeddings)
         if config.method != "full":
-            _targets(config, info)
+            check_expert_dropout(config, info, _targets(config, info))
     check_against_hardware(config, hardware)
     if info is not None:
         check_fits(config, info, hardware)
+        check_disk(config, info, hardware)
     check_library_fields(config)
     warnings = check_model_files(config)
     check_local_model(config)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ftwiz.core.defaults import EVAL_FRACTION, EVALUATIONS_PER_RUN
 from ftwiz.core.errors import UserError
 from ftwiz.core.methods import Method
 
@@ -53,9 +54,12 @@ class DataSection(_Section):
     subset: str | None = Field(None, description="Hub dataset configuration name.")
     split: str = Field("train", description="Hub dataset split.")
     format: DataFormat = Field("auto", description="Row format; auto detects it.")
-    eval_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Share of rows held out for evaluation.")
+    eval_fraction: float = Field(EVAL_FRACTION, ge=0.0, lt=0.5, description="Share of rows held out for evaluation.")
     max_rows: int | None = Field(None, gt=0, description="Use only the first N rows.")
     completion_only_loss: bool = Field(True, description="Compute the loss on answers only, not prompts.")
+    drop_invalid: bool = Field(
+        False, description="Leave out bad rows and lines (counted by reason in an info event) instead of refusing the file."
+    )
 
 
 class LoraSection(_Section):
@@ -65,10 +69,16 @@ class LoraSection(_Section):
     lora_alpha: int = Field(32, gt=0)
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] | str = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-        description="Module names, or 'all-linear'.",
+        "all-linear",
+        description="Module names, or 'all-linear' (every linear layer but the output head; ftwiz's default).",
     )
     bias: Literal["none", "all", "lora_only"] = "none"
+    use_rslora: bool = Field(
+        False, description="Scale by alpha/sqrt(r) instead of alpha/r (rsLoRA): keeps high ranks (64+) learning."
+    )
+    use_dora: bool = Field(
+        False, description="DoRA: learn each weight's magnitude apart from its direction; slower steps."
+    )
 
     @field_validator("target_modules")
     @classmethod
@@ -155,9 +165,31 @@ class TrainingSection(_Section):
     )
     seed: int = Field(42, ge=0, le=2**32 - 1, description="numpy's seed range: 0 to 2**32 - 1.")
     logging_steps: int = Field(1, gt=0)
-    eval_steps: int | None = Field(None, gt=0)
-    save_steps: int = Field(50, gt=0)
-    save_total_limit: int = Field(2, gt=0)
+    eval_steps: int | float | None = Field(
+        None, gt=0,
+        description="Evaluate every N steps, or a share of the run below 1 (0.1: ten times). Unset: save_steps "
+        "if given, else 0.1, so every run evaluates about ten times whatever its length.",
+    )
+    save_steps: int | float | None = Field(
+        None, gt=0, description="Checkpoint every N steps, or a share of the run below 1. Unset: with every evaluation."
+    )
+    save_total_limit: int = Field(
+        2, gt=0, description="Newest checkpoints kept; the one with the best evaluation loss is kept besides."
+    )
+    early_stopping_patience: int | None = Field(
+        None, gt=0,
+        description="Stop when the evaluation loss has not improved for this many evaluations (needs eval_fraction "
+        "above 0). Unset: train every epoch; the best checkpoint is still the result.",
+    )
+
+    @field_validator("eval_steps", "save_steps")
+    @classmethod
+    def _steps_or_share(cls, value: int | float | None) -> int | float | None:
+        if isinstance(value, float) and value >= 1:
+            if not value.is_integer():
+                raise ValueError("a whole number of steps, or a share of the run below 1 (0.1: every tenth)")
+            return int(value)
+        return value
     max_grad_norm: float = Field(1.0, gt=0.0)
     probe: bool = Field(
         True,
@@ -183,6 +215,13 @@ class TrainingSection(_Section):
                 "fsdp_config (full_shard: reshard_after_forward: true, shard_grad_op: false, offload: cpu_offload: true)"
             )
         return value
+
+    def evaluation_steps(self) -> tuple[int | float, int | float]:
+        """(eval_steps, save_steps) for the Trainer: as set, else a share of the run (the Trainer
+        turns 1 / EVALUATIONS_PER_RUN into ceil(total steps / 10)), so a run of 10 steps and one
+        of 10,000 both evaluate about ten times; a checkpoint with every evaluation unless set."""
+        eval_steps = self.eval_steps or self.save_steps or 1 / EVALUATIONS_PER_RUN
+        return eval_steps, self.save_steps or eval_steps
 
     @property
     def precision(self) -> str:
@@ -281,7 +320,9 @@ class RunConfig(_Section):
 
         from transformers import TrainingArguments
 
-        t = self.training.model_dump(exclude={"max_length", "packing", "probe", "regional_compile"})
+        t = self.training.model_dump(exclude={"max_length", "packing", "probe", "regional_compile",
+                                               "early_stopping_patience"})
+        t["eval_steps"], t["save_steps"] = self.training.evaluation_steps()
         if "warmup_ratio" not in {f.name for f in dataclasses.fields(TrainingArguments)}:
             t["warmup_steps"] = t.pop("warmup_ratio")
         fsdp_config = t.pop("fsdp_config")

@@ -41,7 +41,10 @@ class GpuSpec:
 GPU_SPECS: dict[str, GpuSpec] = {
     spec.name: spec
     for spec in (
+        GpuSpec("RTX 3070", 40.6, 8192, (8, 6), r"\b3070\b(?! ti)"),
+        GpuSpec("RTX 3080", 59.5, 10240, (8, 6), r"\b3080\b(?! ti)"),
         GpuSpec("RTX 3090", 71.0, 24576, (8, 6), r"\b3090\b"),
+        GpuSpec("RTX 4080", 97.5, 16376, (8, 9), r"\b4080\b"),
         GpuSpec("RTX 4090", 165.2, 24564, (8, 9), r"\b4090\b"),
         GpuSpec("L4", 121.0, 23034, (8, 9), r"\bl4\b"),
         GpuSpec("A10", 125.0, 23028, (8, 6), r"\ba10\b"),
@@ -52,22 +55,36 @@ GPU_SPECS: dict[str, GpuSpec] = {
         GpuSpec("T4", 65.0, 15360, (7, 5), r"\bt4\b"),
     )
 }
-"""Peak dense tensor throughput from NVIDIA's datasheets (sparsity figures halved). The H200
-measured ~790 TFLOP/s on a large bf16 matmul, i.e. 80% of this datasheet peak."""
+"""Peak dense tensor throughput from NVIDIA's datasheets (sparsity figures halved; GeForce cards:
+FP16 tensor with FP32 accumulate, the Ampere GA102/GA104 and Ada whitepapers). The H200 measured
+~790 TFLOP/s on a large bf16 matmul, i.e. 80% of this datasheet peak. Memory is the card's real
+memory: the guide groups the RTX 3080 with the 4080 as 16 GB, but a 3080 has 10 GB (12 GB in a
+later variant)."""
+
+GUIDE_PRICE_RANGES: dict[str, tuple[float, float]] = {
+    "A100 40GB": (1.0, 2.0),
+    "A100 80GB": (2.0, 4.0),
+    "H100 80GB SXM": (3.0, 5.0),
+}
+"""The guide's cloud options, USD per GPU-hour as it gives them; their midpoints are the table's
+prices below, and every estimate on these GPUs states the cost at both ends."""
 
 GPU_PRICES: dict[str, float] = {
+    "RTX 3070": 0.0,
+    "RTX 3080": 0.0,
     "RTX 3090": 0.25,
+    "RTX 4080": 0.0,
     "RTX 4090": 0.40,
     "L4": 0.80,
     "A10": 0.75,
-    "A100 40GB": 1.30,
-    "A100 80GB": 1.80,
-    "H100 80GB SXM": 2.50,
+    **{name: (low + high) / 2 for name, (low, high) in GUIDE_PRICE_RANGES.items()},
     "H200": 3.50,
     "T4": 0.35,
 }
-"""USD per GPU-hour, typical on-demand cloud prices; edit here or override per user in
-$XDG_CONFIG_HOME/ftwiz/prices.yaml (a mapping of GPU name to price) or with --price."""
+"""USD per GPU-hour: the guide's ranges' midpoints for its cloud options, typical on-demand
+prices for the others, 0 for the RTX 3070, 3080 and 4080, which clouds rarely rent (your own
+machine, the power bill aside); override per user in $XDG_CONFIG_HOME/ftwiz/prices.yaml (a mapping of GPU name to
+price) or with --price."""
 
 def _time_calibration() -> dict[str, Any]:
     """core/measured.json's `time_calibration` (bench/report.py writes it from bench/results)."""
@@ -187,6 +204,7 @@ class CostEstimate:
     price_per_gpu_hour: float
     price_source: str
     cost_usd: float
+    cost_range_usd: tuple[float, float] | None = None  # at the guide's price range, for the GPUs it prices
     assumptions: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -259,7 +277,14 @@ def estimate_time_cost(
             f"{num_gpus} GPUs data-parallel at {SCALING_PER_DOUBLING:.0%} scaling per doubling "
             f"= {scaling_factor(num_gpus):.2f}x one GPU"
         )
-    assumptions.append(f"price ${price:g}/GPU-hour from {source}")
+    cost_range = None
+    if spec.name in GUIDE_PRICE_RANGES and price_per_hour is None:
+        low, high = GUIDE_PRICE_RANGES[spec.name]
+        cost_range = (hours * num_gpus * low, hours * num_gpus * high)
+        assumptions.append(f"price ${price:g}/GPU-hour from {source}; the guide gives ${low:g}-{high:g}/h for the "
+                           f"{spec.name}: ${cost_range[0]:.2f} to ${cost_range[1]:.2f}")
+    else:
+        assumptions.append(f"price ${price:g}/GPU-hour from {source}")
     return CostEstimate(
         gpu=spec.name,
         num_gpus=num_gpus,
@@ -277,6 +302,7 @@ def estimate_time_cost(
         price_per_gpu_hour=price,
         price_source=source,
         cost_usd=hours * num_gpus * price,
+        cost_range_usd=cost_range,
         assumptions=assumptions,
     )
 

@@ -27,6 +27,8 @@ so the model learns to stop) and completions carry loss; every other token has l
 from __future__ import annotations
 
 import random
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -84,10 +86,26 @@ class DataReport:
     stats: dict[str, Any] = field(default_factory=dict)
     notes: list[Note] = field(default_factory=list)
     limit: int = DEFAULT_LIMIT
+    drop_invalid: bool = False
+    dropped: dict[str, int] = field(default_factory=dict)  # why -> rows or lines left out (drop_invalid)
+    kept: list[Row] = field(default_factory=list, repr=False)  # the usable rows, in order
 
     @property
     def ok(self) -> bool:
+        """Usable for training: no problem at all, or with drop_invalid, some usable row and no
+        problem with the whole source (no row format found, nothing to read)."""
+        if self.drop_invalid:
+            return bool(self.kept) and all(p.line is not None for p in self.problems)
         return self.problems_total == 0 and self.rows > 0
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def dropped_lines(self) -> list[str]:
+        """'N rows: why' per reason, the most common first."""
+        return [f"{n:,} {'row' if n == 1 else 'rows'}: {why}"
+                for why, n in sorted(self.dropped.items(), key=lambda item: (-item[1], item[0]))]
 
     def problem_lines(self) -> list[str]:
         lines = [str(p) for p in self.problems]
@@ -106,6 +124,8 @@ class DataReport:
             "problems_more": self.problems_total - len(self.problems),
             "stats": self.stats,
             "notes": [note.message for note in self.notes],
+            "dropped": dict(self.dropped) if self.drop_invalid else None,
+            "kept_rows": len(self.kept) if self.drop_invalid else None,
         }
 
 
@@ -151,13 +171,17 @@ def validate(
     max_length: int | None = None,
     max_rows: int | None = None,
     limit: int = DEFAULT_LIMIT,
+    drop_invalid: bool = False,
 ) -> DataReport:
-    """Read and check every row; never raises for bad data (problems are in the report)."""
+    """Read and check every row; never raises for bad data (problems are in the report).
+    `drop_invalid`: bad rows and lines are left out (counted by reason) instead of refusing the file."""
     try:
         loaded = load_rows(path_or_hub, subset, split, max_rows=max_rows)
     except DataError as exc:
-        return DataReport(str(path_or_hub), None, 0, exc.problems[:limit], len(exc.problems) + exc.more, limit=limit)
-    return validate_rows(loaded, format=format, tokenizer=tokenizer, max_length=max_length, limit=limit)
+        return DataReport(str(path_or_hub), None, 0, exc.problems[:limit], len(exc.problems) + exc.more, limit=limit,
+                          drop_invalid=drop_invalid)
+    return validate_rows(loaded, format=format, tokenizer=tokenizer, max_length=max_length, limit=limit,
+                         drop_invalid=drop_invalid)
 
 
 def validate_rows(
@@ -169,8 +193,10 @@ def validate_rows(
     max_length: int | None = None,
     limit: int = DEFAULT_LIMIT,
     with_stats: bool = True,
+    drop_invalid: bool = False,
 ) -> DataReport:
-    """Check rows already read (a Loaded, or plain values numbered from 1)."""
+    """Check rows already read (a Loaded, or plain values numbered from 1). With `drop_invalid`,
+    the report keeps the usable rows and counts the others by reason (`dropped`)."""
     loaded = rows if isinstance(rows, Loaded) else Loaded(source, "row", [Row(i + 1, r) for i, r in enumerate(rows)])
     if format != "auto" and format not in FORMATS:
         raise UserError(f"data.format: unknown format {format!r} (allowed: auto, {', '.join(FORMATS)})")
@@ -182,17 +208,24 @@ def validate_rows(
         except UserError as exc:
             problems.append(Problem(loaded.source, None, None, str(exc)))
     good: list[Example] = []
+    kept: list[Row] = []
+    dropped: Counter[str] = Counter(drop_reason(p) for p in problems if p.line is not None)
     if fmt is not None:
         for row in loaded.rows:
             found = _unicode_problems(row.data) or check_row(row.data, fmt)
-            problems += [Problem(loaded.source, row.line, name, msg, loaded.unit) for name, msg in found]
-            if not found:
+            row_problems = [Problem(loaded.source, row.line, name, msg, loaded.unit) for name, msg in found]
+            problems += row_problems
+            if row_problems:
+                dropped[drop_reason(row_problems[0])] += 1
+            else:
                 good.append(to_example(row.data, fmt))
+                kept.append(row)
     if not loaded.rows and not problems:
         problems.append(Problem(loaded.source, None, None, "no rows (only blank lines or an empty list)"))
     problems.sort(key=lambda p: (p.line is not None, p.line or 0))
     report = DataReport(
-        loaded.source, fmt, len(loaded.rows), problems[:limit], len(problems), notes=list(loaded.notes), limit=limit
+        loaded.source, fmt, len(loaded.rows), problems[:limit], len(problems), notes=list(loaded.notes), limit=limit,
+        drop_invalid=drop_invalid, dropped=dict(dropped) if drop_invalid else {}, kept=kept if drop_invalid else [],
     )
     if fmt and loaded.rows:
         counts: dict[str, int] = {}
@@ -231,6 +264,15 @@ def _unicode_problems(value: Any, field: str | None = None, depth: int = 0) -> l
             if found:
                 return found
     return []
+_INDEX = re.compile(r"\[[1-9][0-9]*\]")
+_DETAIL = re.compile(r" \(|; |: ")
+
+
+def drop_reason(problem: Problem) -> str:
+    """A problem without what varies from row to row: 'conversations[0].from: expected 'human' here,
+    got 'gpt'', 'not valid JSON'; turns after the first are [n]. drop_invalid counts rows by it."""
+    message = _DETAIL.split(problem.message, maxsplit=1)[0]
+    return f"{_INDEX.sub('[n]', problem.field)}: {message}" if problem.field else message
 
 
 # -- statistics ----------------------------------------------------------------------
@@ -494,12 +536,16 @@ def build_dataset(config: RunConfig, tokenizer: Any, notes: list[Note] | None = 
     said = notes if notes is not None else []
     said += prepare_tokenizer(tokenizer)
     loaded = load_rows(data.path, data.subset, data.split, max_rows=data.max_rows)
-    report = validate_rows(loaded, format=data.format, with_stats=False)
+    report = validate_rows(loaded, format=data.format, with_stats=False, drop_invalid=data.drop_invalid)
     if not report.ok:
         raise DataError(report.problems, report.problems_total - len(report.problems))
     if found is not None:
         found["data_format"] = report.format
-    examples = [to_example(row.data, report.format) for row in loaded.rows]
+    rows = report.kept if data.drop_invalid else loaded.rows
+    if report.dropped:
+        said.append(Note.info(f"data.drop_invalid: {report.dropped_total:,} bad rows or lines left out, "
+                              f"{len(rows):,} kept ({'; '.join(report.dropped_lines())})"))
+    examples = [to_example(row.data, report.format) for row in rows]
     order = list(range(len(examples)))
     random.Random(training.seed).shuffle(order)
     n_eval = 0 if data.eval_fraction == 0 or len(examples) < 2 else max(1, round(len(examples) * data.eval_fraction))

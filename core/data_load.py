@@ -36,6 +36,7 @@ CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 ALL_SUFFIXES = JSONL_SUFFIXES + JSON_SUFFIXES + CSV_SUFFIXES + PARQUET_SUFFIXES
 _JSON_CONTAINER_KEYS = ("data", "rows", "examples", "train")
+_SPACE = re.compile(r"[ \t\r\n]*")  # JSON's white space
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _BOMS = (  # longest first: the UTF-32 LE mark starts with the UTF-16 LE one
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -231,6 +232,10 @@ def _load_local(path: Path, spec: str, max_rows: int | None, max_row_bytes: int)
         loaded.notes.append(Note.info(f"read as {encoding.upper()} (byte-order mark found)"))
     if suffix in JSON_SUFFIXES and head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] != b"{":
         return _load_json_document(path, encoding, loaded, max_rows, max_row_bytes=max_row_bytes)
+    if suffix in JSONL_SUFFIXES and _first_char(path, encoding) == "[":
+        loaded.notes.append(Note.warning(f"a JSON array, not one object per line: read as a JSON array "
+                                         f"(rename the file to {path.stem}.json)"))
+        return _load_json_document(path, encoding, loaded, max_rows, max_row_bytes=max_row_bytes)
     if suffix in JSON_SUFFIXES:
         document = _load_json_document(path, encoding, loaded, max_rows, lines_fallback=True, max_row_bytes=max_row_bytes)
         if document is not None:
@@ -400,14 +405,19 @@ def _load_json_document(
     With `lines_fallback`, a document followed by more documents returns None: it is JSON lines.
     """
     source = loaded.source
+    if _first_char(path, encoding) == "[":
+        try:
+            with open(path, encoding=encoding, newline="") as handle:
+                _walk_array(handle, loaded, max_rows, max_row_bytes)
+        except UnicodeDecodeError:
+            _read_text(path, encoding, source)  # raises the DataError that names the line and byte
+            raise
+        return loaded
     text = _read_text(path, encoding, source).lstrip("\ufeff")
     decoder = json.JSONDecoder()
     start = len(text) - len(text.lstrip())
     if not text.strip():
         _fail(source, "empty file (no rows)")
-    if text[start] == "[":
-        _walk_array(text, start, decoder, loaded, max_rows, max_row_bytes)
-        return loaded
     try:
         document, end = decoder.raw_decode(text, start)
     except json.JSONDecodeError as exc:
@@ -434,52 +444,133 @@ def _load_json_document(
     return loaded
 
 
-def _walk_array(
-    text: str, start: int, decoder: json.JSONDecoder, loaded: Loaded, max_rows: int | None, max_row_bytes: int = MAX_ROW_BYTES
-) -> None:
+def _first_char(path: Path, encoding: str) -> str:
+    """The document's first character past a byte-order mark and white space ("" if none)."""
+    with open(path, encoding=encoding, errors="replace") as handle:
+        while chunk := handle.read(_SNIFF_BYTES):
+            text = chunk.lstrip("\ufeff \t\r\n")
+            if text:
+                return text[0]
+    return ""
+
+
+def _decode_at(decoder: json.JSONDecoder, buffer: str, position: int) -> tuple[Any, int]:
+    """One JSON value of `buffer` from `position` (a seam: the linear-time test counts its work)."""
+    return decoder.raw_decode(buffer, position)
+
+
+def _newlines(buffer: str, start: int, end: int) -> int:
+    """Line breaks in buffer[start:end] (a seam: the linear-time test counts the characters scanned)."""
+    return buffer.count("\n", start, end)
+
+
+class _ArrayReader:
+    """A top-level JSON array read from a text handle one element at a time, in linear time.
+
+    The buffer holds the unread rest of the current chunk plus at most one element (a row over
+    MAX_ROW_BYTES is a problem, not a reason to read on); line numbers are counted once over
+    each stretch of text as the position moves past it, never again from the start (counting
+    from the start for every row made a 125 MB export take minutes).
+    """
+
+    def __init__(self, handle: Any, loaded: Loaded):
+        self.handle, self.loaded = handle, loaded
+        self.buffer, self.position, self.line, self.eof = "", 0, 1, False
+
+    def more(self) -> bool:
+        """Append the next chunk (as large as what is already buffered: each retry doubles it)."""
+        if self.eof:
+            return False
+        chunk = self.handle.read(max(_SKIP_CHUNK, len(self.buffer) - self.position))
+        if not chunk:
+            self.eof = True
+            return False
+        self.buffer = self.buffer[self.position :] + chunk
+        self.position = 0
+        return True
+
+    def advance(self, to: int) -> None:
+        self.line += _newlines(self.buffer, self.position, to)
+        self.position = to
+
+    def next_char(self) -> str:
+        """The next character past white space ("" at the end of the file), not consumed."""
+        while True:
+            self.advance(_SPACE.match(self.buffer, self.position).end())
+            if self.position < len(self.buffer):
+                return self.buffer[self.position]
+            if not self.more():
+                return ""
+
+    def problem(self, at: int, message: str) -> None:
+        line = self.line + _newlines(self.buffer, self.position, at)
+        self.loaded.problems.append(Problem(self.loaded.source, line, None, message))
+
+    def value(self, decoder: json.JSONDecoder, max_chars: int) -> tuple[bool, Any]:
+        """(True, value) for the element at the position, or (False, None) once a problem is recorded."""
+        while True:
+            try:
+                value, end = _decode_at(decoder, self.buffer, self.position)
+            except json.JSONDecodeError as exc:
+                if len(self.buffer) - self.position <= max_chars and self.more():
+                    continue  # the element may go on in the next chunk
+                if len(self.buffer) - self.position > max_chars:
+                    self.loaded.problems.append(_too_long(self.loaded.source, self.line, len(self.buffer) - self.position,
+                                                          "characters", max_chars, "the row starting here"))
+                    return False, None
+                column = exc.pos - (self.buffer.rfind("\n", 0, exc.pos) + 1) + 1
+                self.problem(exc.pos, f"not valid JSON: {exc.msg} (column {column}); reading stopped")
+                return False, None
+            except RecursionError:
+                self.problem(self.position, "nested too deeply; reading stopped")
+                return False, None
+            except ValueError as exc:  # e.g. an integer literal past Python's 4300-digit limit
+                self.problem(self.position, f"not valid JSON for ftwiz: {str(exc).splitlines()[0][:120]}; reading stopped")
+                return False, None
+            if end == len(self.buffer) and self.more():
+                continue  # a number may go on in the next chunk
+            start = self.line
+            too_long = end - self.position > max_chars
+            self.advance(end)
+            if too_long:
+                self.loaded.problems.append(_too_long(self.loaded.source, start, max_chars + 1, "characters", max_chars,
+                                                      "the row starting here"))
+                return True, None
+            return True, Row(start, value)
+
+
+def _walk_array(handle: Any, loaded: Loaded, max_rows: int | None, max_row_bytes: int = MAX_ROW_BYTES) -> None:
     """Decode a top-level array one element at a time, so each row keeps its line number."""
-    source = loaded.source
-
-    def line_of(position: int) -> int:
-        return text.count("\n", 0, position) + 1
-
-    def skip_space(position: int) -> int:
-        while position < len(text) and text[position] in " \t\r\n":
-            position += 1
-        return position
-
-    position = skip_space(start + 1)
-    if position < len(text) and text[position] == "]":
-        return
+    reader = _ArrayReader(handle, loaded)
+    decoder = json.JSONDecoder()
+    reader.next_char()  # the "[" (the codec has taken any byte-order mark)
+    reader.advance(reader.position + 1)
+    if reader.next_char() == "]":
+        return _after_array(reader)
     while True:
-        try:
-            value, end = decoder.raw_decode(text, position)
-        except json.JSONDecodeError as exc:
-            loaded.problems.append(Problem(source, exc.lineno, None, f"not valid JSON: {exc.msg} (column {exc.colno}); reading stopped"))
+        ok, row = reader.value(decoder, max_row_bytes)
+        if not ok:
             return
-        except RecursionError:
-            loaded.problems.append(Problem(source, line_of(position), None, "nested too deeply; reading stopped"))
-            return
-        except ValueError as exc:  # e.g. an integer literal past Python's 4300-digit limit
-            loaded.problems.append(Problem(source, line_of(position), None,
-                                           f"not valid JSON for ftwiz: {str(exc).splitlines()[0][:120]}; reading stopped"))
-            return
-        if end - position > max_row_bytes:
-            loaded.problems.append(_too_long(source, line_of(position), end - position, "characters", max_row_bytes, "the row starting here"))
-        else:
-            loaded.rows.append(Row(line_of(position), value))
+        if row is not None:  # None: a row over the size limit, recorded as a problem
+            loaded.rows.append(row)
         if max_rows is not None and len(loaded.rows) >= max_rows:
             return
-        position = skip_space(end)
-        if position < len(text) and text[position] == ",":
-            position = skip_space(position + 1)
+        following = reader.next_char()
+        if following == ",":
+            reader.advance(reader.position + 1)
+            reader.next_char()
             continue
-        if position < len(text) and text[position] == "]":
-            if text[position + 1 :].strip():
-                loaded.problems.append(Problem(source, line_of(position + 1), None, "not valid JSON: extra data after the array"))
-            return
-        loaded.problems.append(Problem(source, line_of(position), None, "not valid JSON: expected ',' or ']' after a row; reading stopped"))
+        if following == "]":
+            return _after_array(reader)
+        where = "the file ends" if not following else "expected ',' or ']' after a row"
+        reader.problem(reader.position, f"not valid JSON: {where}; reading stopped")
         return
+
+
+def _after_array(reader: _ArrayReader) -> None:
+    reader.advance(reader.position + 1)  # the "]"
+    if reader.next_char():
+        reader.problem(reader.position, "not valid JSON: extra data after the array")
 
 
 def _quiet_datasets():

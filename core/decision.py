@@ -77,14 +77,39 @@ QUESTIONS: tuple[Question, ...] = (
 METHODS = ("prompt_engineering", "few_shot", "lora", "qlora", "full", "continued_pretraining")
 
 _PROFILE = {
-    # method: title, cost band, time band, quality vs full fine-tuning, hardware, fine-tune order
-    "prompt_engineering": ("Prompt engineering", "$0", "hours", None, "none (any inference endpoint)"),
-    "few_shot": ("Few-shot prompting", "~$0", "hours", None, "none (any inference endpoint)"),
-    "lora": ("LoRA", "~$10-100", "hours to a day", 0.98, "one GPU with the bf16 model in memory"),
-    "qlora": ("QLoRA", "~$5-50", "hours to a day", 0.96, "one consumer GPU (4-bit base model)"),
-    "full": ("Full fine-tuning", "$1,000s+", "days", 1.0, "several GPUs (~16 bytes per parameter)"),
-    "continued_pretraining": ("Continued pre-training", "$10k+", "weeks", None, "a multi-GPU cluster for weeks"),
+    # method: title, cost band, time band, hardware
+    "prompt_engineering": ("Prompt engineering", "$0", "hours", "none (any inference endpoint)"),
+    "few_shot": ("Few-shot prompting", "~$0", "hours", "none (any inference endpoint)"),
+    "lora": ("LoRA", "~$10-100", "hours to a day", "one GPU with the bf16 model in memory"),
+    "qlora": ("QLoRA", "~$5-50", "hours to a day", "one consumer GPU (4-bit base model)"),
+    "full": ("Full fine-tuning", "$1,000s+", "days", "several GPUs (~16 bytes per parameter)"),
+    "continued_pretraining": ("Continued pre-training", "$10k+", "weeks", "a multi-GPU cluster for weeks"),
 }
+
+LARGE_CORPUS = 10_000
+"""Examples above which an adapter's capacity may run short (the guide's "over 10K" column)."""
+
+
+def adapter_quality(method: str, examples: int, new_knowledge: str) -> tuple[str | None, str | None]:
+    """LoRA's and QLoRA's quality against full fine-tuning as a condition, not a constant: (a short
+    verdict for the table, the reason with its sources); (None, None) where it does not compare."""
+    if method == "full":
+        return "reference", None
+    if method not in ("lora", "qlora"):
+        return None, None
+    guide = "~98%" if method == "lora" else "~96%"
+    four_bit = (" QLoRA's 4-bit base weights cost little more: the QLoRA paper matched 16-bit fine-tuning on "
+                "its benchmarks." if method == "qlora" else "")
+    if examples > LARGE_CORPUS or new_knowledge != "no":
+        what = f"{examples:,} examples" if examples > LARGE_CORPUS else "new domain knowledge"
+        return "may trail", (
+            f"Quality: with {what}, LoRA can fall behind full fine-tuning (Biderman et al. 2024 found it trails on "
+            f"large code and math corpora); a higher rank narrows the gap. The guide's {guide} of full is the "
+            f"small-data case.{four_bit}")
+    return "= full", (
+        f"Quality: LoRA on every linear layer matches full fine-tuning while the data fits the adapter's "
+        f"capacity (the QLoRA paper, sec. 4; LoRA Without Regret, 2025), as {examples:,} examples do "
+        f"(the guide: {guide} of full).{four_bit}")
 
 _BYTES_PER_PARAM = {"full": 16.0, "lora": 2.0, "qlora": 0.71}
 """Weights plus training state: full = fp32 weights, grads and AdamW moments under bf16 autocast;
@@ -108,7 +133,7 @@ class Recommendation:
     reasons: list[str]
     cost_band: str
     time_band: str
-    quality_vs_full: float | None  # share of full fine-tuning's quality; None where not comparable
+    quality: str | None  # against full fine-tuning, for these answers ("= full", "may trail"); None: n/a
     hardware: str
     memory_gib: float | None  # rough need per GPU (total for full fine-tuning); None: no GPU needed
     fits: bool | None  # None when the GPU memory is unknown or no GPU is needed
@@ -280,7 +305,7 @@ def recommend_method(answers: dict[str, Any], hardware: Any = None) -> list[Reco
             else:
                 card.add(-30, f"Does not fit: the {params_b:g}B model needs ~{needs[m]:.0f} GiB, your GPU has {gpu_gib:g} GiB.")
         if fits["lora"]:
-            lora.add(5, "Both fit: LoRA keeps ~98% of full fine-tuning's quality (QLoRA ~96%) and runs ~1.75x faster.")
+            lora.add(5, "Both fit: LoRA keeps the base model in 16 bits and runs ~1.75x faster than QLoRA.")
         elif fits["qlora"]:
             qlora.add(5, "QLoRA fits where LoRA does not: the 4-bit base model needs ~4x less memory.")
         else:
@@ -297,11 +322,12 @@ def recommend_method(answers: dict[str, Any], hardware: Any = None) -> list[Reco
     ranked = []
     for rank, method in enumerate(order, start=1):
         card = cards[method]
-        title, cost_band, time_band, quality, hardware_text = _PROFILE[method]
+        title, cost_band, time_band, hardware_text = _PROFILE[method]
+        quality, quality_reason = adapter_quality(method, n, a["new_knowledge"])
         if method in needs:
             per = "in total" if method == "full" else "per GPU"
             hardware_text = f"{hardware_text}; ~{needs[method]:.0f} GiB {per} for {params_b:g}B"
-        reasons = list(card.reasons)
+        reasons = list(card.reasons) + ([quality_reason] if quality_reason else [])
         if rank == 1 and card.score < 0:
             reasons.append("No method suits all your answers; this one conflicts least with them.")
         if rank == 1:
@@ -311,7 +337,7 @@ def recommend_method(answers: dict[str, Any], hardware: Any = None) -> list[Reco
         ranked.append(Recommendation(
             method=method, title=title, rank=rank, score=card.score, verdict=verdict,
             reasons=reasons or ["No answer speaks for or against it."],
-            cost_band=cost_band, time_band=time_band, quality_vs_full=quality,
+            cost_band=cost_band, time_band=time_band, quality=quality,
             hardware=hardware_text, memory_gib=round(needs[method], 1) if method in needs else None,
             fits=fits[method],
         ))

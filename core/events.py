@@ -93,6 +93,8 @@ class ModelEvent(Event):
     total_params: int
     lora_modules: int
     peft_wrappers: int
+    rows_per_step: int | None = None  # micro-batch x accumulation x GPUs
+    examples_per_step: float | None = None  # training examples those rows hold (several per packed row)
 
 
 @_event("step")
@@ -234,6 +236,10 @@ class FinishedEvent(Event):
     duration_s: float
     spend_usd: float | None
     demo_score: dict[str, Any] | None
+    best_checkpoint: str | None = None  # the checkpoint whose weights the result holds (lowest eval loss)
+    best_eval_loss: float | None = None
+    evaluations: int | None = None
+    early_stopped: bool | None = None
 
 
 NOTICE_TYPES = frozenset({"oom", "nan", "warning", "error", "limit", "killed"})

@@ -178,6 +178,7 @@ class _Shapes:
     total_params: int
     model_type: str
     groups: tuple  # LinearGroup-like: name, in_features, out_features, count, (parent)
+    parameter_groups: tuple = ()  # ModelInfo.parameter_groups: fused MoE experts LoRA adapts as parameters
 
     @classmethod
     def of(cls, info: Any) -> _Shapes:
@@ -196,6 +197,7 @@ class _Shapes:
             total_params=int(info.total_params),
             model_type=str(getattr(info, "model_type", "") or ""),
             groups=groups,
+            parameter_groups=tuple(getattr(info, "parameter_groups", None) or ()),
         )
 
     @property
@@ -242,7 +244,8 @@ def _selected_groups(shapes: _Shapes, targets: Iterable[Any]) -> list[Any]:
         if not isinstance(target, str):
             selected[target] = None
             continue
-        matches = [g for g in shapes.groups if target in (g.name, f"{getattr(g, 'parent', '')}.{g.name}")]
+        matches = [g for g in shapes.groups if target in (g.name, f"{getattr(g, 'parent', '')}.{g.name}")] + [
+            g for g in shapes.parameter_groups if target == f"{g.parent}.{g.name}"]
         if not matches:
             available = ", ".join(dict.fromkeys(g.name for g in shapes.groups)) or "none known"
             raise UserError(f"--targets: {target}: no such linear module (available: {available})")
@@ -274,7 +277,7 @@ def minimum_memory(
     method: str,
     seq_len: int = 1024,
     rank: int = 16,
-    targets: str | Iterable[str] = "attention",
+    targets: str | Iterable[str] = "all-linear",
     optim: str | None = None,
     qlora_upcast: bool = False,
     dtype: str = "bf16",
@@ -284,7 +287,7 @@ def minimum_memory(
 
     What "can this GPU train this model this way at all?" is answered against (the wizard's
     per-method tables, checks.check_fits); anything above it is a choice of batch size.
-    `targets` is a preset ("attention") or module names; full fine-tuning ignores it.
+    `targets` is a preset (default ftwiz's, "all-linear") or module names; full fine-tuning ignores it.
     `shards`: FSDP over that many GPUs (see estimate_memory).
     """
     from ftwiz.core.models import resolve_targets

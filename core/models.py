@@ -15,7 +15,7 @@ import difflib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -36,6 +36,15 @@ TARGET_PRESETS: dict[str, str] = {
     "attention": "all attention projections (queries, keys, values, output)",
     "all-linear": "every linear layer except the output head (peft's 'all-linear')",
 }
+
+DEFAULT_TARGETS = "all-linear"
+"""The preset ftwiz plans with: every linear projection of the decoder layers."""
+TARGETS_REASON = (
+    "every linear projection (q, k, v, o, gate, up, down or the model's own): the QLoRA paper (sec. 4: LoRA on "
+    "all linear layers is needed to match full fine-tuning), Biderman et al. 2024 and LoRA Without Regret "
+    "(2025) find it better than attention only; the guide's 'maximum' option (its example, q, k, v, o: "
+    "targets 'attention')"
+)
 
 
 @dataclass(frozen=True)
@@ -86,10 +95,24 @@ class ModelInfo:
     note: str | None = None
     output_head: str | None = None  # the layer LoRA never targets (lm_head, embed_out, ...)
     embedding_params: int = 0
+    base: bool | None = None
+    """True: a base (pre-trained) checkpoint whose chat template's tokens were never trained; False:
+    an instruct (post-trained) one; None: not known (a local or Hub model)."""
+    instruct_name: str | None = None  # the catalog name of this model's instruct release, if any
+    parameter_groups: list[LinearGroup] = field(default_factory=list)
+    """Weights peft's 'all-linear' adapts that are not linear layers: with transformers 5, the fused
+    expert weights and the router of Mixtral-style MoE layers (peft 0.21 targets them as
+    parameters). `count` folds in the experts and peft's rank multiplier for fused projections, so
+    count x rank x (in + out) is peft's count. Named "parent.name" (experts.gate_up_proj)."""
 
     def groups_named(self, target: str) -> list[LinearGroup]:
         """The groups a peft target_modules entry selects: a leaf name or "parent.leaf"."""
-        return [g for g in self.linear_groups if target in (g.name, f"{g.parent}.{g.name}")]
+        return [g for g in self.linear_groups if target in (g.name, f"{g.parent}.{g.name}")] + [
+            g for g in self.parameter_groups if target == f"{g.parent}.{g.name}"]
+
+    def parameter_targets(self) -> list[str]:
+        """The "parent.name" of each parameter group (only 'all-linear' reaches them)."""
+        return list(dict.fromkeys(f"{g.parent}.{g.name}" for g in self.parameter_groups))
 
     def linear_names(self) -> list[str]:
         """Leaf names of the targetable linear layers, in model order, without repeats."""
@@ -146,6 +169,7 @@ def compute_manifest(config: dict[str, Any]) -> dict[str, Any]:
             in_features, out_features = module.in_features, module.out_features
         key = (leaf, parent, int(in_features), int(out_features), module.bias is not None)
         groups[key] = groups.get(key, 0) + 1
+    parameter_groups = _peft_parameter_groups(model)
 
     embeddings = model.get_input_embeddings()
     tied = head is not None and head.weight is embeddings.weight
@@ -168,7 +192,7 @@ def compute_manifest(config: dict[str, Any]) -> dict[str, Any]:
         "embedding_params": embeddings.weight.numel(),
         "output_head": head_name.rsplit(".", 1)[-1] if head_name else None,
     }
-    return {
+    manifest = {
         "manifest_version": MANIFEST_VERSION,
         "config": config,
         "summary": summary,
@@ -177,6 +201,48 @@ def compute_manifest(config: dict[str, Any]) -> dict[str, Any]:
             for (n, p, i, o, b), c in groups.items()
         ],
     }
+    if parameter_groups:  # MoE only: the catalog's dense models keep their manifests as they are
+        manifest["parameter_groups"] = parameter_groups
+    return manifest
+
+
+def _peft_parameter_groups(model: Any) -> list[dict[str, Any]]:
+    """What peft's 'all-linear' adapts beyond nn.Linear layers, asked of the installed peft itself.
+
+    transformers 5 fuses Mixtral-style experts into 3-D parameters and makes the router a custom
+    module; peft (0.18+) maps 'all-linear' onto them as target_parameters, with the rank doubled on
+    the fused gate_up_proj. LoRA on a (experts, a, b) parameter trains rank x experts x (a + b).
+    [] for every other model, or a peft without this conversion.
+    """
+    try:
+        from peft import LoraConfig
+        from peft.utils.transformers_weight_conversion import (
+            convert_peft_config_for_transformers,
+            get_model_conversion_mapping,
+        )
+    except ImportError:
+        return []
+    lora = LoraConfig(r=1, lora_alpha=1, target_modules="all-linear", task_type="CAUSAL_LM")
+    try:
+        convert_peft_config_for_transformers(lora, model=model, conversions=get_model_conversion_mapping(model))
+    except Exception:  # noqa: BLE001 - a peft/transformers pairing that cannot convert: nothing beyond Linear
+        return []
+    targets = sorted(getattr(lora, "target_parameters", None) or [])
+    found: dict[tuple, int] = {}
+    for name, param in model.named_parameters():
+        target = next((t for t in targets if name == t or name.endswith("." + t)), None)
+        if target is None or param.dim() < 2:
+            continue
+        factor = next((r for pattern, r in (lora.rank_pattern or {}).items() if re.fullmatch(pattern, name)), 1)
+        experts = int(param.shape[0]) if param.dim() == 3 else 1
+        module, leaf = name[: -len(target) - 1], target
+        parent = module.rsplit(".", 1)[-1]
+        if "." in leaf:  # "gate.weight": the router module's own weight
+            parent, leaf = leaf.split(".", 1)
+        key = (leaf, parent, int(param.shape[-1]), int(param.shape[-2]), experts * factor)
+        found[key] = found.get(key, 0) + 1
+    return [{"name": n, "parent": p, "in_features": i, "out_features": o, "bias": False, "count": c * per}
+            for (n, p, i, o, per), c in found.items()]
 
 
 def _intermediate_size(hf_config: Any, groups: dict[tuple, int]) -> int:
@@ -209,6 +275,7 @@ def _info_from_manifest(manifest: dict[str, Any], name: str, source: str) -> Mod
         tie_word_embeddings=summary["tie_word_embeddings"],
         total_params=total,
         linear_groups=groups,
+        parameter_groups=[LinearGroup(**g) for g in manifest.get("parameter_groups", [])],
         config=manifest["config"],
         gated=manifest.get("gated"),
         size_on_disk_bytes=2 * total,
@@ -228,7 +295,8 @@ def shapes_cache_dir() -> Path:
 def cached_manifest(config: dict[str, Any]) -> dict[str, Any]:
     """The manifest for this config: from the cache, else computed once and cached."""
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    key = hashlib.sha256(f"v{MANIFEST_VERSION}:{canonical}".encode()).hexdigest()
+    # "p": manifests now record peft's parameter targets (MoE experts); older cached ones lack them.
+    key = hashlib.sha256(f"v{MANIFEST_VERSION}p:{canonical}".encode()).hexdigest()
     path = shapes_cache_dir() / f"{key}.json"
     try:
         manifest = json.loads(path.read_text())
@@ -251,26 +319,50 @@ def cached_manifest(config: dict[str, Any]) -> dict[str, Any]:
 # The catalog.
 
 
-def _catalog_index() -> dict[str, Path]:
-    """Catalog names and their Hub ids (lower case) -> manifest file (30 small JSON reads)."""
-    index: dict[str, Path] = {}
+INSTRUCT_SUFFIX = "-instruct"
+_INSTRUCT_ID = re.compile(r"-(instruct|it)\b", re.IGNORECASE)
+
+
+def instruct_id(manifest: dict[str, Any]) -> str | None:
+    """The Hub id of the instruct (post-trained) release beside a catalog entry's base checkpoint:
+    an "-Instruct" / "-it" alias, or Qwen3's id without "-Base". None when the entry's own
+    checkpoint is already post-trained or no instruct release is known."""
+    hub_id = manifest.get("hub_id") or ""
+    aliases = [a for a in manifest.get("aliases", []) if a != hub_id]
+    if _INSTRUCT_ID.search(hub_id.split("/")[-1]) or (manifest.get("note") or "").find("post-trained") >= 0:
+        return None
+    if hub_id.endswith("-Base") and hub_id[: -len("-Base")] in aliases:
+        return hub_id[: -len("-Base")]
+    return next((a for a in aliases if _INSTRUCT_ID.search(a.split("/")[-1])), None)
+
+
+def _catalog_index() -> dict[str, tuple[Path, str | None]]:
+    """Catalog names and Hub ids (lower case) -> (manifest file, the Hub id to load: None for the
+    entry's own; the instruct release for "<name>-instruct" and for an instruct alias)."""
+    index: dict[str, tuple[Path, str | None]] = {}
     for path in sorted(CATALOG_DIR.glob("*.json")):
-        index[path.stem.lower()] = path
-        for alias in json.loads(path.read_text()).get("aliases", []):
-            index.setdefault(alias.lower(), path)
+        manifest = json.loads(path.read_text())
+        index[path.stem.lower()] = (path, None)
+        instruct = instruct_id(manifest)
+        if instruct:
+            index[(path.stem + INSTRUCT_SUFFIX).lower()] = (path, instruct)
+        for alias in manifest.get("aliases", []):
+            index.setdefault(alias.lower(), (path, alias if alias == instruct else None))
     return index
 
 
 def catalog_names() -> list[str]:
-    """The bundled models, by the short names `--model` accepts."""
-    return sorted(p.stem for p in CATALOG_DIR.glob("*.json"))
+    """The bundled models, by the short names `--model` accepts: "<name>-instruct" beside a base
+    checkpoint whose instruct release is known (same shapes, other weights)."""
+    index = _catalog_index()
+    return sorted({p.stem for p, _ in index.values()} | {p.stem + INSTRUCT_SUFFIX for p, hub in index.values() if hub})
 
 
 def load_catalog_manifest(name: str) -> dict[str, Any]:
-    path = _catalog_index().get(name.lower())
-    if path is None:
+    found = _catalog_index().get(name.lower())
+    if found is None:
         raise UserError(f"--model: {name!r} is not in the catalog (known: {', '.join(catalog_names())})")
-    return json.loads(path.read_text())
+    return json.loads(found[0].read_text())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,8 +384,14 @@ def load_model_info(spec: str | os.PathLike) -> ModelInfo:
         return _load_local(path)
     index = _catalog_index()
     if text.lower() in index:
-        manifest = json.loads(index[text.lower()].read_text())
-        return _info_from_manifest(manifest, Path(index[text.lower()]).stem, "catalog")
+        path, hub = index[text.lower()]
+        manifest = json.loads(path.read_text())
+        instruct = instruct_id(manifest)
+        info = _info_from_manifest(manifest, path.stem + (INSTRUCT_SUFFIX if hub else ""), "catalog")
+        info.hub_id = hub or info.hub_id
+        info.base = hub is None and instruct is not None
+        info.instruct_name = None if hub or not instruct else path.stem + INSTRUCT_SUFFIX
+        return info
     if text.startswith((".", "/", "~")) or text.count("/") > 1:
         raise UserError(f"--model: {text}: no such directory")
     if _HUB_ID.match(text):
@@ -378,7 +476,7 @@ def preset_targets(info: ModelInfo, preset: str) -> list[str]:
     """The target_modules entries for a preset, as peft matches them (leaf or parent.leaf)."""
     attention = [g for g in info.linear_groups if g.is_attention]
     if preset == "all-linear":
-        return info.linear_names()
+        return info.linear_names() + info.parameter_targets()
     if preset == "minimal":
         names = set(info.linear_names())
         fused = [n for n in _FUSED_QKV_NAMES if n in names]

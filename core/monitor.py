@@ -148,6 +148,8 @@ class RunTracker:
     spend_usd: float | None = None
     estimated_cost_usd: float | None = None
     """The whole run's cost at the probe's measured speed (probe event, status.json probe)."""
+    examples_per_step: float | None = None
+    """Examples an optimizer step holds (several per packed row; model event)."""
     started_t: float | None = None
     last_t: float | None = None
     train_loss: list[tuple[int, float]] = field(default_factory=list)
@@ -172,6 +174,7 @@ class RunTracker:
             self.started_t = event.t
         elif isinstance(event, ModelEvent):
             self.max_steps = _known_steps(event.max_steps) or self.max_steps
+            self.examples_per_step = _number(event.examples_per_step)
         elif isinstance(event, ProbeEvent):
             self.estimated_cost_usd = _number(event.estimated_cost_usd)
         elif isinstance(event, StepEvent):

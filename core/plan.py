@@ -16,7 +16,8 @@ from typing import Any
 from ftwiz.core.errors import UserError
 from ftwiz.core.memory import GIB, default_optim, estimate_memory, liger_norms, trl_fuses_lm_head
 from ftwiz.core.methods import METHOD_NAMES
-from ftwiz.core.recommend import Fit, Hyperparams, Recommendation, fit_to_gpu, recommend_hyperparams
+from ftwiz.core.recommend import (Fit, Hyperparams, Recommendation, examples_per_row, fit_to_gpu,
+                                  recommend_hyperparams, rows_per_step)
 
 # Full fine-tuning is offered by "auto" only for models this small (it needs ~16 bytes per
 # weight; above ~3B LoRA reaches ~98% of its quality at a fraction of the memory), with at least
@@ -111,6 +112,51 @@ class Plan:
     grad_ckpt_asked: bool = False
     distribution: str = "single"  # "single" | "ddp" (a copy per GPU) | "fsdp" (sharded over the GPUs)
     distribution_reason: str = ""
+    mean_tokens: float | None = None  # mean tokens per example from the data; None: no data statistics
+    disk: Any = None  # core.disk.DiskPlan
+
+    @property
+    def examples_per_row(self) -> float:
+        return examples_per_row(self.hyperparams["packing"], self.mean_tokens, self.fit.max_length)
+
+    @property
+    def examples_per_step(self) -> float:
+        """Examples one optimizer step sees over all GPUs (rows x examples per packed row). The config's
+        accumulation is the whole step's: on several GPUs each process takes its share (the engine)."""
+        return self.fit.micro_batch * self.fit.grad_accum * self.examples_per_row
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        """Optimizer steps in one epoch over the training split (eval_fraction held out)."""
+        if self.n_examples is None or (self.hyperparams["packing"] and not self.mean_tokens):
+            return None  # packed rows of unknown lengths: examples per step unknown
+        from ftwiz.core.defaults import EVAL_FRACTION
+
+        train = self.n_examples - round(self.n_examples * EVAL_FRACTION)
+        return max(1, math.ceil(max(1, train) / self.examples_per_step))
+
+    def batch_summary(self) -> dict[str, Any]:
+        """How many examples a step holds and how many steps the epochs make (the plan's 'batch')."""
+        rows = self.fit.micro_batch * self.fit.grad_accum
+        per_epoch = self.steps_per_epoch
+        packed = self.hyperparams["packing"]
+        if packed and self.mean_tokens:
+            how = (f"{rows} packed row(s) of {self.fit.max_length} tokens a step, each ~{self.examples_per_row:.1f} "
+                   f"examples of ~{self.mean_tokens:,.0f} tokens")
+        elif packed:
+            how = (f"{rows} packed row(s) of {self.fit.max_length} tokens a step ({rows * self.fit.max_length:,} tokens); "
+                   "how many examples that is depends on their length (give --data)")
+        else:
+            how = f"{rows} example(s) a step, one per row"
+        return {
+            "examples_per_step": None if packed and not self.mean_tokens else round(self.examples_per_step, 1),
+            "rows_per_step": rows,
+            "tokens_per_step": rows * self.fit.max_length,
+            "examples_per_row": round(self.examples_per_row, 2),
+            "steps_per_epoch": per_epoch,
+            "steps": None if per_epoch is None else math.ceil(per_epoch * self.hyperparams["num_train_epochs"]),
+            "reason": how,
+        }
 
     @property
     def distribution_label(self) -> str:
@@ -133,15 +179,28 @@ class Plan:
         else:
             batch_reason = "as asked (--batch); does not fit" if self.batch_asked else "smallest micro-batch: nothing fits"
             ckpt_reason = "as asked (--grad-ckpt); does not fit" if self.grad_ckpt_asked else "on: the smallest layout, and still nothing fits"
-        effective = fit.micro_batch * fit.grad_accum
-        if effective != hp["effective_batch_size"]["value"]:
-            hp["effective_batch_size"] = {"value": effective, "reason": f"micro-batch {fit.micro_batch} (--batch) is above the "
-                                          f"recommended {hp['effective_batch_size']['value']}"}
-        hp["per_device_train_batch_size"] = {"value": fit.micro_batch, "reason": batch_reason}
-        hp["gradient_accumulation_steps"] = {"value": fit.grad_accum, "reason": "keeps the effective batch"}
-        hp["gradient_checkpointing"] = {"value": fit.grad_ckpt, "reason": ckpt_reason}
-        hp["max_length"] = {"value": self.fit.max_length, "reason": self.seq_reason}
-        hp["optim"] = {"value": self.fit.optim, "reason": hp.get("optim", {}).get("reason", "")}
+        batch = self.batch_summary()
+        asked = hp["effective_batch_size"]["value"]
+        if batch["examples_per_step"] is None and batch["rows_per_step"] > asked:  # --batch above it, lengths unknown
+            hp["effective_batch_size"] = {**hp["effective_batch_size"], "value": batch["rows_per_step"],
+                                          "reason": f"micro-batch {fit.micro_batch} (--batch) is above the recommended "
+                                          f"{asked}: at least {batch['rows_per_step']} examples a step ({batch['reason']})"}
+        elif batch["examples_per_step"] is not None and round(batch["examples_per_step"]) != asked:
+            why = (f"micro-batch {fit.micro_batch} (--batch) is above the recommended {asked}"
+                   if self.batch_asked and fit.micro_batch * self.examples_per_row > asked
+                   else f"~{asked} asked; whole rows give {batch['examples_per_step']:g}")
+            hp["effective_batch_size"] = {**hp["effective_batch_size"], "value": round(batch["examples_per_step"]),
+                                          "reason": f"examples a step: {why} ({batch['reason']})"}
+        else:
+            hp["effective_batch_size"] = {**hp["effective_batch_size"],
+                                          "reason": hp["effective_batch_size"]["reason"] + f": {batch['reason']}"}
+        hp["per_device_train_batch_size"] = {"value": fit.micro_batch, "reason": batch_reason, "guide": "4"}
+        hp["gradient_accumulation_steps"] = {"value": fit.grad_accum, "reason": "keeps the effective batch"
+                                             + (" (in examples, packed rows counted as the examples they hold)"
+                                                if self.examples_per_row > 1 else ""), "guide": "4"}
+        hp["gradient_checkpointing"] = {"value": fit.grad_ckpt, "reason": ckpt_reason, "guide": None}
+        hp["max_length"] = {"value": self.fit.max_length, "reason": self.seq_reason, "guide": None}
+        hp["optim"] = {**hp["optim"], "value": self.fit.optim}
         tc = self.time_cost
         return {
             "model": {"name": self.model.name, "total_params": self.model.total_params},
@@ -159,13 +218,16 @@ class Plan:
             "memory_assumptions": est["assumptions"],
             "fits": self.fits,
             "fit": self.fit.to_dict(),
+            "batch": batch,
             "hyperparameters": hp,
             "time": None if tc is None else {"hours": round(tc.hours, 3), "tokens_per_second": round(tc.tokens_per_second), "tokens": tc.tokens},
-            "cost": None if tc is None else {"usd": round(tc.cost_usd, 2), "price_per_gpu_hour": tc.price_per_gpu_hour, "source": tc.price_source},
+            "cost": None if tc is None else {"usd": round(tc.cost_usd, 2), "price_per_gpu_hour": tc.price_per_gpu_hour, "source": tc.price_source,
+                                              "guide_range_usd": None if tc.cost_range_usd is None else [round(c, 2) for c in tc.cost_range_usd]},
             "time_cost_assumptions": [] if tc is None else tc.assumptions,
             "gpu": self.gpu.to_dict(),
             "distribution": {"strategy": self.distribution, "gpus": self.gpu.count, "label": self.distribution_label,
                              "reason": self.distribution_reason},
+            "disk": None if self.disk is None else self.disk.to_dict(),
             "notes": list(self.notes),
         }
 
@@ -192,6 +254,8 @@ class Plan:
             "use_liger_kernel": hp["use_liger_kernel"],
             "regional_compile": hp["regional_compile"] and self.distribution != "fsdp",
         }
+        if self.disk is not None:
+            training["save_total_limit"] = self.disk.save_total_limit
         if self.distribution == "fsdp":
             # transformers 5's form: fsdp=True, the rest in fsdp_config (core.config.FsdpConfig's
             # defaults: FSDP2, FULL_SHARD, the model's own decoder layers as the wrapped units).
@@ -207,9 +271,23 @@ class Plan:
                              "bnb_4bit_compute_dtype": "bfloat16" if precision == "bf16" else "float16"},
         }
         if self.method != "full":
+            # Fused expert weights are parameters, not modules: only peft's own 'all-linear' reaches them.
+            experts = set(self.targets) & set(self.model.parameter_targets())
             data["lora"] = {"r": self.rank, "lora_alpha": 2 * self.rank, "lora_dropout": hp["lora_dropout"],
-                            "target_modules": list(self.targets)}
+                            "target_modules": "all-linear" if experts else list(self.targets), "use_rslora": hp["use_rslora"],
+                            "use_dora": hp["use_dora"]}
         return config_from_dict(data, source="plan")
+
+
+CHAT_FORMATS = ("alpaca", "chat", "sharegpt")
+"""Formats that train through the model's chat template."""
+
+
+def base_model_warning(info: Any) -> str:
+    """What a base checkpoint with chat data risks, and the two ways out."""
+    return (f"{info.name} is a base model: its chat template's special tokens were never trained, and chat data "
+            f"trains through them; pick {info.instruct_name} (the guide fine-tunes Llama-3.1-8B-Instruct), or also "
+            "train those tokens' embeddings (peft's trainable_token_indices)")
 
 
 def _loadable_model(info: Any) -> str:
@@ -259,6 +337,7 @@ def make_plan(
     qlora_upcast: bool = False,
     optim: str | None = None,
     gpus: int | None = None,
+    data_format: str | None = None,
 ) -> Plan:
     """Plan a fine-tune of `model` (ModelInfo or spec) on `gpu`; overrides are kept as given.
 
@@ -267,7 +346,7 @@ def make_plan(
     (a detected machine brings its own count). With several GPUs, full fine-tuning is sharded
     (FSDP) when a whole copy per GPU does not fit; otherwise each GPU holds a copy (DDP).
     """
-    from ftwiz.core.models import load_model_info, resolve_targets
+    from ftwiz.core.models import DEFAULT_TARGETS, load_model_info, resolve_targets
 
     if method not in ("auto", *METHOD_NAMES):
         raise UserError(f"--method: {method!r}: unknown (allowed: auto, {', '.join(METHOD_NAMES)})")
@@ -279,31 +358,46 @@ def make_plan(
         raise UserError(f"--seq: {seq} is longer than {info.name}'s context ({context} tokens, "
                         f"max_position_embeddings); use at most {context}")
     n_examples = examples if examples is not None else (data_stats or {}).get("rows")
+    if gpu is None:
+        from ftwiz.core.hardware import detect_hardware
+
+        gpu = detect_hardware()  # this machine: its GPUs and its free disk
     target = resolve_gpu(gpu, gpus)
     notes: list[str] = []
     if target.cpu_only:
         notes.append("CPU only: no NVIDIA GPU found; fine-tuning this model needs one (plan with --gpu or --vram)")
-    resolved_targets = resolve_targets(info, targets if targets is not None else "attention")
+    if info.base and data_format in CHAT_FORMATS:
+        notes.append(base_model_warning(info))
+    resolved_targets = resolve_targets(info, targets if targets is not None else DEFAULT_TARGETS)
     seqs, seq_reason = _seq_candidates(seq, data_stats)
     if context and seqs[0] > context:
         seqs = sorted({min(s, context) for s in seqs}, reverse=True)
         seq_reason = f"{context}: the model's context (max_position_embeddings); longer examples are truncated"
     dtype = "fp32" if target.cpu_only else ("bf16" if target.bf16 else "fp16")
     free = target.free_bytes
+    mean = mean_tokens(data_stats)
 
     def plan_for(m: str, free: int = free, shards: int = 1) -> tuple[Hyperparams, Fit]:
-        hp = recommend_hyperparams(n_examples, m, target.bf16, target.cpu_only)
+        hp = recommend_hyperparams(n_examples, m, target.bf16, target.cpu_only, info.total_params)
         r = rank or (hp["r"] if "r" in hp.items else 16)
-        effective = max(hp["effective_batch_size"], batch or 1)
-        fit = fit_to_gpu(
-            info, m, free, effective, seqs, r, resolved_targets,
-            micro_batch=batch, grad_ckpt=grad_ckpt, optim=optim, qlora_upcast=qlora_upcast,
-            dtype=dtype if not (m == "qlora" and dtype == "fp32") else "bf16", lora_dropout=0.05,
-            # Compiled layers are decided after the time estimate (_compile_only_if_it_pays): plan
-            # memory as if they were on (Liger's bf16 RMSNorm then off), the larger of the two.
-            liger=liger_norms(hp["use_liger_kernel"], hp["regional_compile"]),
-            fused_head=hp["use_liger_kernel"] or (not target.cpu_only and trl_fuses_lm_head()), shards=shards,
-        )
+
+        def fit_rows(lengths: list[int]) -> Fit:
+            # The guide's batch counts examples: packed rows hold several, so fewer rows make a step.
+            per_row = examples_per_row(hp["packing"], mean, lengths[0])
+            rows = max(rows_per_step(hp["effective_batch_size"], per_row), batch or 1)
+            return fit_to_gpu(
+                info, m, free, rows, lengths, r, resolved_targets,
+                micro_batch=batch, grad_ckpt=grad_ckpt, optim=optim, qlora_upcast=qlora_upcast,
+                dtype=dtype if not (m == "qlora" and dtype == "fp32") else "bf16", lora_dropout=0.05,
+                # Compiled layers are decided after the time estimate (_compile_only_if_it_pays): plan
+                # memory as if they were on (Liger's bf16 RMSNorm then off), the larger of the two.
+                liger=liger_norms(hp["use_liger_kernel"], hp["regional_compile"]),
+                fused_head=hp["use_liger_kernel"] or (not target.cpu_only and trl_fuses_lm_head()), shards=shards,
+            )
+
+        fit = fit_rows(seqs)
+        if hp["packing"] and mean and fit.fits and fit.max_length != seqs[0]:
+            fit = fit_rows([fit.max_length])  # shorter rows hold fewer examples: count the rows again
         return hp, fit
 
     size = f"{info.total_params / 1e9:.1f}B"
@@ -354,9 +448,19 @@ def make_plan(
                     notes.append("regional_compile off under FSDP: ftwiz compiles layers before the Trainer "
                                  "shards them, a combination not yet run on a GPU")
     rank_used = rank or (hp["r"] if "r" in hp.items else 16)
+    experts = [t for t in resolved_targets if t in info.parameter_targets()]
+    if experts and chosen != "full":
+        hp.items["lora_dropout"] = Recommendation(
+            "lora_dropout", 0.0, f"0, not the guide's 0.05: peft adapts {info.name}'s fused expert weights "
+            f"({', '.join(experts)}) as parameters, which take no dropout", "0.05")
+    if targets is not None and "target_modules" in hp.items:
+        shown = targets if isinstance(targets, str) else ",".join(targets)
+        hp.items["target_modules"] = Recommendation("target_modules", shown, "as asked (--targets)",
+                                                    hp.items["target_modules"].guide)
     if rank and "r" in hp.items:
-        hp.items["r"] = Recommendation("r", rank, "as asked (--rank)")
-        hp.items["lora_alpha"] = Recommendation("lora_alpha", 2 * rank, "alpha = 2 x rank, the guide's default scaling")
+        hp.items["r"] = Recommendation("r", rank, "as asked (--rank)", hp.items["r"].guide)
+        hp.items["lora_alpha"] = Recommendation("lora_alpha", 2 * rank, "alpha = 2 x rank, the guide's default scaling",
+                                                "2 x rank")
     if chosen == "full" and (rank or targets is not None):
         notes.append("--rank/--targets do not apply: full fine-tuning trains every weight")
     if target.cpu_only:
@@ -369,18 +473,30 @@ def make_plan(
         if groups and rank > smallest:
             notes.append(f"--rank {rank} is above the smallest targeted layer's size ({smallest}): a LoRA rank "
                          f"gains nothing past it and only adds weights (typical: 8-64)")
-    if hp["packing"]:
-        notes.append(f"packing: each row of {fit.max_length} tokens holds several examples, so a step sees more "
-                     "examples than the effective batch counts (rows)")
     if seq is None and fit.max_length != seqs[0]:
         seq_reason = f"{fit.max_length}: the longest of {', '.join(map(str, seqs))} that fits"
     plan = Plan(info, chosen, reason, qlora_upcast if chosen == "qlora" else False, rank_used, resolved_targets,
                 hp, fit, target, n_examples, notes=notes, seq_reason=seq_reason,
                 batch_asked=batch is not None, grad_ckpt_asked=grad_ckpt is not None,
-                distribution=distribution, distribution_reason=distribution_reason)
+                distribution=distribution, distribution_reason=distribution_reason, mean_tokens=mean)
     plan.time_cost = _time_cost(plan, data_stats)
+    plan.disk = _disk_plan(plan, getattr(gpu, "disk_free_bytes", None))
     _compile_only_if_it_pays(plan)
     return plan
+
+
+def _disk_plan(plan: Plan, free_bytes: int | None) -> Any:
+    """Checkpoints, result and merged model against the free disk (known for this machine only);
+    a note when the checkpoints kept were cut to fit, or when nothing fits."""
+    from ftwiz.core.disk import plan_disk
+    from ftwiz.core.parameters import trainable_lora_params
+
+    info = plan.model
+    trainable = info.total_params if plan.method == "full" else trainable_lora_params(info, plan.rank, plan.targets)
+    disk = plan_disk(plan.method, info.total_params, trainable, plan.fit.optim, free_bytes=free_bytes)
+    if len(disk.reasons) > 1:
+        plan.notes.append(f"disk: {disk.reasons[-1]}")
+    return disk
 
 
 def _compile_only_if_it_pays(plan: Plan) -> None:
@@ -458,6 +574,13 @@ def _time_cost(plan: Plan, data_stats: dict | None) -> Any:
     tokens = per_example * plan.n_examples * plan.hyperparams["num_train_epochs"]
     return estimate_time_cost(params=plan.model.total_params, tokens=tokens, gpu=spec.name,
                               num_gpus=plan.gpu.count, method=plan.method, grad_ckpt=plan.fit.grad_ckpt)
+
+
+def mean_tokens(data_stats: dict | None) -> float | None:
+    """Mean tokens per example from the data statistics (a word count x1.3 without a tokenizer)."""
+    if not data_stats or not data_stats.get("mean"):
+        return None
+    return data_stats["mean"] * (TOKENS_PER_WORD if data_stats.get("estimate") else 1.0)
 
 
 def tokens_per_example(data_stats: dict | None, max_length: int) -> tuple[float, bool]:

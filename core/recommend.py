@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +17,7 @@ from ftwiz.core.cost import flops_per_token
 from ftwiz.core.errors import UserError
 from ftwiz.core.memory import GIB, MemoryEstimate, default_optim, estimate_memory
 from ftwiz.core.methods import check_method
+from ftwiz.core.models import DEFAULT_TARGETS, TARGETS_REASON
 
 # Free memory we plan to use: the estimate may be ~10% off (issue 5 holds it to 10%) and the
 # allocator, NCCL or a stray process can take a little more; 1 GiB more covers small GPUs.
@@ -162,6 +164,8 @@ def speed_options(cpu_only: bool, method: str = "lora") -> list[Recommendation]:
 
 @dataclass(frozen=True)
 class Band:
+    """One column of the guide's table: its figures as printed (text) and ftwiz's pick in each range."""
+
     name: str
     learning_rate: float
     lr_range: str
@@ -174,12 +178,27 @@ class Band:
     warmup: float
 
 
-# The guide's table; one value picked per band (the band is quoted in each reason).
+# The guide's "Hyperparameter Guidelines" table (its figures exactly as printed), with the
+# value ftwiz picks inside each range: the low end of epochs and batch (a first run; more overfits
+# a small set), and the guide's own example rank 16 except for over 10K examples.
 BANDS = (
-    Band("under 1K", 2e-4, "2e-4", 3, "3-5", 8, "4-8", 16, "8-16", 0.1),
-    Band("1K to 10K", 1e-4, "1e-4 to 2e-4", 2, "2-3", 16, "8-16", 32, "16-32", 0.05),
-    Band("over 10K", 5e-5, "5e-5 to 1e-4", 1, "1-2", 32, "16-32", 64, "32-64", 0.03),
+    Band("under 1K", 1e-4, "1e-4", 3, "3-5", 8, "8-16", 16, "8-16", 0.05),
+    Band("1K to 10K", 2e-4, "2e-4", 2, "2-3", 16, "16-32", 16, "16-32", 0.03),
+    Band("over 10K", 2e-4, "2e-4 to 5e-4", 1, "1-2", 32, "32-64", 32, "16-64", 0.03),
 )
+
+# Full fine-tuning's learning rate by model size. LoRA Without Regret (Thinking Machines, 2025)
+# found LoRA's best rate about 10x full fine-tuning's across its sweeps; the QLoRA paper
+# (Dettmers et al. 2023) trained adapters at 2e-4 for 7-13B and 1e-4 for 33-65B models, and
+# Tulu 2 (Ivison et al. 2023) fully fine-tuned at 2e-5, 1e-5 for 70B: one tenth of each.
+FULL_LR_BY_SIZE = ((30e9, 2e-5), (float("inf"), 1e-5))
+FULL_LR_SOURCE = ("LoRA Without Regret (2025): LoRA's best rate ~10x full fine-tuning's; QLoRA paper: 2e-4 "
+                  "for 7-13B, 1e-4 for 33-65B; Tulu 2: 2e-5, 1e-5 for 70B")
+
+
+def full_learning_rate(params: float | None) -> float:
+    """Full fine-tuning's rate for a model of `params` weights (unknown: the under-30B rate)."""
+    return next(lr for limit, lr in FULL_LR_BY_SIZE if (params or 0) < limit)
 
 
 def dataset_band(n_examples: int | None) -> Band:
@@ -193,6 +212,7 @@ class Recommendation:
     field: str  # the RunConfig / library field name
     value: Any
     reason: str
+    guide: str | None = None  # the guide's value or range for this field, as it prints it; None: it gives none
 
 
 @dataclass
@@ -204,13 +224,14 @@ class Hyperparams:
         return self.items[name].value
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {name: {"value": r.value, "reason": r.reason} for name, r in self.items.items()}
+        return {name: {"value": r.value, "reason": r.reason, "guide": r.guide} for name, r in self.items.items()}
 
 
 def recommend_hyperparams(
-    n_examples: int | None, method: str, bf16_ok: bool, cpu_only: bool = False
+    n_examples: int | None, method: str, bf16_ok: bool, cpu_only: bool = False, params: float | None = None
 ) -> Hyperparams:
-    """The guide's values for this dataset size and method, each with its reason."""
+    """The guide's values for this dataset size and method, each with its reason and the guide's
+    figure; `params` (the model's size) picks full fine-tuning's learning rate."""
     if n_examples is not None and (isinstance(n_examples, bool) or n_examples <= 0):
         raise UserError(f"--examples: {n_examples!r}: must be a whole number above 0")
     check_method(method)
@@ -218,31 +239,62 @@ def recommend_hyperparams(
     size = "size unknown, assumed 1K to 10K" if n_examples is None else f"{n_examples:,} examples ({band.name})"
     r: list[Recommendation] = []
     if method == "full":
-        r.append(Recommendation("learning_rate", 2e-5, "full fine-tuning moves every weight: ~10x below LoRA's rates (1e-5 to 5e-5)"))
+        lr = full_learning_rate(params)
+        r.append(Recommendation(
+            "learning_rate", lr, f"full fine-tuning, not the guide's LoRA rate: {lr:g} for a model "
+            f"{'under' if lr == FULL_LR_BY_SIZE[0][1] else 'of'} 30B ({FULL_LR_SOURCE})", band.lr_range))
     else:
-        r.append(Recommendation("learning_rate", band.learning_rate, f"{size}: the guide's range is {band.lr_range}"))
-    r.append(Recommendation("num_train_epochs", band.epochs, f"{size}: {band.epochs_range} epochs; more overfits"))
-    r.append(Recommendation("effective_batch_size", band.batch, f"{size}: batch {band.batch_range} (micro-batch x accumulation)"))
+        r.append(Recommendation("learning_rate", band.learning_rate, f"{size}: the guide gives {band.lr_range}",
+                                band.lr_range))
+    r.append(Recommendation("num_train_epochs", band.epochs, f"{size}: the guide gives {band.epochs_range}; "
+                            f"{band.epochs}, its low end, for a first run (more overfits)", band.epochs_range))
+    r.append(Recommendation("effective_batch_size", band.batch, f"{size}: the guide gives {band.batch_range} "
+                            "examples a step", band.batch_range))
     if method != "full":
-        r.append(Recommendation("r", band.rank, f"{size}: rank {band.rank_range}; more data can use more capacity"))
-        r.append(Recommendation("lora_alpha", 2 * band.rank, "alpha = 2 x rank, the guide's default scaling"))
-        r.append(Recommendation("lora_dropout", 0.05, "0.05: light regularisation, the guide's default"))
-    r.append(Recommendation("warmup_ratio", band.warmup, f"{size}: warm up {band.warmup:g} of the steps"))
-    r.append(Recommendation("lr_scheduler_type", "cosine", "cosine decay: the guide's default, gentle at the end"))
-    r.append(Recommendation("weight_decay", 0.01, "0.01: mild regularisation, the guide's default"))
+        r.append(Recommendation("r", band.rank, f"{size}: the guide gives rank {band.rank_range}; more data can "
+                                "use more capacity", band.rank_range))
+        r.append(Recommendation("lora_alpha", 2 * band.rank, "alpha = 2 x rank, the guide's default scaling",
+                                "2 x rank"))
+        r.append(Recommendation("lora_dropout", 0.05, "0.05: light regularisation, the guide's default", "0.05"))
+        r.append(Recommendation("target_modules", DEFAULT_TARGETS, TARGETS_REASON, "q_proj, k_proj, v_proj, o_proj"))
+        r.append(Recommendation("use_rslora", False, "rsLoRA (alpha/sqrt(r), Kalajdzievski 2023) helps ranks of 64 "
+                                "and more keep learning; at this rank alpha/r is the guide's scaling"))
+        r.append(Recommendation("use_dora", False, "DoRA (Liu et al. 2024) gains most at low ranks but its steps are "
+                                "slower and use more memory; off for a first run"))
+    r.append(Recommendation("warmup_ratio", band.warmup, f"{size}: the guide gives {band.warmup:g}", f"{band.warmup:g}"))
+    r.append(Recommendation("lr_scheduler_type", "cosine", "cosine decay: the guide's default, gentle at the end",
+                            "cosine"))
+    r.append(Recommendation("weight_decay", 0.01, "0.01: mild regularisation, the guide's default", "0.01"))
     if method == "qlora":
-        r.append(Recommendation("optim", "paged_adamw_8bit", "QLoRA: 8-bit states, paged to host RAM under memory spikes"))
+        r.append(Recommendation("optim", "paged_adamw_8bit", "QLoRA: 8-bit states, paged to host RAM under memory spikes",
+                                "paged_adamw_8bit"))
     else:
-        r.append(Recommendation("optim", "adamw_torch", "AdamW: the standard; the states of LoRA's few weights are small"
-                                if method == "lora" else "AdamW: the standard (8-bit AdamW if memory is short)"))
+        r.append(Recommendation("optim", "adamw_torch", ("AdamW: the standard; the states of LoRA's few weights are "
+                                "small, so the guide's paged 8-bit AdamW saves nothing worth its cost") if method == "lora"
+                                else "AdamW: the standard (8-bit AdamW if memory is short)", "paged_adamw_8bit"))
     r.extend(speed_options(cpu_only, method))
     if cpu_only:
-        r.append(Recommendation("precision", "fp32", "no GPU: CPUs train in fp32"))
+        r.append(Recommendation("precision", "fp32", "no GPU: CPUs train in fp32", "bf16"))
     elif bf16_ok:
-        r.append(Recommendation("precision", "bf16", "this GPU supports bf16: fp32's range at half the memory"))
+        r.append(Recommendation("precision", "bf16", "this GPU supports bf16: fp32's range at half the memory", "bf16"))
     else:
-        r.append(Recommendation("precision", "fp16", "this GPU lacks bf16 (before Ampere): fp16 with loss scaling"))
+        r.append(Recommendation("precision", "fp16", "this GPU lacks bf16 (before Ampere): fp16 with loss scaling", "bf16"))
     return Hyperparams(band.name, {rec.field: rec for rec in r})
+
+
+def examples_per_row(packing: bool, mean_tokens: float | None, row_tokens: int) -> float:
+    """Examples one training row holds: 1 unpacked; packed, about row length / mean example length
+    (TRL's best-fit-decreasing packing fills rows almost fully when examples are short)."""
+    if not packing or not mean_tokens:
+        return 1.0
+    return max(1.0, row_tokens / mean_tokens)
+
+
+def rows_per_step(examples: int, per_row: float) -> int:
+    """Rows per optimizer step (micro-batch x accumulation, over all GPUs) for `examples` a step:
+    the guide's batch counts examples, the Trainer counts rows. Rounded up, so a step holds at
+    least the examples asked (ftwiz picks the low end of the guide's range)."""
+    return max(1, math.ceil(examples / per_row - 1e-9))
 
 
 @dataclass

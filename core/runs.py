@@ -494,3 +494,18 @@ def list_runs(runs_dir: str | Path = "runs") -> list[RunDir]:
         except OSError:
             continue
     return [run for _, run in sorted(found, key=lambda pair: pair[0], reverse=True)]
+
+
+def kept_checkpoint_text(finished: Any) -> str | None:
+    """Which checkpoint a finished run's result holds and why (the Done screen, `ftwiz status`),
+    from a FinishedEvent or its record; None when the run did not evaluate (or predates the fields)."""
+    if finished is None:
+        return None
+    field = finished.get if isinstance(finished, dict) else (lambda name: getattr(finished, name, None))
+    best = field("best_checkpoint")
+    if not best:
+        return None
+    loss, count = field("best_eval_loss"), field("evaluations") or 0
+    why = f"the lowest evaluation loss ({loss:.4f}) of {count} evaluations" if loss is not None else "the best evaluation"
+    ended = "; early stopping ended the run" if field("early_stopped") else ""
+    return f"Kept: {best}, {why}: the result holds its weights, not the last step's{ended}"

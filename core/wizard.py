@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ftwiz.core.config import RunConfig, config_from_dict
+from ftwiz.core.models import DEFAULT_TARGETS, TARGETS_REASON
+
+LORA_FIELDS = frozenset({"r", "lora_alpha", "lora_dropout", "target_modules", "use_rslora", "use_dora"})
 
 NOT_CONFIG_FIELDS = frozenset({"training.precision", "training.effective_batch_size"})
 """Recommended values that are not RunConfig fields: precision becomes bf16/fp16, the effective
@@ -44,23 +47,26 @@ def demo_values(keys: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def recommended_values(recommended: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
-    """A plan's (or recommend_hyperparams') {name: {"value", "reason"}} as field values and reasons."""
+    """A plan's (or recommend_hyperparams') {name: {"value", "reason", "guide"}} as field values and
+    reasons; a reason ends with the guide's own figure where the guide gives one."""
     values: dict[str, Any] = {}
     reasons: dict[str, str] = {}
     for name, rec in recommended.items():
-        section = ("lora." if name in ("r", "lora_alpha", "lora_dropout")
-                   else "model." if name == "attn_implementation" else "training.")
-        key = section + name
-        values[key], reasons[key] = rec["value"], rec["reason"]
-    values["lora.target_modules"] = "attention"
-    reasons["lora.target_modules"] = "q, k, v, o: the usual start; all-linear adds capacity and memory"
+        key = ("lora." if name in LORA_FIELDS else "model." if name == "attn_implementation" else "training.") + name
+        guide = rec.get("guide")
+        values[key] = rec["value"]
+        reasons[key] = rec["reason"] + (f" [guide: {guide}]" if guide and guide not in rec["reason"] else "")
+    if "lora.target_modules" not in values:  # full fine-tuning: no LoRA fields
+        values["lora.target_modules"], reasons["lora.target_modules"] = DEFAULT_TARGETS, TARGETS_REASON
     return values, reasons
 
 
 def target_modules(info: Any, preset: str) -> list[str] | str:
     """A targets preset as module names for the model (without one: all-linear or q, k, v, o)."""
+    if preset == "all-linear":  # peft's own shorthand: it alone reaches fused MoE expert weights
+        return "all-linear"
     if info is None:
-        return "all-linear" if preset == "all-linear" else ["q_proj", "k_proj", "v_proj", "o_proj"]
+        return ["q_proj", "k_proj", "v_proj", "o_proj"]
     from ftwiz.core.models import resolve_targets
 
     return resolve_targets(info, preset)
@@ -77,11 +83,13 @@ def settings_config(
     plan: Any = None,
     demo: bool = False,
     precision_chosen: bool = True,
+    drop_invalid: bool = False,
 ) -> RunConfig:
     """The RunConfig from the Settings fields over the demo's config, or over the plan's (packing,
     kernels, scheduler: what the plan adds beyond the fields). Raises UserError when invalid.
 
-    `precision_chosen`: the values carry a recommended training.precision (else fp32)."""
+    `precision_chosen`: the values carry a recommended training.precision (else fp32).
+    `drop_invalid`: the Data step's choice to train on the usable rows only."""
     if demo:
         from ftwiz.core.demo import demo_config_dict, demo_model_dir
 
@@ -90,7 +98,7 @@ def settings_config(
         data = {
             "method": method,
             "model": {"name_or_path": model_spec, "trust_remote_code": trust_remote_code},
-            "data": {"path": data_spec},
+            "data": {"path": data_spec, "drop_invalid": drop_invalid},
             "training": {},
             "lora": {},
         }

@@ -18,7 +18,7 @@ from ftwiz.tui.steps import StepScreen
 
 class DataScreen(StepScreen):
     STEP = "data"
-    BINDINGS = [Binding("ctrl+o", "demo_data", "Demo data")]
+    BINDINGS = [Binding("ctrl+o", "demo_data", "Demo data"), Binding("ctrl+l", "drop_invalid", "Leave out bad rows", show=False)]
 
     def compose_body(self) -> ComposeResult:
         yield Static("Your training data", classes="title")
@@ -31,6 +31,7 @@ class DataScreen(StepScreen):
             id="data-status", classes="hint",
         )
         yield Static("", id="problems", classes="bad")
+        yield Button("Leave out the bad rows (ctrl+l)", id="drop-invalid")
         yield Static("", id="stats")
         yield Sparkline([], id="histogram")
         yield Static("", id="histogram-axis", classes="hint")
@@ -40,6 +41,7 @@ class DataScreen(StepScreen):
     def on_mount(self) -> None:
         self.query_one("#histogram", Sparkline).display = False
         self.query_one("#example", Static).display = False
+        self.query_one("#drop-invalid", Button).display = False
         if self.state.data_spec:
             self.query_one("#data-input", Input).value = self.state.data_spec
             self.check(self.state.data_spec)
@@ -58,6 +60,7 @@ class DataScreen(StepScreen):
     def check(self, spec: str) -> None:
         self.state.data_spec = spec
         self.state.n_examples = None
+        self.state.drop_invalid = False
         self.state.data_stats = None
         self.query_one("#data-status", Static).update(f"Reading {spec} ...")
         self.validate(spec)
@@ -66,7 +69,6 @@ class DataScreen(StepScreen):
           description="Checking the dataset")
     def validate(self, spec: str) -> None:
         from ftwiz.core.data import render_example, validate, validate_rows
-        from ftwiz.core.data_load import load_rows
 
         from ftwiz.core.wizard import tokenizer_for
 
@@ -75,12 +77,11 @@ class DataScreen(StepScreen):
             from ftwiz.core.demo import train_rows
 
             rows = train_rows()
-            report = validate_rows(rows, source=DEMO, tokenizer=tokenizer)
+            report = validate_rows(rows, source=DEMO, tokenizer=tokenizer, drop_invalid=True)
             first = rows[0]
         else:
-            report = validate(spec, tokenizer=tokenizer)
-            loaded = load_rows(spec, max_rows=1) if report.rows else None
-            first = loaded.rows[0].data if loaded and loaded.rows else None
+            report = validate(spec, tokenizer=tokenizer, drop_invalid=True)  # bad rows counted, offered to leave out
+            first = report.kept[0].data if report.kept else None
         example = None
         if first is not None and report.format:
             example = render_example(first, tokenizer, format=report.format)
@@ -89,9 +90,31 @@ class DataScreen(StepScreen):
     def on_data_validated(self, message: DataValidated) -> None:
         if message.spec != self.state.data_spec:
             return
-        report = message.report
+        self.report = report = message.report
+        self._show_verdict()
+        self._show_stats(report.stats)
+        self._show_example(message.example)
+
+    @on(Button.Pressed, "#drop-invalid")
+    def action_drop_invalid(self) -> None:
+        """Train on the usable rows only (data.drop_invalid), or back to refusing the file."""
+        report = getattr(self, "report", None)
+        if report is None or not report.ok or report.problems_total == 0:
+            return
+        self.state.drop_invalid = not self.state.drop_invalid
+        self._show_verdict()
+
+    def _show_verdict(self) -> None:
+        report, dropping = self.report, self.state.drop_invalid
+        clean = report.problems_total == 0 and report.rows > 0
         status = self.query_one("#data-status", Static)
-        verdict = ("ready to train", "green") if report.ok else (f"{report.problems_total} problem(s)", "red")
+        if clean:
+            verdict = ("ready to train", "green")
+        elif dropping:
+            verdict = (f"ready to train on {len(report.kept):,}; {report.dropped_total:,} bad rows or lines left out "
+                       f"({'; '.join(report.dropped_lines()[:3])})", "green")
+        else:
+            verdict = (f"{report.problems_total} problem(s)", "red")
         # Plain text, not markup: a path or a token such as [PAD] keeps its brackets. Warnings stand out.
         notes = [part for note in report.notes for part in ("\n", (note.message, "yellow" if note.kind == "warning" else ""))]
         status.update(Content.assemble(
@@ -99,11 +122,14 @@ class DataScreen(StepScreen):
         ))
         status.set_classes("")
         self.query_one("#problems", Static).update("\n".join(report.problem_lines()))
-        if report.ok:
-            self.state.n_examples = report.rows
-            self.state.data_stats = report.stats or None
-        self._show_stats(report.stats)
-        self._show_example(message.example)
+        button = self.query_one("#drop-invalid", Button)
+        button.display = report.ok and not clean
+        button.label = ("Keep every row: fix the file instead (ctrl+l)" if dropping
+                        else f"Leave out the bad rows, train on {len(report.kept):,} (ctrl+l)")
+        usable = clean or (dropping and report.ok)
+        self.state.n_examples = (len(report.kept) if dropping else report.rows) if usable else None
+        self.state.data_stats = (report.stats or None) if usable else None
+        self.state.data_format = report.format if usable else None
 
     def _show_stats(self, stats: dict) -> None:
         histogram = self.query_one("#histogram", Sparkline)

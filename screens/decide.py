@@ -80,7 +80,7 @@ class DecideScreen(StepScreen):
             return
         table.clear()
         for rec in self.ranking:
-            quality = "" if rec.quality_vs_full is None else f"~{rec.quality_vs_full:.0%}"
+            quality = rec.quality or ""
             verdict = {"recommended": "[green]recommended[/]", "not advised": "[dim]not advised[/]"}.get(
                 rec.verdict, rec.verdict
             )

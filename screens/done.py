@@ -19,7 +19,7 @@ from ftwiz.core.engine.results import (
     sample_match,
     usage_snippets,
 )
-from ftwiz.core.runs import RunDir
+from ftwiz.core.runs import RunDir, kept_checkpoint_text
 from ftwiz.tui.run_messages import MergeFinished
 
 CELL_WIDTH = 20
@@ -58,6 +58,10 @@ class DoneScreen(Screen):
         with VerticalScroll(id="done-body"):
             what = "Model" if full else "Adapter"
             yield Static(f"{what}: {self.run_dir.adapter_dir.resolve()}", id="done-adapter", markup=False)
+            finished = [e for e in self.run_dir.iter_events() if e.get("type") == "finished"]
+            kept = kept_checkpoint_text(finished[-1] if finished else None)
+            if kept:
+                yield Static(kept, id="done-kept", markup=False)
             yield Static(self._merged_text(), id="done-merged", markup=False)
             with Horizontal(id="done-actions"):
                 if not full:

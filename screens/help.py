@@ -40,8 +40,8 @@ QLoRA is LoRA on a base model stored in **4 bits** instead of 16: an 8B model dr
 to ~5 GB, so it fits a smaller GPU. **NF4** ("normal float 4") is a 4-bit format whose 16 levels
 are placed where neural-network weights actually cluster, so it loses less than plain 4-bit
 integers. **Double quantization** also compresses the per-block scale factors (~0.4 bit per
-weight saved). The patch itself still trains in 16 bits. Cost: ~20–40% slower, quality a touch
-lower (~96% of full fine-tuning, against ~98% for LoRA).
+weight saved). The patch itself still trains in 16 bits. Cost: ~20–40% slower; quality close to
+LoRA's (the QLoRA paper matched 16-bit fine-tuning; the guide says ~96% of full, ~98% for LoRA).
 
 ## Gradient checkpointing
 Training keeps every layer's intermediate results for the backward pass; that is most of the

@@ -51,13 +51,14 @@ class SettingsScreen(StepScreen):
                 if kind == "bool":
                     yield Checkbox("on" if value else "off", bool(value), id=_widget_id(key), compact=True)
                 elif kind == "preset":
-                    yield Select([(p, p) for p in PRESETS], value=value if value in PRESETS else "attention",
+                    yield Select([(p, p) for p in PRESETS], value=value if value in PRESETS else "all-linear",
                                  allow_blank=False, id=_widget_id(key), compact=True)
                 else:
                     yield Input(str(value), id=_widget_id(key), compact=True,
                                 type="integer" if kind == "int" else "text")
                 yield Static(self.reasons.get(key, ""), id=_widget_id(key) + "-why", classes="reason")
         yield Static("", id="settings-error", classes="bad")
+        yield Static("", id="plan-warning", classes="warn")
         yield Static("Memory on this GPU", id="memory-title", classes="title")
         yield MemoryBar(id="memory")
         yield Static("", id="time-cost")
@@ -78,8 +79,7 @@ class SettingsScreen(StepScreen):
 
             cpu_only = bool(state.hardware is None or state.hardware.cpu_only)
             hyper = recommend_hyperparams(state.n_examples, state.method, state.bf16_ok, cpu_only=cpu_only)
-            return recommended_values({name: {"value": rec.value, "reason": rec.reason}
-                                       for name, rec in hyper.items.items()})
+            return recommended_values(hyper.to_dict())
         return recommended_values(self._plan().to_dict()["hyperparameters"])
 
     def _plan(self):
@@ -89,12 +89,19 @@ class SettingsScreen(StepScreen):
         state = self.state
         self.plan = make_plan(
             state.model_info, examples=state.n_examples, data_stats=state.data_stats,
-            gpu=state.hardware, method=state.method, targets="attention",
+            gpu=state.hardware, method=state.method, data_format=state.data_format,
         )
         return self.plan
 
     # -- live updates ---------------------------------------------------------------------
     def on_mount(self) -> None:
+        from ftwiz.core.plan import base_model_warning
+
+        warning = self.query_one("#plan-warning", Static)
+        info = self.state.model_info
+        shown = getattr(self, "plan", None) is not None and base_model_warning(info) in self.plan.notes
+        warning.display = shown
+        warning.update(base_model_warning(info) if shown else "")
         if self.query("#explorer"):
             self._fill_explorer()
         self.update_plan()
@@ -129,6 +136,19 @@ class SettingsScreen(StepScreen):
     def _checkbox_label(self, event: Checkbox.Changed) -> None:
         event.checkbox.label = "on" if event.value else "off"
 
+    @on(Input.Changed, "#f-lora-r")
+    def _alpha_follows_rank(self, event: Input.Changed) -> None:
+        """alpha = 2 x rank while alpha is still twice the previous rank (the user has not set it)."""
+        alpha = self.query_one("#f-lora-lora_alpha", Input)
+        previous = getattr(self, "_rank", self.base.get("lora.r"))
+        rank = _number(event.value, "int")
+        if isinstance(rank, int) and rank > 0:
+            if _number(alpha.value, "int") == 2 * previous:
+                alpha.value = str(2 * rank)
+                self.query_one("#f-lora-lora_alpha-why", Static).update(f"alpha = 2 x rank ({rank}), the guide's "
+                                                                        "default scaling; set it to keep your own")
+            self._rank = rank
+
     @on(Input.Changed)
     @on(Checkbox.Changed)
     @on(Select.Changed)
@@ -155,6 +175,7 @@ class SettingsScreen(StepScreen):
             values, method=state.method, model_spec=state.model_spec, data_spec=state.data_spec,
             trust_remote_code=state.trust_remote_code, info=state.model_info,
             plan=getattr(self, "plan", None), demo=state.demo, precision_chosen=bool(self.reasons),
+            drop_invalid=state.drop_invalid,
         )
 
     def _show_memory_and_cost(self, config) -> None:

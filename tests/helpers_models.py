@@ -46,8 +46,19 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
+# Mixture-of-experts layers: Mixtral-style (transformers 5 fuses the experts into 3-D parameters,
+# which peft's all-linear adapts as parameters) and Qwen-MoE-style (a shared expert beside them).
+MOE_CONFIGS: dict[str, dict[str, Any]] = {
+    "mixtral": {"model_type": "mixtral", "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "num_local_experts": 4, "num_experts_per_tok": 2},
+    "qwen2_moe": {"model_type": "qwen2_moe", "hidden_size": 64, "intermediate_size": 96, "moe_intermediate_size": 32,
+                  "shared_expert_intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+                  "num_key_value_heads": 2, "num_experts": 4, "num_experts_per_tok": 2},
+}
+
+
 def tiny_config(model_type: str) -> dict[str, Any]:
-    return {**_COMMON, **TINY_CONFIGS[model_type]}
+    return {**_COMMON, **(TINY_CONFIGS.get(model_type) or MOE_CONFIGS[model_type])}
 
 
 def write_model_dir(path: Path, model_type: str, weights: bool = False) -> Path:
@@ -64,7 +75,7 @@ def write_model_dir(path: Path, model_type: str, weights: bool = False) -> Path:
 
 
 def peft_trainable(config: dict[str, Any], rank: int, target_modules: list[str] | str,
-                   device: str = "meta") -> tuple[int, int]:
+                   device: str = "meta", dropout: float = 0.05) -> tuple[int, int]:
     """(trainable, all params) from peft's get_peft_model, the numbers print_trainable_parameters prints."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -72,7 +83,7 @@ def peft_trainable(config: dict[str, Any], rank: int, target_modules: list[str] 
 
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
-        lora = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.05,
+        lora = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=dropout,
                           target_modules=target_modules, task_type="CAUSAL_LM")
         peft_model = get_peft_model(model, lora)
     return peft_model.get_nb_trainable_parameters()

@@ -110,7 +110,7 @@ def test_cost_with_a_catalog_model(capsys):
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["--params", "8", "--tokens", "1e6"], ["--gpu: no GPU here", "allowed: RTX 3090"]),
+        (["--params", "8", "--tokens", "1e6"], ["--gpu: no GPU here", "allowed: RTX 3070, RTX 3080, RTX 3090"]),
         (["--params", "8", "--tokens", "1e6", "--gpu", "x100"], ["--gpu: unknown GPU 'x100'"]),
         (["--params", "8", "--tokens", "1e6", "--gpu", "h200", "--method", "dora"], ["allowed: lora, qlora, full"]),
         (["--params", "8", "--tokens", "1e6", "--gpu", "h200", "--grad-ckpt", "maybe"], ["allowed: on, off"]),

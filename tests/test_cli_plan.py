@@ -60,7 +60,8 @@ def test_plan_json_keys(capsys):
                 "hyperparameters", "time", "cost", "gpu"):
         assert key in d
     assert d["peak_gib"] < d["reserved_gib"] < d["nvidia_smi_gib"]
-    assert all(set(v) == {"value", "reason"} for v in d["hyperparameters"].values())
+    assert all(set(v) == {"value", "reason", "guide"} for v in d["hyperparameters"].values())
+    assert d["hyperparameters"]["learning_rate"]["guide"] == "2e-4"  # the guide's 1K-10K column
     assert d["time"]["hours"] > 0 and d["cost"]["usd"] > 0
 
 
@@ -77,8 +78,24 @@ def test_plan_from_data_file(capsys, tmp_path):
                               "--method", "lora", "--json"])
     d = json.loads(out)
     assert code == 0 and d["examples"] == 1500
-    assert d["hyperparameters"]["learning_rate"]["value"] == 1e-4  # 1K-10K band
+    assert d["hyperparameters"]["learning_rate"]["value"] == 2e-4  # the guide's 1K-10K column
     assert d["hyperparameters"]["max_length"]["value"] % 64 == 0  # from the data's lengths
+
+
+def test_a_base_model_with_chat_data_is_warned_and_shown_the_instruct_one(capsys, tmp_path):
+    data = tmp_path / "train.jsonl"
+    rows = [{"instruction": f"say {i}", "output": "word " * 20} for i in range(200)]
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    args = ["plan", "--gpu", "H200", "--data", str(data), "--json"]
+    base = json.loads(run(capsys, [*args, "--model", "llama-3.2-1b"])[1])
+    warning = next(n for n in base["notes"] if "base model" in n)
+    assert "llama-3.2-1b-instruct" in warning and "never trained" in warning and "trainable_token_indices" in warning
+    instruct = json.loads(run(capsys, [*args, "--model", "llama-3.2-1b-instruct"])[1])
+    assert not any("base model" in n for n in instruct["notes"])
+    text = tmp_path / "text.jsonl"
+    text.write_text("\n".join(json.dumps({"text": "word " * 20}) for _ in range(200)) + "\n")
+    plain = json.loads(run(capsys, ["plan", "--gpu", "H200", "--data", str(text), "--json", "--model", "llama-3.2-1b"])[1])
+    assert not any("base model" in n for n in plain["notes"])  # plain text needs no chat template
 
 
 def test_write_creates_config_and_never_overwrites(capsys, tmp_path):

@@ -66,6 +66,26 @@ def test_bad_fields_are_named(section, fields, expected):
         config_from_dict(_with(section, **fields))
 
 
+def test_rslora_and_dora_reach_peft_and_all_linear_is_the_default():
+    from peft import LoraConfig
+
+    assert config_from_dict(MINIMAL).lora.target_modules == "all-linear"
+    lora = LoraConfig(**config_from_dict(_with("lora", use_rslora=True, use_dora=True)).lora_kwargs())
+    assert lora.use_rslora is True and lora.use_dora is True
+    with pytest.raises(UserError, match="lora.use_dora"):
+        config_from_dict(_with("lora", use_dora="maybe"))
+
+
+def test_plan_states_rslora_and_dora_with_their_reasons():
+    from ftwiz.core.plan import make_plan
+
+    plan = make_plan("llama-3.2-1b", examples=500, gpu="H200", method="lora")
+    hp = plan.to_dict()["hyperparameters"]
+    assert "rsLoRA" in hp["use_rslora"]["reason"] and "DoRA" in hp["use_dora"]["reason"]
+    lora = plan.to_config().lora
+    assert (lora.use_rslora, lora.use_dora) == (hp["use_rslora"]["value"], hp["use_dora"]["value"])
+
+
 def test_unknown_method_lists_the_allowed_ones():
     with pytest.raises(UserError, match="method.*'lora', 'qlora' or 'full'"):
         config_from_dict({**MINIMAL, "method": "dora"})

@@ -56,6 +56,11 @@ def test_run_finishes_with_events_checkpoints_and_adapter(finished_run):
         assert field in first
     model_event = next(e for e in events(run) if e["type"] == "model")
     assert model_event["lora_modules"] == 2 * 7 and model_event["peft_wrappers"] == 1
+    assert (model_event["rows_per_step"], model_event["examples_per_step"]) == (4, 4.0)  # no packing on a CPU
+    finished = events(run, "finished")[0]
+    evals = [e["eval_loss"] for e in events(run, "eval")]
+    assert finished["evaluations"] == len(evals) and finished["best_eval_loss"] == min(evals)
+    assert finished["best_checkpoint"] in ("checkpoint-4", "checkpoint-8")
     # Only complete checkpoints, each with its marker; no staging leftovers.
     names = sorted(p.name for p in run.checkpoints_dir.iterdir() if p.is_dir())
     assert names == ["checkpoint-4", "checkpoint-8"]

@@ -303,5 +303,5 @@ def test_known_gpu(name, canonical, gib, bf16):
 
 @pytest.mark.parametrize("name", ["x100", "A10G", "a100", "l40s"])
 def test_unknown_gpu_is_a_user_error(name):
-    with pytest.raises(UserError, match="allowed: RTX 3090"):
+    with pytest.raises(UserError, match="allowed: RTX 3070, RTX 3080, RTX 3090"):
         known_gpu(name)

@@ -76,9 +76,31 @@ def test_gpt2_fields_come_from_its_own_config_names():
 
 
 def test_hub_id_of_a_catalog_model_is_an_alias():
-    for spec in ("meta-llama/Llama-3.1-8B", "meta-llama/llama-3.1-8b-instruct", "LLAMA-3.1-8B"):
+    for spec in ("meta-llama/Llama-3.1-8B", "LLAMA-3.1-8B"):
         info = load_model_info(spec)
         assert (info.name, info.source, info.total_params) == ("llama-3.1-8b", "catalog", 8_030_261_248)
+        assert info.hub_id == "meta-llama/Llama-3.1-8B" and info.base is True
+
+
+@pytest.mark.parametrize("spec", ["llama-3.1-8b-instruct", "meta-llama/llama-3.1-8b-instruct"])
+def test_the_instruct_release_is_its_own_catalog_entry_and_loads_its_own_weights(spec):
+    """The guide fine-tunes Llama-3.1-8B-Instruct: asking for it must not train the base checkpoint."""
+    from ftwiz.core.engine.model_source import model_source
+
+    info = load_model_info(spec)
+    assert (info.name, info.hub_id, info.base) == ("llama-3.1-8b-instruct", "meta-llama/Llama-3.1-8B-Instruct", False)
+    assert info.total_params == load_model_info("llama-3.1-8b").total_params
+    assert model_source(info.name) == "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def test_catalog_offers_base_and_instruct_where_both_exist():
+    names = set(catalog_names())
+    for name in ("llama-3.1-8b", "qwen2.5-7b", "qwen3-8b", "gemma-3-1b", "mistral-7b-v0.3"):
+        assert {name, name + "-instruct"} <= names
+        assert load_model_info(name).instruct_name == name + "-instruct"
+    # already post-trained checkpoints get no second entry
+    assert "phi-3-mini-instruct" not in names and "qwen3-32b-instruct" not in names
+    assert load_model_info("qwen3-32b").base is False
 
 
 def test_local_directory_computes_once_then_reads_the_cache(tmp_path, shapes_cache, monkeypatch):

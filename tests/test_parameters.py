@@ -8,7 +8,7 @@ from ftwiz.core.errors import UserError
 from ftwiz.core.models import TARGET_PRESETS, ModelInfo, _info_from_manifest, compute_manifest, load_model_info
 from ftwiz.core.parameters import count_summary, explore_table, trainable_lora_params
 
-from helpers_models import TINY_CONFIGS, peft_trainable, tiny_config
+from helpers_models import MOE_CONFIGS, TINY_CONFIGS, peft_trainable, tiny_config
 
 RANKS = (4, 16)
 pytestmark = pytest.mark.filterwarnings("ignore:fan_in_fan_out:UserWarning")
@@ -92,3 +92,66 @@ def test_saved_adapter_is_fp32_even_on_a_bf16_base(tmp_path):
 def test_rank_must_be_positive_whole_number(rank):
     with pytest.raises(UserError, match="--rank"):
         trainable_lora_params(load_model_info("gpt2"), rank, "minimal")
+
+
+def _smallest_catalog_model_per_architecture() -> list[str]:
+    from ftwiz.core.models import catalog_names
+
+    smallest: dict[str, ModelInfo] = {}
+    for name in catalog_names():
+        info = load_model_info(name)
+        kind = info.config.get("model_type")
+        if kind not in smallest or info.total_params < smallest[kind].total_params:
+            smallest[kind] = info
+    return sorted(info.name for info in smallest.values())
+
+
+@pytest.mark.parametrize("name", _smallest_catalog_model_per_architecture())
+def test_plans_target_every_linear_projection_and_count_as_peft(name):
+    """The default targets reach the MLP as well as attention, and their count is peft's own
+    'all-linear' on the real configuration (built on the meta device)."""
+    from ftwiz.core.models import targeted_groups
+    from ftwiz.core.plan import make_plan
+
+    info = load_model_info(name)
+    plan = make_plan(info, examples=5000, gpu="H200", method="lora")
+    groups = targeted_groups(info, plan.targets)
+    assert any(g.is_attention for g in groups) and any(not g.is_attention for g in groups)
+    assert plan.hyperparams.items["target_modules"].value == "all-linear"
+    ours = count_summary(info, plan.rank, plan.targets)
+    assert (ours["trainable"], ours["total"]) == peft_trainable(info.config, plan.rank, "all-linear")
+
+
+@pytest.mark.parametrize("rank", RANKS)
+@pytest.mark.parametrize("preset", list(TARGET_PRESETS))
+@pytest.mark.parametrize("model_type", list(MOE_CONFIGS))
+def test_moe_counts_equal_the_installed_pefts(model_type, preset, rank):
+    """Mixtral-style layers: peft's all-linear also adapts the fused experts and the router
+    (transformers 5 + peft 0.21); Qwen-MoE-style: the shared expert. Dropout 0: peft's LoRA on
+    fused parameters takes none."""
+    info = _info_from_manifest(compute_manifest(tiny_config(model_type)), model_type, "local")
+    ours = count_summary(info, rank, preset)
+    trainable, total = peft_trainable(tiny_config(model_type), rank, _peft_targets(info, preset), dropout=0.0)
+    assert (ours["trainable"], ours["total"]) == (trainable, total)
+    if model_type == "mixtral" and preset == "all-linear":
+        assert info.parameter_groups and count_summary(info, rank, "attention")["trainable"] < trainable
+
+
+def test_a_mixtral_plan_runs_through_peft_as_planned():
+    """The plan hands peft its own 'all-linear' with dropout 0 (the only way to reach the fused
+    experts), preflight refuses dropout there, and peft's count is the plan's."""
+    from ftwiz.core.checks import check_expert_dropout
+    from ftwiz.core.models import resolve_targets
+    from ftwiz.core.plan import make_plan
+
+    info = _info_from_manifest(compute_manifest(tiny_config("mixtral")), "tiny-mixtral", "local")
+    plan = make_plan(info, examples=500, gpu="H200", method="lora")
+    lora = plan.to_config().lora
+    assert lora.target_modules == "all-linear" and lora.lora_dropout == 0
+    assert "fused expert" in plan.to_dict()["hyperparameters"]["lora_dropout"]["reason"]
+    assert peft_trainable(info.config, lora.r, lora.target_modules, dropout=lora.lora_dropout)[0] == \
+        count_summary(info, lora.r, plan.targets)["trainable"]
+    wet = plan.to_config()
+    wet.lora.lora_dropout = 0.05
+    with pytest.raises(UserError, match="lora.lora_dropout"):
+        check_expert_dropout(wet, info, resolve_targets(info, wet.lora.target_modules))

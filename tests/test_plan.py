@@ -42,7 +42,7 @@ def test_overrides_are_kept():
     assert (d["method"], d["qlora_upcast"], d["rank"], d["targets"]) == ("qlora", True, 16, ["q_proj", "v_proj"])
     assert d["hyperparameters"]["per_device_train_batch_size"]["value"] == 8
     assert d["hyperparameters"]["max_length"]["value"] == 512
-    assert d["hyperparameters"]["r"] == {"value": 16, "reason": "as asked (--rank)"}
+    assert d["hyperparameters"]["r"] == {"value": 16, "reason": "as asked (--rank)", "guide": "16-32"}
     assert d["fit"]["gradient_checkpointing"] is True
 
 
@@ -281,3 +281,39 @@ def test_gpus_count_for_a_named_gpu():
         make_plan("llama-3.1-8b", gpu="H200", gpus=0)
     with pytest.raises(UserError, match="--gpus: 3: this machine has 2"):
         resolve_gpu(_recorded_h200s(2), 3)
+
+
+CHAT_STATS = {"rows": 173, "estimate": False, "p50": 300, "p95": 900, "max": 1500, "mean": 380.0}
+
+
+def _low_high(guide: str) -> tuple[float, float]:
+    low, high = guide.split("-")
+    return float(low), float(high)
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_packed_batches_count_examples_as_the_guide_does(gpus):
+    """With packing a row holds several examples: the plan sizes the step in examples, so 173 chat
+    examples train the guide's 8-16 a step (not 8 rows of ~4 each), on one GPU or two (the config's
+    accumulation is the whole step's; the engine splits it between the processes)."""
+    plan = make_plan("llama-3.1-8b", data_stats=CHAT_STATS, gpu="H200", gpus=gpus, method="lora")
+    d = plan.to_dict()
+    batch, guide = d["batch"], d["hyperparameters"]["effective_batch_size"]["guide"]
+    assert plan.hyperparams["packing"] and batch["examples_per_row"] > 1
+    low, high = _low_high(guide)
+    assert low <= batch["examples_per_step"] <= high, batch
+    assert batch["rows_per_step"] < batch["examples_per_step"]
+    assert batch["rows_per_step"] == plan.fit.micro_batch * plan.fit.grad_accum
+    train = 173 - round(173 * 0.1)
+    assert batch["steps_per_epoch"] == -(-train // batch["examples_per_step"])
+    assert batch["steps"] == batch["steps_per_epoch"] * plan.hyperparams["num_train_epochs"]
+    assert "examples" in batch["reason"] and "packed" in batch["reason"]
+
+
+def test_unpacked_rows_are_examples_and_unknown_lengths_are_said():
+    cpu = detect_hardware(backend=RecordedBackend({"nvml_state": "no-driver", "gpus": []}))
+    unpacked = make_plan("llama-3.2-1b", data_stats=CHAT_STATS, gpu=cpu).to_dict()["batch"]
+    assert unpacked["examples_per_step"] == unpacked["rows_per_step"] and unpacked["examples_per_row"] == 1
+    unknown = make_plan("llama-3.1-8b", examples=5000, gpu="H200").to_dict()["batch"]
+    assert unknown["examples_per_step"] is None and unknown["steps"] is None
+    assert "depends on their length" in unknown["reason"] and unknown["tokens_per_step"] > 0

@@ -18,19 +18,52 @@ def llama8b():
     return load_model_info("llama-3.1-8b")
 
 
-@pytest.mark.parametrize(
-    "n,lr,epochs,batch,rank,warmup",
-    [(500, 2e-4, 3, 8, 16, 0.1), (999, 2e-4, 3, 8, 16, 0.1), (1000, 1e-4, 2, 16, 32, 0.05),
-     (10_000, 1e-4, 2, 16, 32, 0.05), (10_001, 5e-5, 1, 32, 64, 0.03)],
-)
-def test_bands_follow_the_guides_table(n, lr, epochs, batch, rank, warmup):
+# The guide's "Hyperparameter Guidelines" table, copied from docs (GUIDE.md) as printed:
+# (learning rate, epochs, batch size, LoRA rank, warmup ratio) per dataset-size column.
+GUIDE_TABLE = {
+    "under 1K": ("1e-4", "3-5", "8-16", "8-16", "0.05"),
+    "1K to 10K": ("2e-4", "2-3", "16-32", "16-32", "0.03"),
+    "over 10K": ("2e-4 to 5e-4", "1-2", "32-64", "16-64", "0.03"),
+}
+FIELDS = ("learning_rate", "num_train_epochs", "effective_batch_size", "r", "warmup_ratio")
+
+
+def _within(value: float, guide: str) -> bool:
+    """A value inside the guide's text: "1e-4", "3-5" or "2e-4 to 5e-4"."""
+    ends = guide.split(" to ") if " to " in guide else [guide] if "e-" in guide else guide.split("-")
+    return float(ends[0]) <= value <= float(ends[-1])
+
+
+@pytest.mark.parametrize("n,band", [(500, "under 1K"), (999, "under 1K"), (1000, "1K to 10K"),
+                                    (10_000, "1K to 10K"), (10_001, "over 10K")])
+def test_bands_follow_the_guides_table(n, band):
     hp = recommend_hyperparams(n, "lora", bf16_ok=True)
-    assert (hp["learning_rate"], hp["num_train_epochs"], hp["effective_batch_size"], hp["r"], hp["warmup_ratio"]) == (
-        lr, epochs, batch, rank, warmup)
-    assert hp["lora_alpha"] == 2 * rank and hp["lora_dropout"] == 0.05
+    assert hp.band == band
+    table = hp.to_dict()
+    for name, guide in zip(FIELDS, GUIDE_TABLE[band]):
+        assert table[name]["guide"] == guide, name  # the guide's figure, as printed
+        assert _within(hp[name], guide), (name, hp[name], guide)  # ftwiz's pick lies inside it
+        assert guide in table[name]["reason"] or guide in hp.items[name].reason
+    assert hp["lora_alpha"] == 2 * hp["r"] and hp["lora_dropout"] == 0.05
     assert hp["lr_scheduler_type"] == "cosine" and hp["weight_decay"] == 0.01
     assert all(r.reason and "\n" not in r.reason for r in hp.items.values())
     assert "examples" in hp.items["learning_rate"].reason  # the band is named in the reason
+
+
+def test_small_data_gets_the_guides_lower_rate_and_longer_warmup():
+    """The guide's first column, not the old misquote (2e-4, warmup 0.1)."""
+    small = recommend_hyperparams(500, "lora", bf16_ok=True)
+    assert small["learning_rate"] == 1e-4 and small["warmup_ratio"] == 0.05
+    assert recommend_hyperparams(5000, "lora", bf16_ok=True)["learning_rate"] == 2e-4
+
+
+def test_full_fine_tuning_rate_follows_model_size_with_its_source():
+    small, large = (recommend_hyperparams(5000, "full", True, params=p) for p in (1.2e9, 70e9))
+    assert small["learning_rate"] > large["learning_rate"]
+    lora = recommend_hyperparams(5000, "lora", True)
+    assert small["learning_rate"] == pytest.approx(lora["learning_rate"] / 10)  # LoRA Without Regret's ~10x
+    reason = small.items["learning_rate"].reason
+    assert "LoRA Without Regret" in reason and "not the guide's" in reason
 
 
 def test_defaults_by_method_and_gpu():
@@ -41,7 +74,8 @@ def test_defaults_by_method_and_gpu():
     assert recommend_hyperparams(5000, "lora", False, cpu_only=True)["precision"] == "fp32"
     full = recommend_hyperparams(5000, "full", True)
     assert "r" not in full.items and full["learning_rate"] < 1e-4
-    assert set(full.to_dict()["learning_rate"]) == {"value", "reason"}
+    assert set(full.to_dict()["learning_rate"]) == {"value", "reason", "guide"}
+    assert recommend_hyperparams(5000, "lora", True).to_dict()["optim"]["guide"] == "paged_adamw_8bit"
 
 
 def test_bad_dataset_size_or_method():

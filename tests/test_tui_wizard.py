@@ -119,7 +119,9 @@ async def test_model_step_searches_the_catalog_and_shows_the_model(tmp_path):
         await pilot.pause()
         await pilot.press(*"qwen2.5 7b")
         catalog = app.screen.query_one("#catalog", OptionList)
-        assert [catalog.get_option_at_index(i).id for i in range(catalog.option_count)] == ["qwen2.5-7b"]
+        # the base checkpoint and its instruct release
+        assert [catalog.get_option_at_index(i).id for i in range(catalog.option_count)] == ["qwen2.5-7b",
+                                                                                          "qwen2.5-7b-instruct"]
         await pilot.press("enter")
         await settle(pilot)
         assert app.state.model_spec == "qwen2.5-7b"
@@ -234,6 +236,40 @@ async def test_settings_edits_validate_and_move_the_memory_bar(tmp_path):
         await pilot.pause()
         assert app.state.config.training.per_device_train_batch_size == 2
         assert app.state.overrides["training.per_device_train_batch_size"] == 2
+
+
+async def test_alpha_follows_rank_until_the_user_sets_it(tmp_path):
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_settings_for_8b(app, pilot, 5000)
+        rank = app.screen.query_one("#f-lora-r", Input)
+        alpha = app.screen.query_one("#f-lora-lora_alpha", Input)
+        assert alpha.value == str(2 * int(rank.value))
+        rank.value = "8"
+        await pilot.pause()
+        assert alpha.value == "16" and app.state.config.lora.lora_alpha == 16
+        assert "2 x rank (8)" in str(app.screen.query_one("#f-lora-lora_alpha-why", Static).content)
+        alpha.value = "8"  # the user's own alpha stays
+        await pilot.pause()
+        rank.value = "32"
+        await pilot.pause()
+        assert alpha.value == "8" and (app.state.config.lora.r, app.state.config.lora.lora_alpha) == (32, 8)
+
+
+async def test_settings_warn_a_base_model_with_chat_data_and_name_the_instruct_one(tmp_path):
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.state.data_format = "chat"
+        await open_settings_for_8b(app, pilot, 500)
+        warning = app.screen.query_one("#plan-warning", Static)
+        assert warning.display and "llama-3.1-8b-instruct" in str(warning.content)
+        app.state.data_format = "text"  # plain text never meets the chat template
+        app.goto_step("data")
+        await settle(pilot)
+        app.state.data_format = "text"
+        app.goto_step("settings")
+        await settle(pilot)
+        assert not app.screen.query_one("#plan-warning", Static).display
 
 
 async def test_decide_answers_rerank_and_a_non_training_choice_does_not_advance(tmp_path):

@@ -37,10 +37,14 @@ class WizardState:
     trust_remote_code: bool = False
     data_spec: str | None = None
     """Dataset file, Hub id or 'demo'."""
+    drop_invalid: bool = False
+    """Train on the usable rows only (data.drop_invalid), as chosen in the Data step."""
     n_examples: int | None = None
     """Rows in the dataset, once validated (drives the recommended hyperparameters)."""
     data_stats: dict[str, Any] | None = None
     """core.data token_stats of the validated dataset (drives max_length, time and cost)."""
+    data_format: str | None = None
+    """The validated dataset's format (alpaca, chat, ...): chat formats on a base model get a warning."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Settings the user edited, as 'section.field' -> value, applied over the plan."""
     config: Any = None

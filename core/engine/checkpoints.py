@@ -83,10 +83,12 @@ def finalize(staged: Path, final: Path) -> Path:
     return final
 
 
-def rotate(checkpoints_dir: Path, keep: int) -> list[Path]:
-    """Keep the newest `keep` complete checkpoints (partial ones never count)."""
+def rotate(checkpoints_dir: Path, keep: int, keep_also: str | Path | None = None) -> list[Path]:
+    """Keep the newest `keep` complete checkpoints (partial ones never count), and `keep_also`
+    (the one with the best evaluation loss) whatever its age."""
     done = complete_checkpoints(checkpoints_dir)
-    old = done[:-keep] if keep > 0 else []
+    spared = Path(keep_also).name if keep_also else None
+    old = [path for path in (done[:-keep] if keep > 0 else []) if path.name != spared]
     for path in old:
         _discard(path)
     return old

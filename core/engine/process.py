@@ -247,7 +247,7 @@ def training_arguments(config: RunConfig, run: RunDir, precision: str, micro: in
 
     names = {f.name for f in dataclasses.fields(SFTConfig)}
     t = config.training_kwargs()  # maps warmup_ratio onto this transformers' field
-    eval_steps = t.pop("eval_steps") or config.training.save_steps
+    eval_steps, save_steps = config.training.evaluation_steps()
     t.pop("save_total_limit")  # rotation is ours: it must only ever count complete checkpoints
     t.update(
         per_device_train_batch_size=micro,
@@ -256,9 +256,15 @@ def training_arguments(config: RunConfig, run: RunDir, precision: str, micro: in
         fp16=precision == "fp16",
         output_dir=str(run.checkpoints_dir),
         save_strategy="steps",
+        save_steps=save_steps,
         save_total_limit=None,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=eval_steps if has_eval else None,
+        # The weights with the lowest evaluation loss are the result, not the last ones; a
+        # checkpoint is saved with every evaluation so that the best one is always on disk.
+        load_best_model_at_end=has_eval and _multiple(save_steps, eval_steps),
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
         per_device_eval_batch_size=micro,
         report_to="none",
         push_to_hub=False,
@@ -276,6 +282,36 @@ def training_arguments(config: RunConfig, run: RunDir, precision: str, micro: in
         use_cpu=not _cuda(),
     )
     return SFTConfig(**{k: v for k, v in t.items() if k in names})
+
+
+def examples_per_row(examples: Any, rows: Any) -> float:
+    """Training examples per row the Trainer feeds (packing joins several); 1 when it cannot tell
+    (an iterable dataset has no length)."""
+    try:
+        return len(examples) / len(rows) if len(rows) else 1.0
+    except TypeError:
+        return 1.0
+
+
+def best_checkpoint(state: Any, run: RunDir) -> dict[str, Any]:
+    """The finished event's account of the result: the checkpoint whose weights it holds (the
+    lowest evaluation loss), that loss, how many evaluations were made and whether early stopping
+    ended the run; nulls without evaluation."""
+    evals = [h for h in state.log_history if "eval_loss" in h]
+    best = state.best_model_checkpoint
+    return {
+        "best_checkpoint": Path(best).name if best else None,
+        "best_eval_loss": state.best_metric if best else None,
+        "evaluations": len(evals),
+        "early_stopped": bool(best) and 0 < state.global_step < state.max_steps,
+    }
+
+
+def _multiple(save_steps: int | float, eval_steps: int | float) -> bool:
+    """Whether every save falls on an evaluation (what load_best_model_at_end needs)."""
+    if (save_steps < 1) != (eval_steps < 1):
+        return False
+    return round(save_steps * 1_000_000) % round(eval_steps * 1_000_000) == 0
 
 
 def _cuda() -> bool:
@@ -323,11 +359,26 @@ def make_trainer_class():
                 self._ftwiz_staging = None
             self.accelerator.wait_for_everyone()
             if self.args.should_save:
-                final = checkpoints.finalize(root / f"checkpoint-{step}", root_dir / f"checkpoint-{step}")
+                staged = root / f"checkpoint-{step}"
+                best = self._ftwiz_best(root_dir, step)
+                if best is not None and self.state.best_model_checkpoint != best:
+                    # The Trainer named the staging directory (or none); the state saved with the
+                    # checkpoint must name where the best one is for good, or a resume forgets it.
+                    self.state.best_model_checkpoint = best
+                    self.state.save_to_json(str(staged / "trainer_state.json"))
+                final = checkpoints.finalize(staged, root_dir / f"checkpoint-{step}")
                 root.rmdir()
-                checkpoints.rotate(root_dir, hooks.config.training.save_total_limit)
+                checkpoints.rotate(root_dir, hooks.config.training.save_total_limit, keep_also=best)
                 hooks.emit(CheckpointEvent(path=str(final.relative_to(hooks.run.path)), step=step))
             self.accelerator.wait_for_everyone()
+
+        def _ftwiz_best(self, root_dir: Path, step: int) -> str | None:
+            """Where the checkpoint with the best evaluation loss is once this one is in place."""
+            best_step = self.state.best_global_step
+            if not best_step or not self.args.load_best_model_at_end:
+                return None
+            best = root_dir / f"checkpoint-{best_step}"
+            return str(best) if best_step == step or best.is_dir() else None
 
     return AtomicCheckpointTrainer
 
@@ -365,6 +416,7 @@ class Hooks:
         self.max_steps = 0
         self.last_tokens: tuple[float, float] | None = None
         self.micro_batch = self.grad_accum = 0
+        self.examples_per_row = 1.0  # training examples per packed row (1 without packing)
 
     def emit(self, event: Event) -> None:
         """Rank 0 writes events (docs/events.md; one class per type in core/events.py)."""
@@ -392,7 +444,14 @@ class Hooks:
             total_params=sum(p.numel() for p in model.parameters()),
             lora_modules=sum(name.endswith(".lora_A") for name in names),
             peft_wrappers=sum(name.endswith("base_model.model") for name in names),
+            **self.batch_in_examples(),
         ))
+
+    def batch_in_examples(self) -> dict[str, Any]:
+        """Rows and examples an optimizer step holds: with packing a row holds several examples,
+        and the guide's batch size counts examples."""
+        rows = self.micro_batch * self.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))
+        return {"rows_per_step": rows, "examples_per_step": round(rows * self.examples_per_row, 1)}
 
     def step_end(self, state: Any, control: Any) -> None:
         self.status.update(step=state.global_step, epoch=state.epoch, spent_s=round(self.spent_s(), 1))
@@ -636,7 +695,12 @@ class RunRecipe:
                     self._free_model()
                     continue
             trainer.ftwiz_hooks = hooks
+            hooks.examples_per_row = examples_per_row(self.train_ds, trainer.train_dataset)
             trainer.add_callback(make_callback(hooks))
+            if self.config.training.early_stopping_patience and args.load_best_model_at_end:
+                from transformers import EarlyStoppingCallback
+
+                trainer.add_callback(EarlyStoppingCallback(self.config.training.early_stopping_patience))
             resume_from = checkpoints.usable_checkpoint(run.checkpoints_dir, set_aside=False)[0]
             try:
                 trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -752,6 +816,7 @@ class RunRecipe:
             step=step,
             adapter=str(run.adapter_dir.relative_to(run.path)),
             final_loss=final_loss,
+            **best_checkpoint(trainer.state, run),
             duration_s=round(time.time() - hooks.process_t0, 1),
             spend_usd=hooks.spend_usd(),
             demo_score=demo_score,

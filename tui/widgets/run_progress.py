@@ -23,6 +23,8 @@ def progress_line(tracker: RunTracker, elapsed_s: float | None) -> str:
         parts.append(f"{tracker.tokens_per_s:,.0f} tok/s")
     if tracker.learning_rate is not None:
         parts.append(f"lr {tracker.learning_rate:.2e}")
+    if tracker.examples_per_step is not None:
+        parts.append(f"~{tracker.examples_per_step:g} examples a step")
     return " · ".join(parts)
 
 
