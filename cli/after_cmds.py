@@ -49,8 +49,8 @@ def export(ctx: click.Context, run_ref: str | None, as_gguf: bool, quant: str, o
         raise UserError("export: name a run (see `ftwiz runs`)")
     if not as_gguf:
         raise UserError("export: choose a format: --gguf (the one ftwiz writes)")
-    run = open_run(run_ref, _runs_dir(ctx))
     quant = core_export.check_quant(quant)
+    run = open_run(run_ref, _runs_dir(ctx))
     missing = core_export.gguf_extra_missing()
     if missing:
         raise UserError(f"export --gguf: {missing} not installed; pip install 'ftwiz[gguf]'")
