@@ -72,3 +72,86 @@ def export(ctx: click.Context, run_ref: str | None, as_gguf: bool, quant: str, o
         if result.template_note:
             click.echo(f"  note: {result.template_note}")
         click.echo(f"  ollama create {run.name} -f {result.modelfile}  then  ollama run {run.name}")
+
+
+@click.command()
+@click.argument("run_ref")
+@click.option("--prompt", "prompts", multiple=True,
+              help="Ask this and exit (repeatable: one turn each). Without it: an interactive chat.")
+@click.option("--temperature", default=0.7, show_default=True, type=float, help="0 = greedy.")
+@click.option("--max-new-tokens", default=128, show_default=True, type=int)
+@click.option("--no-base", is_flag=True, help="Only the fine-tuned model (half the time).")
+@click.option("--json", "as_json", is_flag=True, help="With --prompt: the answers as JSON lines.")
+@click.pass_context
+def chat(ctx: click.Context, run_ref: str, prompts: tuple[str, ...], temperature: float, max_new_tokens: int,
+         no_base: bool, as_json: bool) -> None:
+    """Chat with the fine-tuned model, its answer beside the base model's, streamed.
+
+    Interactive commands: /temp T, /max N, /reset (forget the conversation), /quit.
+    """
+    from ftwiz.core.chat import ChatSession, ChatSettings
+
+    settings = ChatSettings(temperature=temperature, max_new_tokens=max_new_tokens)
+    run = open_run(run_ref, _runs_dir(ctx))
+    session = ChatSession.open(run)
+    sides = ("tuned",) if no_base else ("tuned", "base")
+    labels = {"tuned": "fine-tuned", "base": "base"}
+
+    def turn(text: str) -> None:
+        answers = {}
+        for side in sides:
+            if not as_json:
+                click.echo(f"{labels[side]:>10}: ", nl=False)
+            answers[side] = ""
+            for piece in session.stream(side, text, settings):
+                answers[side] += piece
+                if not as_json:
+                    click.echo(piece, nl=False)
+            if not as_json:
+                click.echo("")
+        if as_json:
+            click.echo(json.dumps({"prompt": text, **answers}))
+
+    if prompts:
+        for text in prompts:
+            turn(text)
+        return
+    how = "chat template" if session.chat_format else "plain prompt (as trained)"
+    click.echo(f"chatting with {session.source} ({how}); temperature {settings.temperature}, "
+               f"max {settings.max_new_tokens} new tokens; /temp T, /max N, /reset, /quit; \\n in a line is a newline")
+    while True:
+        try:
+            line = click.prompt("you", prompt_suffix="> ", default="", show_default=False)
+        except (EOFError, click.exceptions.Abort):
+            click.echo("")
+            return
+        word, _, value = line.strip().partition(" ")
+        try:
+            if word in ("/quit", "/exit"):
+                return
+            if word == "/reset":
+                session.reset()
+                click.echo("(conversation forgotten)")
+            elif word == "/temp":
+                settings = ChatSettings(temperature=float(value), max_new_tokens=settings.max_new_tokens)
+            elif word == "/max":
+                settings = ChatSettings(temperature=settings.temperature, max_new_tokens=int(value))
+            elif line.strip():
+                turn(line.replace("\\n", "\n"))
+        except (UserError, ValueError) as exc:
+            click.echo(f"ftwiz: {exc}", err=True)
+
+
+@click.command()
+@click.argument("run_ref")
+@click.option("--repo", "repo_id", required=True, help="ORG/NAME on the Hugging Face Hub (created if missing).")
+@click.option("--merged", is_flag=True, help="Push merged/ (a standalone model) instead of the adapter.")
+@click.option("--private", is_flag=True, help="Create the repository private.")
+@click.pass_context
+def push(ctx: click.Context, run_ref: str, repo_id: str, merged: bool, private: bool) -> None:
+    """Upload the adapter (or --merged model) with a model card. Token: HF_TOKEN or `hf auth login`."""
+    from ftwiz.core.push import push as push_run
+
+    run = open_run(run_ref, _runs_dir(ctx))
+    result = push_run(run, repo_id, merged=merged, private=private)
+    click.echo(f"pushed {len(result.files)} files to {result.url}{' (private)' if result.private else ''}")

