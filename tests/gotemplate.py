@@ -152,22 +152,42 @@ GO_PROGRAM = """package main
 import (
 \t"encoding/json"
 \t"os"
+\t"strings"
 \t"text/template"
 )
 
 type Message struct{ Role, Content string }
 
+type Case struct {
+\tTemplate string
+\tMessages []Message
+}
+
 func main() {
-\tvar input struct {
-\t\tTemplate string
-\t\tMessages []Message
-\t}
-\tif err := json.NewDecoder(os.Stdin).Decode(&input); err != nil {
+\tvar cases []Case
+\tif err := json.NewDecoder(os.Stdin).Decode(&cases); err != nil {
 \t\tpanic(err)
 \t}
-\tt := template.Must(template.New("m").Parse(input.Template))
-\tif err := t.Execute(os.Stdout, map[string]any{"Messages": input.Messages}); err != nil {
-\t\tpanic(err)
+\tout := []string{}
+\tfor _, c := range cases {
+\t\tvar b strings.Builder
+\t\tt := template.Must(template.New("m").Parse(c.Template))
+\t\tif err := t.Execute(&b, map[string]any{"Messages": c.Messages}); err != nil {
+\t\t\tpanic(err)
+\t\t}
+\t\tout = append(out, b.String())
 \t}
+\tjson.NewEncoder(os.Stdout).Encode(out)
 }
 """
+
+
+def go_render_all(go_binary: str, cases: list[tuple[str, list[dict[str, str]]]]) -> list[str]:
+    """Each (template, messages) rendered by Go's own text/template (a binary built from GO_PROGRAM)."""
+    import json
+    import subprocess
+
+    payload = json.dumps([{"Template": t, "Messages": [{"Role": m["role"], "Content": m["content"]} for m in msgs]}
+                          for t, msgs in cases])
+    done = subprocess.run([go_binary], input=payload, capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(done.stdout)

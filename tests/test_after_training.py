@@ -100,36 +100,30 @@ def _expected(tokenizer, messages, generation: bool) -> str:
     return text.removeprefix(tokenizer.bos_token)  # llama.cpp adds BOS itself when it tokenizes
 
 
+@pytest.fixture(scope="module")
+def go_binary(tmp_path_factory):
+    """Go's text/template as a small program, built once; None where Go is not installed."""
+    if not GO:
+        return None
+    folder = tmp_path_factory.mktemp("go")
+    (folder / "main.go").write_text(gotemplate.GO_PROGRAM)
+    (folder / "go.mod").write_text("module render\n\ngo 1.21\n")
+    subprocess.run([GO, "build", "-o", "render", "."], cwd=folder, check=True, timeout=600, capture_output=True)
+    return str(folder / "render")
+
+
 @pytest.mark.parametrize("template", [make_tiny_tokenizer().chat_template, FALLBACK_CHAT_TEMPLATE, LLAMA3_TEMPLATE],
                          ids=["chatml", "ftwiz-fallback", "llama3"])
-def test_modelfile_template_renders_like_the_chat_template(template):
+def test_modelfile_template_renders_like_the_chat_template(template, go_binary):
     tokenizer = _tokenizer(template)
     text, note = export.modelfile(tokenizer, "./m.gguf", "chat")
     assert note is None
     go = text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
-    for messages in CONVERSATIONS:
-        # Ollama continues after the last user message: the generation prompt is added then.
-        generation = messages[-1]["role"] == "user"
-        assert gotemplate.render(go, messages) == _expected(tokenizer, messages, generation)
-    if GO:
-        for messages in CONVERSATIONS:
-            generation = messages[-1]["role"] == "user"
-            assert _go_render(go, messages) == _expected(tokenizer, messages, generation)
-
-
-def _go_render(template: str, messages) -> str:
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        program = Path(tmp) / "main.go"
-        program.write_text(gotemplate.GO_PROGRAM)
-        payload = json.dumps({"Template": template,
-                              "Messages": [{"Role": m["role"], "Content": m["content"]} for m in messages]})
-        done = subprocess.run([GO, "run", str(program)], input=payload, capture_output=True, text=True,
-                              timeout=120, cwd=tmp, env={**__import__("os").environ, "GOFLAGS": "-mod=mod",
-                                                        "GOCACHE": str(Path(tmp) / "cache")})
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+    # Ollama continues after the last user message: the generation prompt is added then.
+    expected = [_expected(tokenizer, messages, messages[-1]["role"] == "user") for messages in CONVERSATIONS]
+    assert [gotemplate.render(go, messages) for messages in CONVERSATIONS] == expected
+    if go_binary:
+        assert gotemplate.go_render_all(go_binary, [(go, messages) for messages in CONVERSATIONS]) == expected
 
 
 def test_modelfile_stop_tokens_are_the_turn_ends():
@@ -152,3 +146,167 @@ def test_a_template_of_another_shape_is_left_to_ollama():
               "{% endfor %}{% if messages[0]['role'] == 'system' %}[{{ messages[0]['content'] }}]{% endif %}")
     text, note = export.modelfile(_tokenizer(folded), "./m.gguf", "chat")
     assert "TEMPLATE" not in text and "Ollama uses the template stored in the GGUF" in note
+
+
+# -- chat -------------------------------------------------------------------------------------
+def _greedy_text(model_dir, prompt: str, n: int) -> str:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ftwiz.core.engine.results import generate
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    return generate(model, AutoTokenizer.from_pretrained(str(model_dir)), [prompt], n)[0]
+
+
+@pytest.mark.slow
+def test_chat_answers_on_the_demo_beside_the_base(run, capsys):
+    prompt = demo.heldout_rows(1)[0]["prompt"]
+    args = ["--runs-dir", str(run.path.parent), "chat", run.name, "--prompt", prompt,
+            "--temperature", "0", "--max-new-tokens", "10", "--json"]
+    assert main(args) == 0
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert answer["prompt"] == prompt
+    assert answer["tuned"].strip() == _greedy_text(run.merged_dir, prompt, 10)
+    base_dir = json.loads((run.merged_dir / "config.json").read_text()) and run.read_config()["model"]["name_or_path"]
+    assert answer["base"].strip() == _greedy_text(base_dir, prompt, 10)
+    assert answer["tuned"] != answer["base"]
+
+
+@pytest.mark.slow
+def test_chat_loads_the_adapter_on_the_base_with_sdpa_and_streams(run, tmp_path):
+    import yaml
+
+    from ftwiz.core.chat import ChatSession, ChatSettings
+    from ftwiz.core.runs import RunDir
+
+    copy = RunDir(tmp_path / run.name)
+    shutil.copytree(run.path, copy.path, ignore=shutil.ignore_patterns("merged", "gguf", "checkpoints"))
+    config = yaml.safe_load(copy.config_path.read_text())
+    config["model"]["attn_implementation"] = "varlen"  # packed training's attention: never for generation
+    copy.config_path.write_text(yaml.safe_dump(config))
+    session = ChatSession.open(copy)
+    assert session.base is None and hasattr(session.tuned, "disable_adapter")
+    assert session.tuned.get_base_model().config._attn_implementation == "sdpa"
+    assert not session.chat_format  # the demo's prompt/completion data: the plain prompt, as trained
+    prompt = demo.heldout_rows(1)[0]["prompt"]
+    pieces = list(session.stream("tuned", prompt, ChatSettings(temperature=0, max_new_tokens=10)))
+    assert len(pieces) > 1  # streamed, not one block at the end
+    assert "".join(pieces).strip() == _greedy_text(run.merged_dir, prompt, 10)
+    base = session.answer("base", prompt, ChatSettings(temperature=0, max_new_tokens=10))
+    assert base.strip() == _greedy_text(config["model"]["name_or_path"], prompt, 10)
+
+
+def test_chat_prompt_follows_the_chat_template_with_history():
+    from ftwiz.core.chat import ChatSession
+
+    tokenizer = make_tiny_tokenizer()
+    session = ChatSession(run=None, config=None, tokenizer=tokenizer, tuned=None, base=None, chat_format=True, source="")
+    session.history["tuned"] += [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    text = tokenizer.decode(session.prompt_ids("tuned", "Again")[0])
+    assert text == ("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n"
+                    "<|im_start|>user\nAgain<|im_end|>\n<|im_start|>assistant\n")
+    assert tokenizer.decode(session.prompt_ids("base", "Again")[0]).startswith("<|im_start|>user\nAgain")
+
+
+def test_chat_settings_are_checked_in_one_line():
+    from ftwiz.core.chat import ChatSettings
+    from ftwiz.core.errors import UserError
+
+    with pytest.raises(UserError, match="temperature"):
+        ChatSettings(temperature=-1)
+    with pytest.raises(UserError, match="max new tokens"):
+        ChatSettings(max_new_tokens=0)
+
+
+# -- push -------------------------------------------------------------------------------------
+class HubStandIn:
+    """HfApi's two calls that reach the Hub over HTTP, recorded instead of sent."""
+
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+        return f"https://huggingface.co/{repo_id}"
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        payload = {op.path_in_repo: (op.path_or_fileobj if isinstance(op.path_or_fileobj, (bytes, str)) else None)
+                   for op in operations}
+        self.calls.append(("create_commit", repo_id, {**kwargs, "files": payload}))
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    from huggingface_hub import HfApi
+
+    import ftwiz.core.hub
+
+    stand_in = HubStandIn()
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: stand_in.create_repo(repo_id, **kw))
+    monkeypatch.setattr(HfApi, "create_commit", lambda self, repo_id, operations, **kw:
+                        stand_in.create_commit(repo_id, operations, **kw))
+    monkeypatch.setattr(ftwiz.core.hub, "hub_reachable", lambda: True)
+    return stand_in
+
+
+@pytest.mark.slow
+def test_push_uploads_adapter_and_card_private(run, hub, monkeypatch, capsys):
+    from helpers_engine import FAKE_TOKEN
+
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    assert main(["--runs-dir", str(run.path.parent), "push", run.name, "--repo", "me/dates", "--private"]) == 0
+    assert "me/dates" in capsys.readouterr().out
+    (_, repo, repo_kwargs), (_, commit_repo, commit) = hub.calls
+    assert repo == commit_repo == "me/dates"
+    assert repo_kwargs["private"] is True and repo_kwargs["token"] == FAKE_TOKEN
+    files = commit["files"]
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= set(files)
+    assert "training_args.bin" not in files
+    card = files["README.md"].decode()
+    config = run.read_config()
+    finished = [e for e in run.iter_events() if e["type"] == "finished"][-1]
+    assert f"base_model: {config['model']['name_or_path']}" in card and "library_name: peft" in card
+    assert f"| Final training loss | {finished['final_loss']:.4f} |" in card
+    assert "| learning_rate | 0.005 |" in card and "| lora_r | 8 |" in card
+    assert "ftwiz train config.yaml" in card and "training examples" in card
+    assert FAKE_TOKEN not in card
+    for path in run.path.rglob("*"):
+        if path.is_file() and path.suffix != ".safetensors" and path.suffix != ".gguf":
+            assert FAKE_TOKEN not in path.read_text(errors="replace"), path
+
+
+@pytest.mark.slow
+def test_push_merged_sends_the_merged_model(run, hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    assert main(["--runs-dir", str(run.path.parent), "push", run.name, "--repo", "me/dates-merged", "--merged"]) == 0
+    (_, _, repo_kwargs), (_, _, commit) = hub.calls
+    assert repo_kwargs["private"] is False
+    assert "model.safetensors" in commit["files"] and "adapter_config.json" not in commit["files"]
+    assert "library_name: transformers" in commit["files"]["README.md"].decode()
+
+
+def test_push_offline_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    from helpers_runs import make_run
+
+    run = make_run(tmp_path, "r", state="finished")
+    (run.adapter_dir).mkdir()
+    (run.adapter_dir / "adapter_config.json").write_text("{}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    assert main(["--runs-dir", str(tmp_path), "push", "r", "--repo", "me/x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "not reachable" in err
+
+
+def test_push_without_a_token_says_how_to_log_in(tmp_path, hub, monkeypatch, capsys):
+    from helpers_runs import make_run
+
+    run = make_run(tmp_path, "r", state="finished")
+    run.adapter_dir.mkdir()
+    (run.adapter_dir / "adapter_config.json").write_text("{}")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "hf" / "token"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_STORED_TOKENS_PATH", str(tmp_path / "hf" / "stored_tokens"))
+    assert main(["--runs-dir", str(tmp_path), "push", "r", "--repo", "me/x"]) == 2
+    assert "hf auth login" in capsys.readouterr().err and hub.calls == []
