@@ -140,4 +140,7 @@ def preflight(config: RunConfig, hardware: Hardware, info: ModelInfo | None) -> 
     check_against_hardware(config, hardware)
     if info is not None:
         check_fits(config, info, hardware)
+    from ftwiz.core.tracking import check_tracker
+
+    check_tracker(config.training.report_to)
     return check_model_files(config)

@@ -96,7 +96,10 @@ def launch(run: RunDir, gpu_count: int | None = None, detach: bool = True, env: 
     write anything.
     """
     count = visible_gpu_count() if gpu_count is None else gpu_count
-    env = {**os.environ, **RUN_ENV, **(env or {})}
+    from ftwiz.core.tracking import tracker_env
+
+    report_to = (run.read_config().get("training") or {}).get("report_to", "none")
+    env = {**os.environ, **RUN_ENV, **tracker_env(run.path, report_to), **(env or {})}
     log = os.open(run.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         process = subprocess.Popen(

@@ -197,7 +197,7 @@ def build_model(config: RunConfig, precision: str, cuda: bool) -> Any:
 
 
 def training_arguments(config: RunConfig, run: RunDir, precision: str, micro: int, accum: int, has_eval: bool):
-    """SFTConfig from the run config; no hub, no token, no reporting services, our own rotation."""
+    """SFTConfig from the run config; no hub, no token, the tracker the config names, our own rotation."""
     import dataclasses
 
     from trl import SFTConfig
@@ -219,7 +219,7 @@ def training_arguments(config: RunConfig, run: RunDir, precision: str, micro: in
         eval_strategy="steps" if has_eval else "no",
         eval_steps=eval_steps if has_eval else None,
         per_device_eval_batch_size=micro,
-        report_to="none",
+        report_to=config.training.report_to,  # "none" unless asked (core/tracking.py)
         push_to_hub=False,
         hub_token=None,
         disable_tqdm=True,
