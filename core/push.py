@@ -66,11 +66,15 @@ def model_card(run: RunDir, repo_id: str, merged: bool) -> str:
     started = _last(run, "started") or {}
     finished = _last(run, "finished") or {}
     evaluation = _last(run, "eval") or {}
+    from ftwiz.core.engine.model_source import model_source
+
+    hub_id = model_source(base)
     header = {
-        "base_model": base,
+        # The Hub links base_model to its page: a Hub id only, never a local directory.
+        **({} if Path(hub_id).expanduser().exists() else {"base_model": hub_id}),
         "library_name": "peft" if adapter else "transformers",
         "pipeline_tag": "text-generation",
-        "tags": ["ftwiz", "sft", method] + (["lora"] if method != "full" else []),
+        "tags": list(dict.fromkeys(["ftwiz", "sft", method] + (["lora"] if method != "full" else []))),
     }
     data_name = Path(str(data.get("path", "?"))).name if Path(str(data.get("path", ""))).exists() else data.get("path")
     rows = [
