@@ -169,6 +169,13 @@ def _readable(text: str) -> str:
     return text.strip().split("\ufffd", 1)[0]
 
 
+def _same_start(streamed: str, whole: str) -> bool:
+    """The random base model's answer: byte tokens that one decode of the whole answer turns into
+    U+FFFD where a streamer, decoding as it goes, may show a valid character; up to there they agree."""
+    start = _readable(whole)
+    return bool(start) and streamed.strip().startswith(start)
+
+
 @pytest.mark.slow
 def test_chat_answers_on_the_demo_beside_the_base(run, capsys):
     prompt = demo.heldout_rows(1)[0]["prompt"]
@@ -179,7 +186,7 @@ def test_chat_answers_on_the_demo_beside_the_base(run, capsys):
     assert answer["prompt"] == prompt
     assert _readable(answer["tuned"]) == _readable(_greedy_text(run.merged_dir, prompt, 10))
     base_dir = run.read_config()["model"]["name_or_path"]
-    assert _readable(answer["base"]) == _readable(_greedy_text(base_dir, prompt, 10))
+    assert _same_start(answer["base"], _greedy_text(base_dir, prompt, 10))
     assert answer["tuned"] != answer["base"]
 
 
@@ -204,7 +211,7 @@ def test_chat_loads_the_adapter_on_the_base_with_sdpa_and_streams(run, tmp_path)
     assert len(pieces) > 1  # streamed, not one block at the end
     assert _readable("".join(pieces)) == _readable(_greedy_text(run.merged_dir, prompt, 10))
     base = session.answer("base", prompt, ChatSettings(temperature=0, max_new_tokens=10))
-    assert _readable(base) == _readable(_greedy_text(config["model"]["name_or_path"], prompt, 10))
+    assert _same_start(base, _greedy_text(config["model"]["name_or_path"], prompt, 10))
 
 
 def test_chat_prompt_follows_the_chat_template_with_history():
