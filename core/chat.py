@@ -1,8 +1,8 @@
 """Chat with a run's result beside its base model, streamed token by token (no Textual).
 
-The fine-tuned model is merged/ when it exists, else the base with the adapter loaded by peft
-(the base's answer then comes from the same weights with the adapter switched off), or
-adapter/ itself for full fine-tuning. Models load with attn_implementation "sdpa" whatever
+The fine-tuned model is the base with the adapter loaded by peft (the base's answer then comes
+from the same weights with the adapter switched off: one copy in memory), merged/ when only
+that is left, or adapter/ itself for full fine-tuning (then the base is loaded beside it). Models load with attn_implementation "sdpa" whatever
 training used: ftwiz's "varlen" attention is for packed training batches only.
 
 Prompts are built as training built them: chat data (chat, sharegpt, alpaca) through the chat
@@ -68,11 +68,14 @@ class ChatSession:
         config = load_config(run.config_path)
         full = config.method == "full"
         merged = (run.merged_dir / "config.json").exists()
-        if not (run.adapter_dir / ("config.json" if full else "adapter_config.json")).exists() and not merged:
+        adapter = not full and (run.adapter_dir / "adapter_config.json").exists()
+        if not (adapter or merged or (full and (run.adapter_dir / "config.json").exists())):
             raise UserError(f"run {run.name}: no trained model yet (state {run.state()}); wait for it to finish")
         tokenizer = _tokenizer(run, config)
         base_path = model_source(config.model.name_or_path)
-        if full or merged:
+        # One copy of the base weights where there is an adapter (its answer with the adapter off);
+        # two models only for full fine-tuning, or a run that kept merged/ and not its adapter.
+        if not adapter:
             tuned_path = run.adapter_dir if full else run.merged_dir
             tuned = _load(str(tuned_path), config, device)
             base = _load(base_path, config, device)

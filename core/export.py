@@ -390,6 +390,8 @@ def modelfile(tokenizer: Any, from_path: str, data_format: str | None) -> tuple[
         if parts is None:
             note = ("the chat template has a shape ftwiz cannot write as a Go template; "
                     "Ollama uses the template stored in the GGUF file")
+        elif '"""' in go_template(parts):
+            parts, note = None, 'the chat template contains """, which a Modelfile cannot quote; Ollama uses the GGUF\'s'
         else:
             lines.append(f'TEMPLATE """{go_template(parts)}"""')
     else:
