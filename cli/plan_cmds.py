@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from ftwiz.core.errors import UserError
+from ftwiz.core.methods import METHOD_NAMES
 
 
 def _gib(x: float) -> str:
@@ -99,7 +100,7 @@ def _on_off(value: str | None) -> bool | None:
 @click.option("--vram", type=float, default=None, help="Plan for a GPU with this many GiB.")
 @click.option("--gpus", type=int, default=None,
               help="How many of the --gpu/--vram GPUs (default 1; detected: this machine's count).")
-@click.option("--method", type=click.Choice(["auto", "lora", "qlora", "full"]), default="auto", show_default=True)
+@click.option("--method", type=click.Choice(["auto", *METHOD_NAMES]), default="auto", show_default=True)
 @click.option("--batch", type=int, default=None, help="Micro-batch per GPU (per_device_train_batch_size).")
 @click.option("--seq", type=int, default=None, help="Maximum tokens per example.")
 @click.option("--rank", type=int, default=None, help="LoRA rank.")

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from ftwiz.core.errors import UserError
+from ftwiz.core.events import ErrorEvent, Event, FinishedEvent, StepEvent, parse_event, parse_events
 from ftwiz.core.runs import STALLED, RunDir, list_runs, open_run
 
 
@@ -63,7 +64,7 @@ def train(
         click.echo(json.dumps({"run": run.name, "path": str(run.path), "state": run.state()}))
     elif detach:
         click.echo(f"started {run.name} in {run.path} (training goes on if you close this terminal)")
-        gpus = run.read_status().get("gpus") or 0
+        gpus = run.run_status().gpus or 0
         if gpus > 1:
             click.echo(f"  {'FSDP' if config.training.fsdp else 'DDP'} over {gpus} GPUs (accelerate launch)")
         click.echo(f"  follow: ftwiz attach {run.name}    stop: ftwiz stop {run.name}")
@@ -78,10 +79,10 @@ def train(
         ctx.exit(1)
 
 
-def _last(run: RunDir, kind: str) -> dict | None:
+def _last(run: RunDir, kind: type[Event]) -> Event | None:
     last = None
-    for event in run.iter_events():
-        if event.get("type") == kind:
+    for event in parse_events(run.iter_events()):
+        if isinstance(event, kind):
             last = event
     return last
 
@@ -89,17 +90,17 @@ def _last(run: RunDir, kind: str) -> dict | None:
 def run_row(run: RunDir, now: float | None = None) -> dict:
     """One line of `ftwiz runs`: what a user needs to tell runs apart."""
     now = now or time.time()
-    status = run.read_status()
-    step_event = _last(run, "step")
-    created = status.get("created") or run.path.stat().st_mtime
+    status = run.run_status()
+    step_event = _last(run, StepEvent)
+    created = status.created or run.path.stat().st_mtime
     return {
         "name": run.name,
         "state": run.state(now),
-        "step": status.get("step", 0),
-        "max_steps": status.get("max_steps"),
-        "loss": step_event.get("loss") if step_event else None,
+        "step": status.step if status.step is not None else 0,
+        "max_steps": status.max_steps,
+        "loss": step_event.loss if step_event else None,
         "age_s": round(now - float(created), 1),
-        "heartbeat_age_s": round(now - float(status["heartbeat"]), 1) if status.get("heartbeat") else None,
+        "heartbeat_age_s": round(now - float(status.heartbeat), 1) if status.heartbeat else None,
         "path": str(run.path),
     }
 
@@ -136,17 +137,20 @@ def runs(ctx: click.Context, as_json: bool) -> None:
             )
 
 
-def format_event(event: dict) -> str:
-    kind = event.get("type")
-    if kind == "step":
-        parts = [f"step {event.get('step')}/{event.get('max_steps')}", f"loss {event.get('loss'):.4f}"]
-        if event.get("eta_s") is not None:
-            parts.append(f"eta {_age(event['eta_s'])}")
-        if event.get("tokens_per_s"):
-            parts.append(f"{event['tokens_per_s']:.0f} tok/s")
+def format_event(record: dict) -> str:
+    """One line of `ftwiz attach`: steps in words, other events with every field as written."""
+    event = parse_event(record)
+    if isinstance(event, StepEvent):
+        parts = [f"step {event.step}/{event.max_steps if event.max_steps not in (None, -1) else '?'}",
+                 f"loss {event.loss:.4f}"]
+        if event.eta_s is not None:
+            parts.append(f"eta {_age(event.eta_s)}")
+        if event.tokens_per_s:
+            parts.append(f"{event.tokens_per_s:.0f} tok/s")
         return "  ".join(parts)
-    fields = {k: v for k, v in event.items() if k not in ("v", "t", "type")}
-    return f"[{kind}] " + " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in fields.items())
+    fields = {k: v for k, v in record.items() if k not in ("v", "t", "type")}
+    return f"[{record.get('type')}] " + " ".join(
+        f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in fields.items())
 
 
 @click.command()
@@ -240,16 +244,16 @@ def sample(ctx: click.Context, run_ref: str, prompt: str, max_new_tokens: int, a
 
 
 def _print_summary(run: RunDir) -> None:
-    finished = _last(run, "finished")
-    error = _last(run, "error")
+    finished = _last(run, FinishedEvent)
+    error = _last(run, ErrorEvent)
     click.echo(f"run {run.name}: {run.state()} ({Path(run.path)})")
     if error and run.state() == "failed":
-        click.echo(f"  error: {error.get('message')}")
-        if error.get("suggestion"):
-            click.echo(f"  try: {error['suggestion']}")
+        click.echo(f"  error: {error.message}")
+        if error.suggestion:
+            click.echo(f"  try: {error.suggestion}")
     if finished:
-        click.echo(f"  adapter: {run.path / finished['adapter']}  final loss: {finished.get('final_loss')}")
-        score = finished.get("demo_score")
+        click.echo(f"  adapter: {run.path / finished.adapter}  final loss: {finished.final_loss}")
+        score = finished.demo_score
         if score:
             before, after = score["before"]["format_match"], score["after"]["format_match"]
             click.echo(f"  demo: exact-format matches on {score['count']} held-out dates: {before:.0%} before, {after:.0%} after")

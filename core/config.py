@@ -14,9 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ftwiz.core.errors import UserError
+from ftwiz.core.methods import Method
 
 CONFIG_VERSION = 1
-Method = Literal["lora", "qlora", "full"]
 DataFormat = Literal["auto", "alpaca", "chat", "sharegpt", "prompt_completion", "text"]
 
 
@@ -226,7 +226,7 @@ class RunConfig(_Section):
 
     version: int = CONFIG_VERSION
     name: str | None = Field(None, description="Run name; the run directory is runs_dir/name.")
-    method: Method = "lora"
+    method: Method = Method.LORA
     model: ModelSection
     data: DataSection
     lora: LoraSection = Field(default_factory=LoraSection)

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ftwiz.core.errors import UserError
-
-METHODS = ("lora", "qlora", "full")
+from ftwiz.core.methods import METHOD_NAMES as METHODS
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 from ftwiz.core.errors import UserError
 from ftwiz.core.memory import GIB
+from ftwiz.core.methods import METHOD_NAMES
 
 
 @dataclass(frozen=True)
@@ -261,13 +262,13 @@ def recommend_method(answers: dict[str, Any], hardware: Any = None) -> list[Reco
         cpt.add(-40, "You need it this week: continued pre-training takes weeks.")
 
     # Memory: the rough need of each training method against this GPU.
-    needs = {m: min_memory_gib(m, params_b) for m in ("lora", "qlora", "full")}
+    needs = {m: min_memory_gib(m, params_b) for m in METHOD_NAMES}
     fits: dict[str, bool | None] = {m: None for m in METHODS}
     if gpu_gib is None:
-        for m in ("lora", "qlora", "full"):
+        for m in METHOD_NAMES:
             cards[m].reasons.append(f"GPU memory unknown: the {params_b:g}B model needs ~{needs[m]:.0f} GiB for {_PROFILE[m][0]}.")
     elif gpu_gib == 0:
-        for m in ("lora", "qlora", "full"):
+        for m in METHOD_NAMES:
             cards[m].add(-20, f"No GPU here: rent one with ~{needs[m]:.0f} GiB+ for the {params_b:g}B model.")
         qlora.add(5, "QLoRA needs the least memory: a single rented 24 GB GPU is enough for 7-8B.")
     else:

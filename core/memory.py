@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ftwiz.core.errors import UserError
+from ftwiz.core.methods import METHOD_NAMES as METHODS
 
 GIB = 2**30
 MIB = 2**20
@@ -41,7 +42,6 @@ def gib_text(n: int | float | None) -> str:
     return "?" if n is None else f"{n / GIB:.1f} GiB"
 
 
-METHODS = ("lora", "qlora", "full")
 DTYPES = ("bf16", "fp16", "fp32")
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit")
 BREAKDOWN_KEYS = (

@@ -16,22 +16,33 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ftwiz.core.events import (
+    NOTICE_TYPES,
+    EvalEvent,
+    Event,
+    FinishedEvent,
+    ModelEvent,
+    ProbeEvent,
+    RunStatus,
+    SamplesEvent,
+    StartedEvent,
+    StepEvent,
+    parse_event,
+    parse_events,
+)
 from ftwiz.core.runs import FINAL_STATES, RunDir, list_runs
 
 LOG_TAIL_BYTES = 64 * 1024
 """On (re)attach, show only the end of train.log: a long run's log can be hundreds of MB."""
-
-NOTICE_TYPES = frozenset({"oom", "nan", "warning", "error", "limit", "killed"})
-"""Event types that deserve the user's attention (status line, log notice)."""
 
 
 @dataclass
 class RunUpdate:
     """One poll's news: new events, new log lines, and the status when it changed."""
 
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     log_lines: list[str] = field(default_factory=list)
-    status: dict[str, Any] | None = None
+    status: RunStatus | None = None
     state: str | None = None
 
     def __bool__(self) -> bool:
@@ -49,13 +60,13 @@ class RunFollower:
         self.log_offset: int | None = None
         self.log_tail_bytes = log_tail_bytes
         self._partial = ""
-        self._last_status: dict[str, Any] | None = None
+        self._last_status: RunStatus | None = None
         self._last_state: str | None = None
 
     def poll(self) -> RunUpdate:
-        events, self.event_offset = self.run_dir.read_events(self.event_offset)
-        update = RunUpdate(events=events, log_lines=self._read_log())
-        status = self.run_dir.read_status()
+        records, self.event_offset = self.run_dir.read_events(self.event_offset)
+        update = RunUpdate(events=parse_events(records), log_lines=self._read_log())
+        status = self.run_dir.run_status()
         state = self.run_dir.state(self.clock())
         if status != self._last_status or state != self._last_state:
             self._last_status, self._last_state = status, state
@@ -132,56 +143,61 @@ class RunTracker:
     learning_rate: float | None = None
     grad_norm: float | None = None
     spend_usd: float | None = None
-    estimate_usd: float | None = None
+    estimated_cost_usd: float | None = None
+    """The whole run's cost at the probe's measured speed (probe event, status.json probe)."""
     started_t: float | None = None
     last_t: float | None = None
     train_loss: list[tuple[int, float]] = field(default_factory=list)
     eval_loss: list[tuple[int, float]] = field(default_factory=list)
-    notice: dict[str, Any] | None = None
-    finished: dict[str, Any] | None = None
+    notice: Event | None = None
+    finished: FinishedEvent | None = None
     samples_ready: bool = False
     events_seen: int = 0
 
-    def add(self, events: Iterable[dict[str, Any]]) -> None:
+    def add(self, events: Iterable[Event]) -> None:
         for event in events:
             self.events_seen += 1
-            kind = event.get("type")
-            self.last_t = event.get("t", self.last_t)
-            if kind == "started":
-                self.started_t = event.get("t")
-                self.max_steps = event.get("max_steps", self.max_steps)
-                self.estimate_usd = event.get("estimate_usd", self.estimate_usd)
-            elif kind == "step":
+            if event.t is not None:
+                self.last_t = event.t
+            if isinstance(event, StartedEvent):
+                self.started_t = event.t
+            elif isinstance(event, ModelEvent):
+                self.max_steps = _known_steps(event.max_steps) or self.max_steps
+            elif isinstance(event, ProbeEvent):
+                self.estimated_cost_usd = _number(event.estimated_cost_usd)
+            elif isinstance(event, StepEvent):
                 self._step(event)
-            elif kind == "eval" and _number(event.get("eval_loss")) is not None:
-                self.eval_loss.append((int(event.get("step", self.step)), float(event["eval_loss"])))
-            elif kind == "samples":
+            elif isinstance(event, EvalEvent) and _number(event.eval_loss) is not None:
+                self.eval_loss.append((int(event.step if event.step is not None else self.step), float(event.eval_loss)))
+            elif isinstance(event, SamplesEvent):
                 self.samples_ready = True
-            elif kind == "finished":
+            elif isinstance(event, FinishedEvent):
                 self.finished = event
-            if kind in NOTICE_TYPES:
+            if event.type in NOTICE_TYPES:
                 self.notice = event
 
-    def _step(self, event: dict[str, Any]) -> None:
-        self.step = int(event.get("step", self.step))
-        for name in ("max_steps", "epoch", "eta_s", "tokens_per_s", "learning_rate", "grad_norm", "spend_usd"):
-            value = event.get(name)
+    def _step(self, event: StepEvent) -> None:
+        if event.step is not None:
+            self.step = int(event.step)
+        self.max_steps = _known_steps(event.max_steps) or self.max_steps
+        for name in ("epoch", "eta_s", "tokens_per_s", "learning_rate", "grad_norm", "spend_usd"):
+            value = getattr(event, name)
             if value is not None:
                 setattr(self, name, value)
-        loss = _number(event.get("loss"))
+        loss = _number(event.loss)
         if loss is not None:
             self.train_loss.append((self.step, loss))
-        if _number(event.get("eval_loss")) is not None:
-            self.eval_loss.append((self.step, float(event["eval_loss"])))
 
-    def apply_status(self, status: dict[str, Any]) -> None:
+    def apply_status(self, status: RunStatus) -> None:
         """status.json is rewritten with every heartbeat; it fills gaps before the first step event."""
-        if status.get("step") is not None and int(status["step"]) > self.step:
-            self.step = int(status["step"])
-        if status.get("max_steps") and not self.max_steps:
-            self.max_steps = int(status["max_steps"])
-        if status.get("epoch") is not None and self.epoch is None:
-            self.epoch = float(status["epoch"])
+        if status.step is not None and int(status.step) > self.step:
+            self.step = int(status.step)
+        if status.known_max_steps and not self.max_steps:
+            self.max_steps = status.known_max_steps
+        if status.epoch is not None and self.epoch is None:
+            self.epoch = float(status.epoch)
+        if self.estimated_cost_usd is None:
+            self.estimated_cost_usd = _number(status.estimated_cost_usd)
 
     @property
     def last_loss(self) -> float | None:
@@ -194,16 +210,23 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def last_step_event(run_dir: RunDir, tail_bytes: int = 16 * 1024) -> dict[str, Any] | None:
+def _known_steps(value: Any) -> int | None:
+    """A step count, or None while unknown: a run on epochs has max_steps -1 until the
+    Trainer has counted its steps (shown as "?", not as a full bar)."""
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def last_step_event(run_dir: RunDir, tail_bytes: int = 16 * 1024) -> StepEvent | None:
     """The newest step event, reading only the end of events.jsonl (for the runs list)."""
     try:
         size = run_dir.events_path.stat().st_size
     except OSError:
         return None
     start = max(0, size - tail_bytes)
-    events, _ = run_dir.read_events(start)  # a cut first line fails to parse and is skipped
-    for event in reversed(events):
-        if event.get("type") == "step":
+    records, _ = run_dir.read_events(start)  # a cut first line fails to parse and is skipped
+    for record in reversed(records):
+        event = parse_event(record)
+        if isinstance(event, StepEvent):
             return event
     return None
 
@@ -216,6 +239,7 @@ class RunRow:
     state: str
     step: int | None
     max_steps: int | None
+    """None while unknown (a run on epochs, before the Trainer starts)."""
     last_loss: float | None
     age_s: float | None
     run_dir: RunDir
@@ -225,15 +249,16 @@ def scan_runs(runs_dir: str | os.PathLike, now: float) -> list[RunRow]:
     """Every run under runs_dir, newest first, with the figures the runs list shows."""
     rows = []
     for run in list_runs(runs_dir):
-        status = run.read_status()
+        status = run.run_status()
         last = last_step_event(run)
-        heartbeat = status.get("heartbeat")
+        heartbeat = status.heartbeat
         rows.append(RunRow(
             name=run.name,
             state=run.state(now),
-            step=(last or {}).get("step", status.get("step")),
-            max_steps=(last or {}).get("max_steps") or status.get("max_steps"),
-            last_loss=_number((last or {}).get("loss")),
+            # status.json's step moves every step; step events only every logging_steps.
+            step=max((s for s in (status.step, last.step if last else None) if s is not None), default=None),
+            max_steps=(_known_steps(last.max_steps) if last else None) or status.known_max_steps,
+            last_loss=_number(last.loss) if last else None,
             age_s=now - float(heartbeat) if isinstance(heartbeat, (int, float)) else None,
             run_dir=run,
         ))

@@ -15,6 +15,7 @@ from typing import Any
 
 from ftwiz.core.errors import UserError
 from ftwiz.core.memory import GIB, default_optim, estimate_memory, liger_norms, trl_fuses_lm_head
+from ftwiz.core.methods import METHOD_NAMES
 from ftwiz.core.recommend import Fit, Hyperparams, Recommendation, fit_to_gpu, recommend_hyperparams
 
 # Full fine-tuning is offered by "auto" only for models this small (it needs ~16 bytes per
@@ -268,8 +269,8 @@ def make_plan(
     """
     from ftwiz.core.models import load_model_info, resolve_targets
 
-    if method not in ("auto", "lora", "qlora", "full"):
-        raise UserError(f"--method: {method!r}: unknown (allowed: auto, lora, qlora, full)")
+    if method not in ("auto", *METHOD_NAMES):
+        raise UserError(f"--method: {method!r}: unknown (allowed: auto, {', '.join(METHOD_NAMES)})")
     for value, option in ((examples, "--examples"), (batch, "--batch"), (seq, "--seq"), (rank, "--rank")):
         _check_positive(value, option)
     info = load_model_info(model) if isinstance(model, str) else model

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 from ftwiz.core.cost import flops_per_token
 from ftwiz.core.errors import UserError
 from ftwiz.core.memory import GIB, MemoryEstimate, default_optim, estimate_memory
+from ftwiz.core.methods import check_method
 
 # Free memory we plan to use: the estimate may be ~10% off (issue 5 holds it to 10%) and the
 # allocator, NCCL or a stray process can take a little more; 1 GiB more covers small GPUs.
@@ -212,8 +213,7 @@ def recommend_hyperparams(
     """The guide's values for this dataset size and method, each with its reason."""
     if n_examples is not None and (isinstance(n_examples, bool) or n_examples <= 0):
         raise UserError(f"--examples: {n_examples!r}: must be a whole number above 0")
-    if method not in ("lora", "qlora", "full"):
-        raise UserError(f"--method: {method!r}: unknown (allowed: lora, qlora, full)")
+    check_method(method)
     band = dataset_band(n_examples)
     size = "size unknown, assumed 1K to 10K" if n_examples is None else f"{n_examples:,} examples ({band.name})"
     r: list[Recommendation] = []

@@ -5,6 +5,7 @@ A run process writes; the UI and the CLI only read. Layout of runs/<name>/:
     config.yaml     the resolved RunConfig (no secrets)
     status.json     {"pid", "state", "step", "max_steps", "epoch", "heartbeat", "exit_code", ...}
     events.jsonl    one JSON object per line, schema in docs/events.md, key "v" = EVENT_SCHEMA_VERSION
+                    (both typed in core/events.py: RunStatus, one class per event type)
     train.log       the full text output of the process
     checkpoints/    checkpoint-<step>/ directories, each complete only with its COMPLETE marker
     adapter/        the final adapter (safetensors), or the full model for method: full
@@ -31,8 +32,8 @@ from typing import Any
 import yaml
 
 from ftwiz.core.errors import UserError
+from ftwiz.core.events import EVENT_SCHEMA_VERSION, Event, KilledEvent, RunStatus, make_event, status_record
 
-EVENT_SCHEMA_VERSION = 1
 HEARTBEAT_STALE_S = 120.0
 """A heartbeat older than this: crashed when the pid no longer runs ftwiz, stalled when it does."""
 STALLED = "stalled"
@@ -151,15 +152,21 @@ class RunDir:
 
     # -- status -------------------------------------------------------------------
     def read_status(self) -> dict[str, Any]:
+        """status.json as written ({} when missing or half-written); run_status() types it."""
         try:
-            return json.loads(self.status_path.read_text(encoding="utf-8"))
+            data = json.loads(self.status_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
+        return data if isinstance(data, dict) else {}
+
+    def run_status(self) -> RunStatus:
+        return RunStatus.parse(self.read_status())
 
     def write_status(self, **updates: Any) -> dict[str, Any]:
-        """Merge updates into status.json and stamp the heartbeat."""
+        """Merge updates into status.json and stamp the heartbeat; a key RunStatus does not
+        define is a TypeError."""
         status = self.read_status()
-        status.update(updates)
+        status.update(status_record(**updates))
         status["heartbeat"] = time.time()
         _write_private(self.status_path, json.dumps(status, indent=2))
         return status
@@ -180,19 +187,25 @@ class RunDir:
         return state
 
     # -- events -------------------------------------------------------------------
-    def emit(self, type: str, **fields: Any) -> dict[str, Any]:
-        """Append one event line; a single write() keeps lines whole for readers."""
-        event = {"v": EVENT_SCHEMA_VERSION, "t": round(time.time(), 3), "type": type, **fields}
-        line = json.dumps(event, default=str) + "\n"
+    def emit(self, event: Event | str, **fields: Any) -> dict[str, Any]:
+        """Append one event line (an Event of core/events.py, or its type name and fields,
+        checked against the same class); a single write() keeps lines whole for readers."""
+        if isinstance(event, str):
+            event = make_event(event, **fields)
+        elif fields:
+            raise TypeError("emit: give an Event or a type name with fields, not both")
+        record = event.to_record(t=round(time.time(), 3))
+        line = json.dumps(record, default=str) + "\n"
         fd = os.open(self.events_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, line.encode("utf-8"))
         finally:
             os.close(fd)
-        return event
+        return record
 
     def read_events(self, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-        """Events from byte offset on, and the offset to pass next time (follows a growing file)."""
+        """Event records (JSON objects as written) from byte offset on, and the offset to pass
+        next time (follows a growing file); core.events.parse_events types them."""
         try:
             with open(self.events_path, "rb") as handle:
                 handle.seek(offset)
@@ -221,7 +234,7 @@ class RunDir:
         if force or status.get("state") == "stopping":
             os.killpg(os.getpgid(pid), signal.SIGKILL)
             self.write_status(state="killed", exit_code=-9)
-            self.emit("killed", message="stopped by force; progress since the last checkpoint is lost")
+            self.emit(KilledEvent(message="stopped by force; progress since the last checkpoint is lost"))
             return "killed"
         self.write_status(state="stopping")
         for target in _training_pids(pid):

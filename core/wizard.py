@@ -48,7 +48,9 @@ def recommended_values(recommended: dict[str, dict[str, Any]]) -> tuple[dict[str
     values: dict[str, Any] = {}
     reasons: dict[str, str] = {}
     for name, rec in recommended.items():
-        key = ("lora." if name in ("r", "lora_alpha", "lora_dropout") else "training.") + name
+        section = ("lora." if name in ("r", "lora_alpha", "lora_dropout")
+                   else "model." if name == "attn_implementation" else "training.")
+        key = section + name
         values[key], reasons[key] = rec["value"], rec["reason"]
     values["lora.target_modules"] = "attention"
     reasons["lora.target_modules"] = "q, k, v, o: the usual start; all-linear adds capacity and memory"

@@ -8,9 +8,10 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Select, Static
 
 from ftwiz.core.errors import UserError
+from ftwiz.core.methods import METHOD_NAMES
 from ftwiz.tui.steps import StepScreen
 
-TRAINABLE = ("lora", "qlora", "full")
+TRAINABLE = METHOD_NAMES
 """Methods ftwiz can run; the others are advice (prompting, continued pre-training)."""
 
 

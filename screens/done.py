@@ -13,7 +13,6 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Static
 
 from ftwiz.core.engine.results import (
-    expected_text,
     load_samples,
     merge_command,
     run_data_format,
@@ -71,7 +70,7 @@ class DoneScreen(Screen):
                 yield Button("Chat with it (c)", id="done-chat")
                 yield Button("Export GGUF + Ollama (g)", id="done-export")
                 yield Static("", id="done-export-status", markup=False)
-            count = self.samples.count or len(self.samples.rows)
+            count = self.samples.count or len(self.samples.examples)
             yield Static(f"Before / after on {count or ''} held-out examples".replace("  ", " "),
                          classes="done-heading")
             if self.samples.metric:
@@ -82,10 +81,10 @@ class DoneScreen(Screen):
                     id="done-score",
                     markup=False,
                 )
-            if self.samples.rows:
+            if self.samples.examples:
                 yield DataTable(id="done-samples", cursor_type="row", zebra_stripes=True)
-                if len(self.samples.rows) > SHOWN_SAMPLES:
-                    yield Static(f"{SHOWN_SAMPLES} of {len(self.samples.rows)} shown; all in "
+                if len(self.samples.examples) > SHOWN_SAMPLES:
+                    yield Static(f"{SHOWN_SAMPLES} of {len(self.samples.examples)} shown; all in "
                                  f"{self.run_dir.samples_path.resolve()}", classes="run-hint", markup=False)
             else:
                 yield Static("No samples.json in this run (it stopped before the end, or "
@@ -102,17 +101,17 @@ class DoneScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        if self.samples.rows:
+        if self.samples.examples:
             table = self.query_one("#done-samples", DataTable)
             table.add_columns("prompt", "before", "after", "expected", "match")
-            for row in self.samples.rows[:SHOWN_SAMPLES]:
-                table.add_row(*(_cut(row.get(k)) for k in ("prompt", "before", "after")),
-                              _cut(expected_text(row)), sample_match(row))
+            for row in self.samples.examples[:SHOWN_SAMPLES]:
+                table.add_row(_cut(row.prompt), _cut(row.before), _cut(row.after), _cut(row.reference),
+                              sample_match(row))
 
     def _prompt(self) -> str:
-        for row in self.samples.rows:
-            if isinstance(row.get("prompt"), str):
-                return row["prompt"]
+        for row in self.samples.examples:
+            if isinstance(row.prompt, str):
+                return row.prompt
         return "Hello!"
 
     def _merged_text(self) -> str:

@@ -9,12 +9,11 @@ from textual.widgets import Checkbox, DataTable, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from ftwiz.core.memory import GIB
+from ftwiz.core.methods import Method
 from ftwiz.tui.messages import MethodMemory, ModelInfoLoaded
 from ftwiz.tui.state import DEMO
 from ftwiz.tui.steps import StepScreen
 
-METHODS = ("lora", "qlora", "full")
-METHOD_LABELS = {"lora": "LoRA", "qlora": "QLoRA", "full": "Full"}
 DEMO_DESCRIPTION = (
     "[b]demo[/b]: the built-in tiny Llama (2 layers, hidden 128, character tokenizer), built on "
     "this machine on first use. It learns to write dates as YYYY-MM-DD in about a minute on a CPU."
@@ -172,8 +171,8 @@ class ModelScreen(StepScreen):
         free = self.state.gpu_free_bytes
         count = self.state.gpu_count
         rows = []
-        for method in METHODS:
-            estimate = minimum_memory(info, method)
+        for method in Method:
+            estimate = minimum_memory(info, method.value)
             if free is None:
                 verdict = "no GPU here"
             elif estimate.required_bytes < free:
@@ -182,7 +181,7 @@ class ModelScreen(StepScreen):
                 verdict = f"[green]fits with FSDP over {count} GPUs[/] ({free / GIB:.0f} GiB free on each)"
             else:
                 verdict = f"[red]too big[/] ({free / GIB:.0f} GiB free)"
-            rows.append((METHOD_LABELS[method], f"{estimate.peak_gib:.1f} GiB", verdict))
+            rows.append((method.label, f"{estimate.peak_gib:.1f} GiB", verdict))
         self.post_message(MethodMemory(info.name, rows))
 
     def on_method_memory(self, message: MethodMemory) -> None:

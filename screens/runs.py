@@ -35,7 +35,7 @@ COLUMNS = (("run", "name"), ("state", "state"), ("step", "step"), ("last loss", 
 
 
 def row_cells(row: RunRow) -> tuple[str, ...]:
-    steps = "--" if row.step is None else (f"{row.step}/{row.max_steps}" if row.max_steps else str(row.step))
+    steps = "--" if row.step is None else f"{row.step}/{row.max_steps or '?'}"
     loss = "--" if row.last_loss is None else f"{row.last_loss:.4f}"
     age = "--" if row.age_s is None else f"{format_duration(max(0.0, row.age_s))} ago"
     return (row.name, STATE_LABELS.get(row.state, row.state), steps, loss, age)

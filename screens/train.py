@@ -20,6 +20,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Label, Static
 from textual.worker import Worker, WorkerState
 
+from ftwiz.core.events import ErrorEvent, RunStatus, notice_text
 from ftwiz.core.monitor import (
     IdleWatch,
     RunTracker,
@@ -110,7 +111,7 @@ class TrainScreen(Screen):
         self.run_dir = run_dir
         self.tracker = RunTracker()
         self.state = "unknown"
-        self.status: dict[str, Any] = {}
+        self.status = RunStatus()
         self.config = run_dir.read_config()
         self._gpu_sampler = gpu_sampler
         self._clock = clock
@@ -192,7 +193,7 @@ class TrainScreen(Screen):
         try:
             sample_hardware(
                 sampler,
-                lambda: self.run_dir.read_status().get("pid"),
+                lambda: self.run_dir.run_status().pid,
                 lambda sample: self.post_message(HardwareSampled(sample)),
                 self._cancel,
                 self._sample_interval_s,
@@ -220,7 +221,7 @@ class TrainScreen(Screen):
             self.query_one("#run-quit-hint", Static).update(self._quit_hint())
             self.refresh_bindings()
         self.query_one("#run-log", RunLog).add(update.log_lines, update.events)
-        self._chart_dirty |= any(event.get("type") in ("step", "eval") for event in update.events)
+        self._chart_dirty |= any(event.type in ("step", "eval") for event in update.events)
         self._dirty = True
         if update.state is not None:
             self._flush()  # state changes show at once; the rest coalesces in the timer
@@ -240,7 +241,7 @@ class TrainScreen(Screen):
 
     def _render_progress(self) -> None:
         started = self.tracker.started_t
-        end = (self.tracker.finished or {}).get("t") or (
+        end = (self.tracker.finished.t if self.tracker.finished else None) or (
             self.clock() if self.state in ACTIVE_STATES else self.tracker.last_t
         )
         elapsed = end - started if started and end else None
@@ -248,21 +249,21 @@ class TrainScreen(Screen):
         self.query_one("#run-progress", RunProgress).show(
             self.tracker,
             elapsed_s=elapsed,
-            estimate_usd=first_number(self.status.get("estimate_usd"), self.tracker.estimate_usd),
+            estimated_cost_usd=self.tracker.estimated_cost_usd,
             budget_usd=first_number(limits.get("max_cost")),
-            cpu=self.status.get("gpus") == 0,
+            cpu=self.status.gpus == 0,
         )
 
     def _render_notice(self) -> None:
         notice = self.query_one("#run-notice", Static)
         event = self.tracker.notice
-        error = event.get("message") if event and event.get("type") == "error" else None
+        error = event.message if isinstance(event, ErrorEvent) else None
         final = state_notice(self.state, self.run_dir.name, error)
         if final is not None:
             text, severity = final
         elif event is not None:
-            text = f"{event['type']}: {event.get('message', '')}".rstrip(": ")
-            severity = "error" if event["type"] in ("error", "killed") else "warning"
+            text = f"{event.type}: {notice_text(event)}".rstrip(": ")
+            severity = "error" if event.type in ("error", "killed") else "warning"
         elif self.state in ACTIVE_STATES and not self.tracker.step:
             # A CPU box spends up to a minute importing torch and loading before step 1.
             text = ("Getting ready: loading the model and the data." if self.tracker.started_t

@@ -10,12 +10,13 @@ from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, Static
 
 from ftwiz.core.memory import GIB, gib_text
+from ftwiz.core.methods import METHOD_NAMES
 from ftwiz.tui.messages import CapabilitiesEstimated
 from ftwiz.tui.steps import StepScreen
 
 CAPABILITY_MODELS = ("llama-3.2-1b", "llama-3.1-8b", "qwen2.5-32b", "llama-3.1-70b")
 """Catalog models that span the sizes people ask about, shown as 'can I train this here?'."""
-CAPABILITY_METHODS = ("lora", "qlora", "full")
+CAPABILITY_METHODS = METHOD_NAMES
 
 
 CAPABILITY_COLUMNS = ("model", "params", "LoRA", "QLoRA", "Full")

@@ -1,8 +1,15 @@
-"""Run directories for the run-side UI tests, written the way the engine writes them.
+"""Run directories for the run-side tests, replayed from a run the real engine wrote.
 
-`make_run` lays out config.yaml + status.json; `FakeRunWriter` is a thread that appends
-events and train.log lines over time like a training process; `write_fixed_run` writes a
-byte-for-byte deterministic finished run (fixed times) for snapshot tests.
+tests/fixtures/demo_run/ is a CPU demo run recorded by tests/fixtures/record_demo_run.py (the
+real `python -m ftwiz.core.engine`), so every event, status.json and samples.json here has the
+fields the engine writes, under the engine's names. Times are moved to start at T0.
+
+`make_run` lays out a run as the engine leaves it at some point of the recording (by default
+just started: no events yet, max_steps -1); `RunReplayer` is a thread that appends the rest of
+the recording over time, status.json included, like the training process; `write_fixed_run`
+writes a byte-for-byte deterministic run (finished, or cut after a step) for snapshot tests.
+Events a test needs beyond the recording (an OOM, an error) are built from core.events'
+classes, so they too can only carry the engine's field names.
 """
 
 from __future__ import annotations
@@ -15,31 +22,88 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from textual.app import App
 from textual.screen import Screen
 
-from ftwiz.core.config import config_from_dict
-from ftwiz.core.runs import EVENT_SCHEMA_VERSION, RunDir, create_run_dir
+from ftwiz.core.events import Event
+from ftwiz.core.runs import RunDir, create_run_dir
 
 T0 = 1_750_000_000.0
-"""The fixed clock of snapshot fixtures (2025-06-15)."""
+"""The fixed clock of snapshot fixtures (2025-06-15): the recorded run's creation time."""
+
+RECORDED = Path(__file__).resolve().parent / "fixtures" / "demo_run"
 
 ENGINE_MARKER = "ftwiz.core.engine"
 """What RunDir.state() looks for in a live pid's command line to tell a run from a recycled pid."""
 
 
-def run_config(name: str, max_cost: float | None = 5.0) -> dict[str, Any]:
-    return {
-        "name": name,
-        "method": "lora",
-        "model": {"name_or_path": "ftwiz-demo-tiny"},
-        "data": {"path": "demo"},
-        "training": {"max_steps": 40},
-        "limits": {"max_cost": max_cost, "price_per_hour": 2.0},
-    }
+@cache
+def _recording() -> dict[str, Any]:
+    events = [json.loads(line) for line in (RECORDED / "events.jsonl").read_text(encoding="utf-8").splitlines()]
+    history = [json.loads(line) for line in
+               (RECORDED / "status_history.jsonl").read_text(encoding="utf-8").splitlines()]
+    final = json.loads((RECORDED / "status.json").read_text(encoding="utf-8"))
+    return {"events": events, "history": history, "final": final,
+            "log": (RECORDED / "train.log").read_text(encoding="utf-8").splitlines(),
+            "origin": float(final["created"])}
+
+
+def _at(t: float) -> float:
+    """A recorded time moved onto the fixed clock."""
+    return round(T0 + (t - _recording()["origin"]), 3)
+
+
+def _status_times(status: dict[str, Any]) -> dict[str, Any]:
+    return {**status, **{k: _at(status[k]) for k in ("created", "launched", "heartbeat") if status.get(k)}}
+
+
+def recorded_events() -> list[dict[str, Any]]:
+    """Every event of the recorded run, as written, on the fixed clock."""
+    return [{**event, "t": _at(event["t"])} for event in _recording()["events"]]
+
+
+def events_upto(step: int | None) -> list[dict[str, Any]]:
+    """The recorded events until the step event of `step` and that step's eval and checkpoint;
+    0: those before the first step; None: all of them."""
+    events = recorded_events()
+    if step is None:
+        return events
+    steps = [e for e in events if e["type"] == "step"]
+    if step == 0:
+        return [e for e in events if e["t"] < steps[0]["t"]]
+    (cut,) = [e["t"] for e in steps if e["step"] == step]
+    return [e for e in events if e["t"] <= cut or (e["type"] in ("eval", "checkpoint") and e["step"] == step)]
+
+
+def recorded_status(t: float | None = None) -> dict[str, Any]:
+    """status.json as the watcher saw it at fixed-clock time t (None: at the end)."""
+    if t is None:
+        return _status_times(_recording()["final"])
+    seen = [entry["status"] for entry in _recording()["history"] if _at(entry["read_t"]) <= t + 0.5]
+    return _status_times(seen[-1] if seen else _recording()["history"][0]["status"])
+
+
+def recorded_log(fraction: float = 1.0) -> list[str]:
+    """The first `fraction` of the recorded train.log (its tail: the end of the run)."""
+    lines = _recording()["log"]
+    return lines[: round(len(lines) * fraction)]
+
+
+def recorded_samples() -> dict[str, Any]:
+    return json.loads((RECORDED / "samples.json").read_text(encoding="utf-8"))
+
+
+def recorded_config(name: str) -> str:
+    text = (RECORDED / "config.yaml").read_text(encoding="utf-8")
+    return text.replace("name: demo-lora\n", f"name: {name}\n", 1)
+
+
+def step_events() -> list[dict[str, Any]]:
+    return [e for e in recorded_events() if e["type"] == "step"]
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -49,21 +113,13 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def append_events(run: RunDir, events: list[dict[str, Any]]) -> None:
-    """Events with their own times (RunDir.emit stamps the wall clock)."""
+def append_events(run: RunDir, events: list[dict[str, Any] | Event]) -> None:
+    """Events with their own times (RunDir.emit stamps the wall clock): recorded records, or
+    core.events classes for what the recording lacks."""
     with open(run.events_path, "a", encoding="utf-8") as handle:
         for event in events:
-            handle.write(json.dumps({"v": EVENT_SCHEMA_VERSION, **event}) + "\n")
-
-
-def step_event(step: int, max_steps: int, t: float) -> dict[str, Any]:
-    loss = round(2.5 * 0.93**step + 0.4, 4)
-    return {
-        "t": t, "type": "step", "step": step, "max_steps": max_steps, "loss": loss,
-        "learning_rate": 2e-4 * (1 - step / max_steps), "grad_norm": 1.1,
-        "tokens_per_s": 1234.5, "epoch": round(step / 20, 2),
-        "eta_s": (max_steps - step) * 3.0, "spend_usd": round(step * 0.01, 4),
-    }
+            record = event.to_record() if isinstance(event, Event) else event
+            handle.write(json.dumps(record) + "\n")
 
 
 def make_run(
@@ -72,62 +128,86 @@ def make_run(
     *,
     state: str = "running",
     pid: int | None = None,
-    step: int = 0,
-    max_steps: int = 40,
     heartbeat: float | None = None,
-    max_cost: float | None = 5.0,
+    upto_step: int | None = -1,
 ) -> RunDir:
-    """A run as the engine leaves it: an active one has a live engine-like process (shared
-    stand-in unless pid is given) and a fresh heartbeat, so RunDir.state() calls it alive."""
+    """The recorded run as the engine left it after the step event of `upto_step` (-1: just
+    started, no events yet; 0: loaded, before its first step; None: finished). An active one
+    has a live engine-like process (a shared stand-in unless pid is given) and a fresh
+    heartbeat (the wall clock), so RunDir.state() calls it alive."""
     run = create_run_dir(runs_dir, name)
-    config_from_dict(run_config(name, max_cost)).save(run.config_path)
+    run.config_path.write_text(recorded_config(run.name), encoding="utf-8")
+    events = [] if upto_step == -1 else events_upto(upto_step)
+    append_events(run, events)
+    status = recorded_status(events[-1]["t"] if events else _at(_recording()["history"][1]["read_t"]))
     active = state in ("starting", "running", "stopping")
-    write_json(run.status_path, {
-        "pid": pid if pid is not None else (shared_engine_pid() if active else None),
-        "state": state, "step": step, "max_steps": max_steps,
-        "heartbeat": heartbeat if heartbeat is not None else time.time(), "exit_code": None,
-    })
+    status.update(
+        state=state,
+        pid=pid if pid is not None else (shared_engine_pid() if active else None),
+        heartbeat=heartbeat if heartbeat is not None else time.time(),
+    )
+    write_json(run.status_path, status)
     return run
 
 
-class FakeRunWriter(threading.Thread):
-    """Writes a run as a training process would: started, steps with log lines, evals, a
-    warning, finished, sleeping `delay_s` between steps."""
+class RunReplayer(threading.Thread):
+    """Appends the recorded run's events to a run made by make_run(), as the training process
+    wrote them: status.json follows as recorded (heartbeat on the wall clock, pid kept),
+    train.log lines in proportion, `delay_s` between events. `repeat` > 1 replays the training
+    part (steps, evals, checkpoints) again and again with the steps renumbered onward: a long
+    run's flood of events for load tests. `finish=False` stops before samples and finished."""
 
-    def __init__(self, run: RunDir, steps: int = 40, delay_s: float = 0.02, eval_every: int = 10,
-                 finish: bool = True, lines_per_step: int = 1) -> None:
+    def __init__(self, run: RunDir, delay_s: float = 0.02, *, repeat: int = 1, finish: bool = True,
+                 log_lines_per_event: int | None = None) -> None:
         super().__init__(daemon=True)
-        self.run_dir, self.steps, self.delay_s = run, steps, delay_s
-        self.eval_every, self.finish, self.lines_per_step = eval_every, finish, lines_per_step
+        self.run_dir, self.delay_s, self.repeat, self.finish = run, delay_s, repeat, finish
+        self.log_lines_per_event = log_lines_per_event
         self.stop_event = threading.Event()
         self.written = 0
 
+    def script(self) -> list[dict[str, Any]]:
+        events = recorded_events()
+        steps = [e for e in events if e["type"] == "step"]
+        last = steps[-1]["max_steps"]
+        first_t, last_t = steps[0]["t"], events[-1]["t"]
+        training = [e for e in events if first_t <= e["t"] and e["type"] in ("step", "eval", "checkpoint")]
+        head = [e for e in events if e["t"] < first_t]
+        tail = [e for e in events if e["type"] in ("samples", "finished")]
+        out = list(head)
+        for round_ in range(self.repeat):
+            shift = round_ * last
+            for e in training:
+                moved = {**e, "t": e["t"] + round_ * (last_t - first_t)}
+                if "step" in moved:
+                    moved["step"] += shift
+                if moved["type"] == "step":
+                    moved["max_steps"] = last * self.repeat
+                out.append(moved)
+        return out + (tail if self.finish else [])
+
     def run(self) -> None:  # noqa: D102 - threading.Thread API
-        run = self.run_dir
-        t = T0
-        append_events(run, [{"t": t, "type": "started", "max_steps": self.steps, "estimate_usd": 0.5}])
-        for step in range(1, self.steps + 1):
+        run, script = self.run_dir, self.script()
+        log = recorded_log()
+        pid = run.read_status().get("pid")
+        for index, event in enumerate(script, start=1):
             if self.stop_event.wait(self.delay_s):
                 return
-            t += 3.0
-            events = [step_event(step, self.steps, t)]
-            if step % self.eval_every == 0:
-                events.append({"t": t, "type": "eval", "step": step, "eval_loss": round(2.6 * 0.95**step + 0.5, 4)})
-            if step == self.steps // 2:
-                events.append({"t": t, "type": "warning", "step": step, "message": "grad norm spiked"})
-            with open(run.log_path, "a", encoding="utf-8") as log:
-                for line in range(self.lines_per_step):
-                    log.write(f"step {step}/{self.steps} line {line} loss {events[0]['loss']}\n")
-            append_events(run, events)
-            status = run.read_status()
-            status.update(step=step, heartbeat=time.time())  # the engine beats on the wall clock
+            append_events(run, [event])
+            if self.log_lines_per_event is not None:
+                lines = [f"{event['type']} {event.get('step', '')} line {i}" for i in range(self.log_lines_per_event)]
+            else:
+                lines = log[round(len(log) * (index - 1) / len(script)): round(len(log) * index / len(script))]
+            if lines:
+                with open(run.log_path, "a", encoding="utf-8") as handle:
+                    handle.write("".join(line + "\n" for line in lines))
+            status = recorded_status(min(event["t"], _at(_recording()["history"][-2]["read_t"])))
+            if event["type"] == "step":
+                status.update(step=event["step"], max_steps=event["max_steps"])
+            status.update(pid=pid, heartbeat=time.time())
+            if event["type"] == "finished":
+                status.update(recorded_status(), pid=pid, heartbeat=time.time())
             write_json(run.status_path, status)
-            self.written = step
-        if self.finish:
-            append_events(run, [{"t": t + 1, "type": "finished", "step": self.steps, "message": "adapter saved"}])
-            status = run.read_status()
-            status.update(state="finished", exit_code=0, heartbeat=time.time())
-            write_json(run.status_path, status)
+            self.written = index
 
 
 def sleeping_process(ignore_sigterm: bool = False, seconds: float = 120) -> subprocess.Popen:
@@ -197,21 +277,6 @@ async def wait_for(pilot: Any, condition: Any, timeout_s: float = 15.0) -> None:
         await pilot.pause(0.02)
 
 
-SAMPLES = {
-    "metric": "format_match",
-    "before": {"format_match": 0.0, "exact_match": 0.0},
-    "after": {"format_match": 0.875, "exact_match": 0.5},
-    "samples": [
-        {"prompt": "When did the meeting happen? It was on March 3rd, 2021.",
-         "expected": "2021-03-03", "before": "The meeting was in March", "after": "2021-03-03"},
-        {"prompt": "Date of the launch: 7 Jan 2019", "expected": "2019-01-07",
-         "before": "january seven", "after": "2019-01-07"},
-        {"prompt": "Shipped on the 21st of October 2020", "expected": "2020-10-21",
-         "before": "October", "after": "2020-10-12"},
-    ],
-}
-
-
 @dataclass
 class FixedRun:
     run: RunDir
@@ -219,39 +284,26 @@ class FixedRun:
 
 
 def write_fixed_run(runs_dir: Path, name: str = "demo-lora", *, finished: bool = True,
-                    pid: int | None = None, steps: int = 40) -> FixedRun:
-    """A deterministic run: same bytes every time (times from T0), safe to rewrite concurrently."""
+                    pid: int | None = None, upto_step: int = 120) -> FixedRun:
+    """The recorded run, finished or cut after the step event of `upto_step`, with the same
+    bytes every time (times on the fixed clock), safe to rewrite concurrently."""
     path = Path(runs_dir) / name
     (path / "adapter").mkdir(parents=True, exist_ok=True)
     run = RunDir(path)
-    tmp = path / f".config.{os.getpid()}.tmp"
-    tmp.write_text(config_from_dict(run_config(name)).to_yaml(), encoding="utf-8")
-    os.replace(tmp, run.config_path)
-    events: list[dict[str, Any]] = [{"t": T0, "type": "started", "max_steps": steps, "estimate_usd": 0.5}]
-    last = steps if finished else steps // 2
-    log = []
-    for step in range(1, last + 1):
-        events.append(step_event(step, steps, T0 + 3.0 * step))
-        log.append(f"{{'loss': {events[-1]['loss']}, 'step': {step}}}")
-        if step % 10 == 0:
-            events.append({"t": T0 + 3.0 * step, "type": "eval", "step": step,
-                           "eval_loss": round(2.6 * 0.95**step + 0.5, 4)})
-            events.append({"t": T0 + 3.0 * step, "type": "checkpoint", "step": step,
-                           "path": f"checkpoints/checkpoint-{step}"})
+    events = events_upto(None if finished else upto_step)
+
+    def put(target: Path, text: str) -> None:
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+
+    put(run.config_path, recorded_config(name))
+    put(run.events_path, "".join(json.dumps(e) + "\n" for e in events))
+    put(run.log_path, "\n".join(recorded_log(1.0 if finished else len(events) / len(recorded_events()))) + "\n")
+    status = recorded_status(None if finished else events[-1]["t"])
+    status.update(pid=pid, worker_pid=pid)
+    write_json(run.status_path, status)
     if finished:
-        events.append({"t": T0 + 3.0 * steps + 1, "type": "samples", "path": "samples.json"})
-        events.append({"t": T0 + 3.0 * steps + 2, "type": "finished", "step": steps, "message": "adapter saved"})
-    tmp = path / f".events.{os.getpid()}.tmp"
-    tmp.write_text("".join(json.dumps({"v": EVENT_SCHEMA_VERSION, **e}) + "\n" for e in events), encoding="utf-8")
-    os.replace(tmp, run.events_path)
-    tmp = path / f".log.{os.getpid()}.tmp"
-    tmp.write_text("\n".join(log) + "\n", encoding="utf-8")
-    os.replace(tmp, run.log_path)
-    write_json(run.status_path, {
-        "pid": pid, "state": "finished" if finished else "running", "step": last, "max_steps": steps,
-        "heartbeat": T0 + 3.0 * last, "exit_code": 0 if finished else None,
-    })
-    if finished:
-        write_json(run.samples_path, SAMPLES)
-        write_json(run.adapter_dir / "adapter_config.json", {"peft_type": "LORA", "r": 16})
+        write_json(run.samples_path, recorded_samples())
+        put(run.adapter_dir / "adapter_config.json", (RECORDED / "adapter" / "adapter_config.json").read_text())
     return FixedRun(run=run, runs_dir=Path(runs_dir))

@@ -123,9 +123,9 @@ def test_engine_sends_each_note_as_the_kind_it_was_made_with(tmp_path, monkeypat
 
     emit = process.Hooks.emit
 
-    def emit_then_stop(self, type, **fields):
-        emit(self, type, **fields)
-        if fields.get("message") == said[-1].message:
+    def emit_then_stop(self, event):
+        emit(self, event)
+        if getattr(event, "message", None) == said[-1].message:
             raise Sent
 
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # train() sets it for its own process

@@ -99,14 +99,14 @@ def test_exploding_loss_is_detected():
     config = config_from_dict({"model": {"name_or_path": "m"}, "data": {"path": "d"}})
     hooks = Hooks(run=None, config=config, flags=Flags(), status=SimpleNamespace(update=lambda **k: None),
                   is_main=False, spent_s=0)
-    hooks.emit = lambda kind, **fields: emitted.append((kind, fields))
+    hooks.emit = emitted.append
     state, control = SimpleNamespace(global_step=0, epoch=0), SimpleNamespace(should_save=False, should_training_stop=False)
     for step, loss in enumerate([2.0, 2.1, 1.9, 2.0, 2.05, 1.95, 40.0], start=1):
         state.global_step = step
         hooks.log(state, control, {"loss": loss, "grad_norm": 1.0})
     assert control.should_training_stop and not control.should_save
-    kind, fields = emitted[-1]
-    assert kind == "nan" and fields["step"] == 7 and "median" in fields["reason"]
+    nan = emitted[-1]
+    assert nan.type == "nan" and nan.step == 7 and "median" in nan.reason
 
 
 def test_cost_limit_saves_and_stops_with_the_spend(runs):
@@ -172,13 +172,13 @@ def test_max_hours_limit_saves_and_stops():
     flags = Flags()
     hooks = Hooks(run=None, config=config, flags=flags, status=SimpleNamespace(update=lambda **k: None),
                   is_main=False, spent_s=0)
-    hooks.emit = lambda kind, **fields: emitted.append((kind, fields))
+    hooks.emit = emitted.append
     state, control = SimpleNamespace(global_step=3, epoch=0.1), SimpleNamespace(should_save=False, should_training_stop=False)
     hooks.step_end(state, control)
     assert control.should_save and control.should_training_stop
-    assert flags.limit["limit"] == "max_hours" and not flags.stop_requested  # a limit, not a user stop
-    kind, fields = emitted[0]
-    assert kind == "limit" and fields["step"] == 3 and fields["value"] == 1e-9 and fields["hours"] >= 0
+    assert flags.limit.limit == "max_hours" and not flags.stop_requested  # a limit, not a user stop
+    (event,) = emitted
+    assert event.type == "limit" and event.step == 3 and event.value == 1e-9 and event.hours >= 0
     config = config_from_dict({"model": {"name_or_path": "m"}, "data": {"path": "d"}, "limits": {"max_hours": 1.0}})
     hooks = Hooks(run=None, config=config, flags=Flags(), status=SimpleNamespace(update=lambda **k: None),
                   is_main=False, spent_s=0)

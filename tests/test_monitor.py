@@ -7,7 +7,10 @@ import os
 import threading
 from dataclasses import dataclass
 
+import pytest
+
 from ftwiz.core.engine.results import load_samples, sample_match
+from ftwiz.core.events import LimitEvent, NanEvent, ProbeEvent, SampleRow, StepEvent, parse_event, parse_events
 from ftwiz.core.monitor import (
     IdleWatch,
     RunFollower,
@@ -18,7 +21,7 @@ from ftwiz.core.monitor import (
 )
 from ftwiz.tui.widgets.loss_chart import _per_column
 from ftwiz.tui.widgets.run_log import format_event
-from helpers_runs import SAMPLES, T0, append_events, dead_pid, make_run, step_event, write_fixed_run
+from helpers_runs import T0, append_events, dead_pid, events_upto, make_run, step_events, write_fixed_run
 
 
 def test_follower_reads_only_new_whole_lines_and_strips_progress_redraws(tmp_path):
@@ -26,20 +29,22 @@ def test_follower_reads_only_new_whole_lines_and_strips_progress_redraws(tmp_pat
     follower = RunFollower(run)
     first = follower.poll()
     assert first.state == "running" and first.events == [] and first.log_lines == []
-    append_events(run, [step_event(1, 40, T0)])
+    first, second = step_events()[:2]
+    append_events(run, [first])
+    line = json.dumps(second) + "\n"
     with open(run.events_path, "a") as handle:
-        handle.write('{"v": 1, "type": "st')  # a writer caught mid-line
+        handle.write(line[:20])  # a writer caught mid-line
     run.log_path.write_text("loading\n 10%|#  \r 50%|#####  \r100%|##########\npartial")
     update = follower.poll()
-    assert [e["step"] for e in update.events] == [1]
+    assert [e.step for e in update.events] == [10]
     assert update.log_lines == ["loading", "100%|##########"]
     assert update.status is None  # unchanged status is not resent
     with open(run.events_path, "a") as handle:
-        handle.write('ep", "step": 2}\n')
+        handle.write(line[20:])
     with open(run.log_path, "a") as handle:
         handle.write(" line\n")
     update = follower.poll()
-    assert [e["step"] for e in update.events] == [2] and update.log_lines == ["partial line"]
+    assert [e.step for e in update.events] == [20] and update.log_lines == ["partial line"]
 
 
 def test_follower_shows_only_the_tail_of_a_long_log(tmp_path):
@@ -65,17 +70,14 @@ def test_follow_run_honours_cancel(tmp_path):
 
 def test_tracker_folds_events():
     tracker = RunTracker()
-    tracker.add([
-        {"t": T0, "type": "started", "max_steps": 40, "estimate_usd": 1.5},
-        step_event(1, 40, T0 + 3),
-        {"t": T0 + 4, "type": "eval", "step": 1, "eval_loss": 2.0},
-        {"t": T0 + 5, "type": "nan", "step": 2, "message": "loss is nan"},
-        {"t": T0 + 6, "type": "step", "step": 2, "loss": None},
-    ])
-    assert (tracker.step, tracker.max_steps, tracker.estimate_usd) == (2, 40, 1.5)
-    assert tracker.train_loss == [(1, step_event(1, 40, 0)["loss"])]
-    assert tracker.eval_loss == [(1, 2.0)]
-    assert tracker.notice["type"] == "nan" and tracker.events_seen == 5
+    recorded = parse_events(events_upto(100))
+    nan = NanEvent(t=T0 + 200, step=101, reason="loss is nan", loss=float("nan"), suggestion="lower the LR")
+    tracker.add([*recorded, nan])
+    probe = next(e for e in recorded if isinstance(e, ProbeEvent))
+    assert (tracker.step, tracker.max_steps, tracker.estimated_cost_usd) == (100, 238, probe.estimated_cost_usd)
+    assert tracker.train_loss == [(e.step, e.loss) for e in recorded if isinstance(e, StepEvent)]
+    assert [step for step, _ in tracker.eval_loss] == [100]
+    assert tracker.notice is nan and tracker.events_seen == len(recorded) + 1
 
 
 @dataclass
@@ -101,9 +103,9 @@ def test_scan_runs_marks_a_run_whose_process_is_gone_as_crashed(tmp_path):
     fixed = write_fixed_run(tmp_path, "done")
     rows = {row.name: row for row in scan_runs(tmp_path, now=T0 + 500)}
     assert rows["gone"].state == "crashed"
-    assert rows["done"].state == "finished" and rows["done"].step == 40
-    assert rows["done"].last_loss == last_step_event(fixed.run)["loss"]
-    assert rows["done"].age_s == 500 - 120
+    assert rows["done"].state == "finished" and rows["done"].step == 238
+    assert rows["done"].last_loss == last_step_event(fixed.run).loss
+    assert rows["done"].age_s == pytest.approx(T0 + 500 - fixed.run.run_status().heartbeat)
 
 
 def test_per_column_keeps_one_point_per_pixel():
@@ -111,19 +113,20 @@ def test_per_column_keeps_one_point_per_pixel():
 
 
 def test_event_notices():
-    assert format_event({"type": "step", "step": 1}) is None
-    assert format_event({"type": "limit", "message": "max_cost $5 reached"}) == "■ limit reached: max_cost $5 reached"
+    assert format_event(parse_event(step_events()[0])) is None
+    limit = LimitEvent(step=17, limit="max_cost", value=5.0, spend_usd=5.01)
+    assert format_event(limit) == "■ limit reached at step 17: max_cost $5.00 (spent $5.01): saving and stopping"
 
 
 def test_samples_file_and_match(tmp_path):
-    path = tmp_path / "samples.json"
-    path.write_text(json.dumps(SAMPLES))
-    samples = load_samples(path)
-    assert len(samples.rows) == 3 and ("format_match", 0.0, 0.875) in samples.scores
-    assert sample_match({"after": "x", "expected": "y", "match": True}) == "✓"  # engine's verdict wins
-    assert load_samples(tmp_path / "missing.json").rows == []
-    path.write_text(json.dumps([{"prompt": "p", "after": "a", "expected": "a"}]))
-    assert [sample_match(r) for r in load_samples(path).rows] == ["✓"]
+    samples = load_samples(write_fixed_run(tmp_path).run.samples_path)
+    assert len(samples.examples) == 8 and ("format_match", 0.0, 1.0) in samples.scores
+    assert [sample_match(r) for r in samples.examples] == ["✗"] * 8  # right format, wrong dates
+    assert sample_match(SampleRow(prompt="p", reference="2021-03-03", before="x", after=" 2021-03-03")) == "✓"
+    assert sample_match(SampleRow(prompt="p")) == ""
+    assert load_samples(tmp_path / "missing.json").examples == []
+    (tmp_path / "list.json").write_text(json.dumps([{"prompt": "p"}]))
+    assert load_samples(tmp_path / "list.json").examples == []
 
 
 def test_follower_judges_a_stale_heartbeat_by_its_clock_and_the_pid_by_its_command_line(tmp_path):
@@ -135,27 +138,6 @@ def test_follower_judges_a_stale_heartbeat_by_its_clock_and_the_pid_by_its_comma
     engine = make_run(tmp_path, "engine", heartbeat=T0)  # the shared engine stand-in
     assert RunFollower(engine, clock=lambda: T0 + 10).poll().state == "running"
     assert RunFollower(engine, clock=lambda: T0 + 500).poll().state == "stalled"
-
-
-ENGINE_SAMPLES = {
-    "count": 2, "metric": "demo: format_match = answer is an ISO date and nothing else",
-    "before": {"format_match": 0.0}, "after": {"format_match": 1.0},
-    "examples": [
-        {"prompt": "Date: 18 April 1951\nISO:", "reference": "1951-04-18", "before": "Pr", "after": "1951-04-18"},
-        {"prompt": "Date: 3 May 1994\nISO:", "reference": "1994-05-03", "before": "/r", "after": "1995-05-05"},
-    ],
-}
-
-
-def test_samples_as_the_engine_writes_them(tmp_path):
-    from ftwiz.core.engine.results import expected_text
-
-    path = tmp_path / "samples.json"
-    path.write_text(json.dumps(ENGINE_SAMPLES))
-    samples = load_samples(path)
-    assert samples.metric.startswith("demo: format_match") and samples.count == 2
-    assert [expected_text(r) for r in samples.rows] == ["1951-04-18", "1994-05-03"]
-    assert [sample_match(r) for r in samples.rows] == ["✓", "✗"]
 
 
 def test_shell_command_keeps_a_multiline_prompt_on_one_line_and_bash_reads_it_back():
@@ -176,9 +158,9 @@ def test_python_snippet_prompts_as_training_did(tmp_path):
     run = make_run(tmp_path, state="finished")
     config = {"method": "lora", "model": {"name_or_path": "base"}, "data": {"format": "auto"}}
     assert run_data_format(run, config) is None
-    append_events(run, [{"t": T0, "type": "warning",
-                         "message": "prompt_completion data: 1900 training and 100 evaluation examples"}])
+    append_events(run, events_upto(0))  # the started event says what it detected
     assert run_data_format(run, config) == "prompt_completion"
+    assert run_data_format(run, {**config, "data": {"format": "chat"}}) == "chat"
     plain = usage_snippets(run, config, "Date: 1 May 2000\nISO:", "prompt_completion")["load"]
     assert "apply_chat_template" not in plain and 'tokenizer("Date: 1 May 2000\\nISO:", return_tensors="pt")' in plain
     chat = usage_snippets(run, {**config, "data": {"format": "chat"}}, "Hi", "chat")["load"]

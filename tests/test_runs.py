@@ -9,11 +9,11 @@ from ftwiz.core.runs import EVENT_SCHEMA_VERSION, RunDir, create_run_dir, list_r
 
 def test_events_are_read_whole_lines_only(tmp_path):
     run = create_run_dir(tmp_path, "r")
-    run.emit("step", step=1, loss=2.0)
+    run.emit("eval", step=1, eval_loss=2.0, epoch=0.5)
     with open(run.events_path, "a") as handle:
         handle.write('{"v": 1, "type": "st')  # a writer caught mid-line
     events, offset = run.read_events(0)
-    assert [e["type"] for e in events] == ["step"] and events[0]["v"] == EVENT_SCHEMA_VERSION
+    assert [e["type"] for e in events] == ["eval"] and events[0]["v"] == EVENT_SCHEMA_VERSION
     with open(run.events_path, "a") as handle:
         handle.write('ep", "step": 2}\n')
     more, _ = run.read_events(offset)

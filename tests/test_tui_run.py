@@ -15,6 +15,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, ProgressBar, Static
 
 from ftwiz.core.engine.results import merge_command
+from ftwiz.core.events import ErrorEvent, OomEvent
 from ftwiz.core.hardware import GpuSample
 from ftwiz.core.runs import RunDir
 from ftwiz.screens.done import DoneScreen
@@ -24,13 +25,17 @@ from ftwiz.tui.widgets.loss_chart import LossChart
 from ftwiz.tui.widgets.run_log import RunLog
 from helpers_runs import (
     T0,
-    FakeRunWriter,
     HostApp,
+    RunReplayer,
     append_events,
     dead_pid,
+    events_upto,
     make_run,
+    recorded_events,
+    recorded_log,
+    recorded_samples,
     sleeping_process,
-    step_event,
+    step_events,
     wait_for,
     write_fixed_run,
 )
@@ -48,35 +53,40 @@ def log_text(screen) -> str:
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)])
 async def test_dashboard_follows_a_run_as_it_writes(tmp_path, size):
-    run = make_run(tmp_path, max_steps=20)
-    writer = FakeRunWriter(run, steps=20, delay_s=0.01, eval_every=10)
+    run = make_run(tmp_path)  # as the recorded run started: no events, max_steps -1 (epochs)
+    writer = RunReplayer(run, delay_s=0.01)
     screen = TrainScreen(run, **FAST)
     app = HostApp(screen)
+    steps = step_events()
     async with app.run_test(size=size) as pilot:
         await wait_for(pilot, lambda: screen.state == "running")
-        assert "step 0/20 · ETA --" in text_of(screen, "#run-progress-line")
+        assert "step 0/? · ETA --" in text_of(screen, "#run-progress-line")  # not a full bar at -1
+        assert screen.query_one(ProgressBar).total is None
         assert text_of(screen, "#run-quit-hint") == (
             "Quitting leaves the run going; come back: `ftwiz` or `ftwiz attach demo-lora`")
         assert "Getting ready" in text_of(screen, "#run-notice")  # no step yet
         writer.start()
         await wait_for(pilot, lambda: screen.state == "finished" and screen.tracker.finished)
         writer.join()
-        await wait_for(pilot, lambda: "step 20/20" in text_of(screen, "#run-progress-line"))
+        await wait_for(pilot, lambda: "step 238/238" in text_of(screen, "#run-progress-line"))
         bar = screen.query_one(ProgressBar)
-        assert (bar.progress, bar.total) == (20, 20)
+        assert (bar.progress, bar.total) == (238, 238)
         line = text_of(screen, "#run-progress-line")
-        assert "step 20/20" in line and "epoch 1.00" in line and "1,234 tok/s" in line
-        assert "spent $0.20 · plan $0.50 · budget $5.00" in text_of(screen, "#run-progress-spend")
+        assert f"epoch {steps[-1]['epoch']:.2f}" in line and f"{steps[-1]['tokens_per_s']:,.0f} tok/s" in line
+        # The estimate is the probe's (status.json probe.estimated_cost_usd), as on a real run.
+        assert (f"spent ${steps[-1]['spend_usd']:,.2f} · plan $0.01 · budget $5.00"
+                in text_of(screen, "#run-progress-spend"))
         chart = screen.query_one(LossChart)
-        assert len(chart.train) == 20 and [x for x, _ in chart.eval] == [10, 20]
-        assert chart.train[-1][1] == step_event(20, 20, 0)["loss"]
+        assert len(chart.train) == len(steps) and [x for x, _ in chart.eval] == [100, 200, 238]
+        assert chart.train[-1][1] == steps[-1]["loss"]
         drawn = str(chart.render())
         assert any("\u2800" < ch <= "\u28ff" for ch in drawn)  # braille dots drawn
-        assert "● eval" in drawn and drawn.count("●") >= 3  # eval: its own marker, legend + 2 points
+        assert "● eval" in drawn and drawn.count("●") >= 3  # eval: its own marker, legend + points
         log = log_text(screen)
-        assert "step 20/20 line 0" in log
-        assert "⚠ warning at step 10: grad norm spiked" in log
-        assert "✓ run finished at step 20" in log
+        assert recorded_log()[-1] in log
+        assert "⚠ warning: the tokenizer has no chat template" in log
+        assert "✓ checkpoint saved at step 100: checkpoints/checkpoint-100" in log
+        assert "✓ run finished at step 238" in log
         assert "Run finished. Press d" in text_of(screen, "#run-notice")
         assert "`ftwiz attach demo-lora` reopens it" in text_of(screen, "#run-quit-hint")  # ended
         await pilot.press("d")
@@ -85,19 +95,18 @@ async def test_dashboard_follows_a_run_as_it_writes(tmp_path, size):
 
 async def test_warning_events_show_in_status_line_and_log(tmp_path):
     run = make_run(tmp_path)
-    append_events(run, [
-        {"t": T0, "type": "started", "max_steps": 40},
-        step_event(3, 40, T0 + 9),
-        {"t": T0 + 10, "type": "oom", "step": 3, "message": "CUDA out of memory; retrying",
-         "per_device_train_batch_size": 2},
-    ])
+    oom = OomEvent(t=T0 + 130, step=25, attempt=1, max_attempts=3, micro_batch_old=16, micro_batch_new=8,
+                   grad_accum_old=1, grad_accum_new=2, resume_from="checkpoints/checkpoint-20",
+                   message="CUDA out of memory. Tried to allocate 2.00 GiB")
+    append_events(run, [*events_upto(20), oom])
     screen = TrainScreen(run, **FAST)
     async with HostApp(screen).run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: "oom" in text_of(screen, "#run-notice"))
-        assert "oom: CUDA out of memory; retrying" in text_of(screen, "#run-notice")
+        assert "oom: CUDA out of memory. Tried to allocate 2.00 GiB (micro-batch now 8)" in text_of(screen, "#run-notice")
         assert "-warning" in screen.query_one("#run-notice").classes
-        assert "⚠ out of GPU memory at step 3: CUDA out of memory; retrying (micro-batch now 2)" in log_text(screen)
-        append_events(run, [{"t": T0 + 11, "type": "error", "message": "dataset vanished"}])
+        assert ("⚠ out of GPU memory at step 25: CUDA out of memory. Tried to allocate 2.00 GiB (micro-batch now 8)"
+                in log_text(screen))
+        append_events(run, [ErrorEvent(t=T0 + 131, message="dataset vanished", suggestion=None)])
         run.write_status(state="failed", exit_code=1)
         await wait_for(pilot, lambda: screen.state == "failed")
         await pilot.pause()
@@ -193,27 +202,25 @@ async def test_stop_is_graceful_first_then_forced_after_confirmation(tmp_path):
 async def test_reattach_lists_live_and_crashed_runs_and_opens_the_dashboard(tmp_path):
     process = sleeping_process()
     try:
-        live = make_run(tmp_path, "live-run", pid=process.pid, step=5, heartbeat=T0 + 55)
-        append_events(live, [{"t": T0, "type": "started", "max_steps": 40},
-                             *(step_event(s, 40, T0 + 3 * s) for s in range(1, 6))])
-        make_run(tmp_path, "stale-run", pid=dead_pid(), step=7, heartbeat=T0 - 4000)
+        fifth = step_events()[4]
+        now = fifth["t"] + 5
+        make_run(tmp_path, "live-run", pid=process.pid, upto_step=fifth["step"], heartbeat=fifth["t"])
+        make_run(tmp_path, "stale-run", pid=dead_pid(), upto_step=70, heartbeat=T0 - 4000)
         write_fixed_run(tmp_path, "done-run")
-        screen = RunsScreen(tmp_path, clock=lambda: T0 + 60,
-                            train_screen_options={**FAST, "clock": lambda: T0 + 60})
+        screen = RunsScreen(tmp_path, clock=lambda: now, train_screen_options={**FAST, "clock": lambda: now})
         app = HostApp(screen)
         async with app.run_test(size=(80, 24)) as pilot:
             await wait_for(pilot, lambda: len(screen.rows) == 3)
             table = screen.query_one(DataTable)
             cells = {key.value: table.get_row(key) for key in table.rows}
-            assert cells["live-run"][1:4] == ["running", "5/40", f"{step_event(5, 40, 0)['loss']:.4f}"]
+            assert cells["live-run"][1:4] == ["running", "50/238", f"{fifth['loss']:.4f}"]
             assert cells["stale-run"][1] == "crashed (process gone)"
-            assert cells["done-run"][1:3] == ["finished", "40/40"]
+            assert cells["done-run"][1:3] == ["finished", "238/238"]
             table.move_cursor(row=table.get_row_index("live-run"))
             await pilot.press("enter")
             assert isinstance(app.screen, TrainScreen)
             dashboard = app.screen
-            await wait_for(pilot, lambda: "step 5/40" in text_of(dashboard, "#run-progress-line"))
-            assert "step 5/40" in text_of(dashboard, "#run-progress-line")
+            await wait_for(pilot, lambda: "step 50/238" in text_of(dashboard, "#run-progress-line"))
             assert "running" in text_of(dashboard, "#run-title")
             await pilot.press("escape")
             assert app.screen is screen
@@ -237,7 +244,7 @@ async def test_ui_stays_responsive_while_events_stream_in(tmp_path, monkeypatch)
 
     monkeypatch.setattr(RunDir, "read_events", recording_read_events)
     run = make_run(tmp_path)
-    writer = FakeRunWriter(run, steps=5000, delay_s=0.003, eval_every=50, lines_per_step=5)
+    writer = RunReplayer(run, delay_s=0.003, repeat=200, log_lines_per_event=5)
     screen = TrainScreen(run, **{**FAST, "poll_interval_s": 0.05, "refresh_interval_s": 0.25})
     app = HostApp(screen)
     latencies = []
@@ -274,11 +281,14 @@ async def test_done_screen_shows_samples_scores_and_code_with_real_paths(tmp_pat
         await pilot.pause()
         adapter = str(run.adapter_dir.resolve())
         assert text_of(screen, "#done-adapter") == f"Adapter: {adapter}"
-        assert "format_match: 0% → 88%" in text_of(screen, "#done-score")
+        assert "format_match: 0% → 100%" in text_of(screen, "#done-score")
+        assert text_of(screen, "#done-metric").startswith("Metric: demo: format_match")
         table = screen.query_one("#done-samples", DataTable)
         rows = [table.get_row_at(i) for i in range(table.row_count)]
-        assert [row[4] for row in rows] == ["✓", "✓", "✗"]
-        assert rows[1][:4] == ["Date of the launch:…", "january seven", "2019-01-07", "2019-01-07"]
+        examples = recorded_samples()["examples"]
+        assert len(rows) == 8 and [row[4] for row in rows] == ["✗"] * 8  # the demo's dates: format right, digits not
+        assert rows[0] == ["Date: 18 April 1951…", examples[0]["before"], examples[0]["after"],
+                           examples[0]["reference"], "✗"]
         code = text_of(screen, "#done-code-load")
         assert f'PeftModel.from_pretrained(base, "{adapter}")' in code
         assert 'AutoModelForCausalLM.from_pretrained("ftwiz-demo-tiny", dtype="auto")' in code
@@ -321,15 +331,15 @@ async def test_failed_merge_is_reported(tmp_path):
         assert not (run.merged_dir / "config.json").exists()
 
 
-def test_fake_writer_leaves_a_consistent_run(tmp_path):
+def test_replayer_leaves_the_recorded_run(tmp_path):
     run = make_run(tmp_path)
-    writer = FakeRunWriter(run, steps=5, delay_s=0)
+    writer = RunReplayer(run, delay_s=0)
     writer.start()
     writer.join(timeout=10)
-    types = [e["type"] for e in run.iter_events()]
-    assert types[0] == "started" and types[-1] == "finished" and types.count("step") == 5
-    assert run.read_status()["state"] == "finished"
-    assert time.time() > T0
+    assert list(run.iter_events()) == recorded_events()
+    status = run.read_status()
+    assert status["state"] == "finished" and status["max_steps"] == 238 and status["probe"]["estimated_cost_usd"]
+    assert run.log_path.read_text().splitlines() == recorded_log()
 
 
 async def test_a_stalled_run_says_so_and_can_still_be_stopped(tmp_path):

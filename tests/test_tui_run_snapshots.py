@@ -1,5 +1,5 @@
-"""Snapshots of the dashboard, done and runs screens at 80x24 and 120x40, from fixed run
-directories and a fixed clock. Review changes with `pytest --snapshot-update` and the report.
+"""Snapshots of the dashboard, done and runs screens at 80x24 and 120x40, from the recorded
+demo run (tests/fixtures/demo_run, moved onto a fixed clock) and a fixed clock. Review changes with `pytest --snapshot-update` and the report.
 
 Done and runs screens print absolute paths, so their fixtures live at one fixed path; the
 files are written atomically with identical bytes, so concurrent test runs cannot disagree.
@@ -53,15 +53,17 @@ async def _settle(pilot, condition) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_train_screen_snapshot(snap_compare, tmp_path, size):
-    # A live engine stand-in, heartbeat T0 + 60 s against a clock at T0 + 70 s: running, at any wall time.
-    run = write_fixed_run(tmp_path, finished=False, pid=shared_engine_pid()).run
+    # A live engine stand-in, the recorded heartbeat at step 120 against a clock 10 s later:
+    # running, at any wall time.
+    run = write_fixed_run(tmp_path, finished=False, pid=shared_engine_pid(), upto_step=120).run
+    now = run.run_status().heartbeat + 10
     sampler = FixedSampler()
-    screen = TrainScreen(run, gpu_sampler=sampler, clock=lambda: T0 + 70, poll_interval_s=0.02,
+    screen = TrainScreen(run, gpu_sampler=sampler, clock=lambda: now, poll_interval_s=0.02,
                          sample_interval_s=3600, refresh_interval_s=0.02)
 
     async def ready(pilot):
-        await _settle(pilot, lambda: screen.tracker.step == 20 and sampler.calls == 1
-                      and "step 20/40" in str(screen.query_one("#run-progress-line").render())
+        await _settle(pilot, lambda: screen.tracker.step == 120 and sampler.calls == 1
+                      and "step 120/238" in str(screen.query_one("#run-progress-line").render())
                       and screen.query("#gpu-panel-1"))
 
     assert snap_compare(HostApp(screen), terminal_size=size, run_before=ready)
@@ -83,7 +85,7 @@ def test_runs_screen_snapshot(snap_compare, size):
     root = SNAPSHOT_ROOT / "list"
     write_fixed_run(root, "lora-finished")
     write_fixed_run(root, "qlora-crashed", finished=False, pid=None)  # running, no process
-    screen = RunsScreen(root, clock=lambda: T0 + 200)
+    screen = RunsScreen(root, clock=lambda: T0 + 300)
 
     async def ready(pilot):
         await _settle(pilot, lambda: len(screen.rows) == 2)

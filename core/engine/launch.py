@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ftwiz.core.config import RunConfig
 from ftwiz.core.errors import UserError
+from ftwiz.core.events import ResumedEvent, WarningEvent
 from ftwiz.core.runs import RunDir, _write_private, create_run_dir
 
 __all__ = ["launch", "launch_command", "resume_run", "start_run", "validate_run"]
@@ -149,7 +150,7 @@ def start_run(
     _write_private(run.config_path, config.to_yaml())
     run.write_status(state="starting", step=0, max_steps=config.training.max_steps, created=time.time())
     for message in warnings:
-        run.emit("warning", message=message)
+        run.emit(WarningEvent(message=message))
     if not start:
         run.write_status(state="prepared")
         return run
@@ -169,5 +170,5 @@ def resume_run(run: RunDir, detach: bool = True) -> RunDir:
 
     count = visible_gpu_count()
     check_launch(load_config(run.config_path), count)
-    run.emit("resumed", previous_state=state)
+    run.emit(ResumedEvent(previous_state=state))
     return launch(run, gpu_count=count, detach=detach)

@@ -33,6 +33,26 @@ from ftwiz.core.data import Note
 from ftwiz.core.engine import checkpoints, faults
 from ftwiz.core.engine.model_source import model_source
 from ftwiz.core.errors import UserError
+from ftwiz.core.events import (
+    CheckpointEvent,
+    ErrorEvent,
+    EvalEvent,
+    Event,
+    FinishedEvent,
+    InfoEvent,
+    LimitEvent,
+    ModelEvent,
+    NanEvent,
+    OomEvent,
+    ProbeEvent,
+    ProbeSummary,
+    SamplesEvent,
+    StartedEvent,
+    StepEvent,
+    StoppedEvent,
+    WarningEvent,
+    make_event,
+)
 from ftwiz.core.runs import RunDir
 
 HEARTBEAT_EVERY_S = 2.0
@@ -58,8 +78,8 @@ class Flags:
     """What the signal handler, the callback and the main loop tell each other."""
 
     stop_requested: bool = False
-    nan: dict[str, Any] | None = None
-    limit: dict[str, Any] | None = None
+    nan: NanEvent | None = None
+    limit: LimitEvent | None = None
     oom_count: int = 0
     oom_fault_steps: set = field(default_factory=set)
     losses: deque = field(default_factory=lambda: deque(maxlen=50))
@@ -285,7 +305,7 @@ def make_trainer_class():
                 final = checkpoints.finalize(root / f"checkpoint-{step}", root_dir / f"checkpoint-{step}")
                 root.rmdir()
                 checkpoints.rotate(root_dir, hooks.config.training.save_total_limit)
-                hooks.emit("checkpoint", path=str(final.relative_to(hooks.run.path)), step=step)
+                hooks.emit(CheckpointEvent(path=str(final.relative_to(hooks.run.path)), step=step))
             self.accelerator.wait_for_everyone()
 
     return AtomicCheckpointTrainer
@@ -325,9 +345,10 @@ class Hooks:
         self.last_tokens: tuple[float, float] | None = None
         self.micro_batch = self.grad_accum = 0
 
-    def emit(self, type: str, **fields: Any) -> None:
+    def emit(self, event: Event) -> None:
+        """Rank 0 writes events (docs/events.md; one class per type in core/events.py)."""
         if self.is_main:
-            self.run.emit(type, **fields)
+            self.run.emit(event)
 
     def spent_s(self) -> float:
         return self.spent_before_s + (time.time() - self.process_t0)
@@ -343,15 +364,14 @@ class Hooks:
         self.last_tokens = (0.0, self.t0)
         self.status.update(state="running", step=state.global_step, max_steps=state.max_steps)
         names = [name for name, _ in model.named_modules()]
-        self.emit(
-            "model",
+        self.emit(ModelEvent(
             step=state.global_step,
             max_steps=state.max_steps,
             trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
             total_params=sum(p.numel() for p in model.parameters()),
             lora_modules=sum(name.endswith(".lora_A") for name in names),
             peft_wrappers=sum(name.endswith("base_model.model") for name in names),
-        )
+        ))
 
     def step_end(self, state: Any, control: Any) -> None:
         self.status.update(step=state.global_step, epoch=state.epoch, spent_s=round(self.spent_s(), 1))
@@ -360,12 +380,12 @@ class Hooks:
         spend = self.spend_usd()
         reason = None
         if limits.max_hours is not None and hours >= limits.max_hours:
-            reason = {"limit": "max_hours", "value": limits.max_hours, "hours": round(hours, 4)}
+            reason = LimitEvent(step=state.global_step, limit="max_hours", value=limits.max_hours, hours=round(hours, 4))
         elif limits.max_cost is not None and spend is not None and spend >= limits.max_cost:
-            reason = {"limit": "max_cost", "value": limits.max_cost, "spend_usd": spend}
+            reason = LimitEvent(step=state.global_step, limit="max_cost", value=limits.max_cost, spend_usd=spend)
         if reason and self.flags.limit is None:
             self.flags.limit = reason
-            self.emit("limit", step=state.global_step, **reason)
+            self.emit(reason)
         if _any_rank(bool(self.flags.limit or self.flags.stop_requested)):
             # Every DDP rank must save and stop at the same step, or they deadlock in the save.
             if not self.flags.limit:
@@ -404,7 +424,7 @@ class Hooks:
     def log(self, state: Any, control: Any, logs: dict[str, Any]) -> None:
         step = state.global_step
         if "eval_loss" in logs:
-            self.emit("eval", step=step, eval_loss=float(logs["eval_loss"]), epoch=state.epoch)
+            self.emit(EvalEvent(step=step, eval_loss=float(logs["eval_loss"]), epoch=state.epoch))
         if "loss" not in logs:
             return
         loss = float(logs["loss"])
@@ -419,8 +439,7 @@ class Hooks:
             if self.last_tokens is not None and now > self.last_tokens[1] and tokens >= self.last_tokens[0]:
                 tokens_per_s = round((tokens - self.last_tokens[0]) / (now - self.last_tokens[1]), 1)
             self.last_tokens = (tokens, now)
-        self.emit(
-            "step",
+        self.emit(StepEvent(
             step=step,
             max_steps=self.max_steps,
             epoch=state.epoch,
@@ -433,7 +452,7 @@ class Hooks:
             eta_s=None if eta is None else round(eta, 1),
             spend_usd=self.spend_usd(),
             **self.memory(),
-        )
+        ))
         bad = None
         if not math.isfinite(loss):
             bad = f"loss is {loss}"
@@ -450,8 +469,8 @@ class Hooks:
 
     def on_nan(self, step: int, reason: str, loss: float | None) -> None:
         if self.flags.nan is None:
-            self.flags.nan = {"step": step, "reason": reason}
-            self.emit("nan", step=step, reason=reason, loss=loss, suggestion=NAN_SUGGESTION)
+            self.flags.nan = NanEvent(step=step, reason=reason, loss=loss, suggestion=NAN_SUGGESTION)
+            self.emit(self.flags.nan)
 
     @staticmethod
     def weights_not_finite(model: Any) -> bool:
@@ -478,201 +497,249 @@ def datasets_for(config: RunConfig, run: RunDir, tokenizer: Any, notes: list[Not
 
 
 # -- the run ---------------------------------------------------------------------------------------
+class RunRecipe:
+    """One run, as torchtune's single-device recipe reads: `setup` (precision, tokenizer, data,
+    the `started` event), `train` (build the model and the Trainer, the pre-flight `probe` on the
+    first pass, then train, retrying after an out-of-memory error with `_after_oom`), `finish`
+    (stop, save, samples, merge, the `finished` event). `train()` below runs the four."""
+
+    def __init__(self, run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main: bool) -> None:
+        self.run, self.config, self.flags, self.status, self.is_main = run, config, flags, status, is_main
+        self.model: Any = None
+
+    def setup(self) -> None:
+        import torch
+        from transformers import AutoTokenizer, set_seed
+
+        run, config, flags, is_main = self.run, self.config, self.flags, self.is_main
+        cuda = torch.cuda.is_available()
+        if not cuda:
+            # Tiny models gain nothing from intra-op threads; on a shared 2-core box they lose 10x.
+            torch.set_num_threads(int(os.environ.get("FTWIZ_CPU_THREADS", "1")))
+        bf16_ok = cuda and torch.cuda.is_bf16_supported()
+        precision, precision_notes = choose_precision(config, cuda, bf16_ok)
+        prior = run.read_status()
+        hooks = Hooks(run, config, flags, self.status, is_main, float(prior.get("spent_s") or 0.0))
+        for note in precision_notes:
+            hooks.emit(WarningEvent(message=note))
+        # trust_remote_code / allow_pickle warnings come from checks.preflight, emitted by start_run.
+        if config.model.attn_implementation == "varlen" and cuda:
+            from ftwiz.core.engine.attention import varlen_available
+
+            if not varlen_available():
+                config.model.attn_implementation = "sdpa"
+                hooks.emit(WarningEvent(message="attn_implementation varlen needs torch 2.10+ "
+                           "(torch.nn.attention.varlen); training with sdpa instead (correct, slower on packed rows)"))
+        if config.training.packing and cuda and config.model.attn_implementation in ("sdpa", "eager"):
+            hooks.emit(InfoEvent(
+                message=f"packing with attn_implementation {config.model.attn_implementation}: each example still "
+                "attends only to itself (a block-diagonal mask), but attention runs over the whole packed row; "
+                "attn_implementation varlen does the same work per example (2.7x faster on real chat data)",
+            ))
+        removed = checkpoints.remove_partial(run.checkpoints_dir) if is_main else []
+        for name in removed:
+            hooks.emit(WarningEvent(message=f"removed a partial checkpoint left by an interrupted save: {name}"))
+
+        set_seed(config.training.seed)
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_source(config.model.name_or_path), trust_remote_code=config.model.trust_remote_code, revision=config.model.revision
+        )
+        notes: list[Note] = []
+        found: dict[str, Any] = {}
+        train_ds, eval_ds = datasets_for(config, run, tokenizer, notes, found)
+        for note in notes:
+            hooks.emit(make_event(note.kind, message=note.message))  # InfoEvent or WarningEvent
+
+        micro = int(prior.get("micro_batch") or config.training.per_device_train_batch_size)
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        batch_note = None
+        if prior.get("grad_accum"):  # chosen by this run's probe or OOM recovery: already per GPU
+            accum = int(prior["grad_accum"])
+        else:  # the plan's accumulation is for the whole step: each GPU takes its share
+            accum, batch_note = config.training.accumulation_per_gpu(
+                config.training.gradient_accumulation_steps, world_size)
+            if world_size > 1:
+                batch_note = batch_note or (
+                    f"gradient accumulation {config.training.gradient_accumulation_steps} shared by {world_size} GPUs: "
+                    f"{accum} each, so a step sees the planned batch")
+        if prior.get("gradient_checkpointing"):  # turned on by an earlier probe: a resume keeps it
+            config = _with_checkpointing(config)
+        flags.oom_count = int(prior.get("oom_count") or 0)
+        resume_from = checkpoints.latest_checkpoint(run.checkpoints_dir)
+        hooks.emit(StartedEvent(
+            method=config.method,
+            model=config.model.name_or_path,
+            precision=precision,
+            device="cuda" if cuda else "cpu",
+            world_size=int(os.environ.get("WORLD_SIZE", "1")),
+            data_format=found.get("data_format"),
+            train_examples=len(train_ds),
+            eval_examples=len(eval_ds) if eval_ds is not None else 0,
+            micro_batch=micro,
+            grad_accum=accum,
+            resumed_from=str(resume_from.relative_to(run.path)) if resume_from else None,
+            pid=os.getpid(),
+        ))
+        if batch_note:
+            hooks.emit(InfoEvent(message=batch_note))
+        probe_pending = config.training.probe and resume_from is None and "probe" not in prior
+        if probe_pending and world_size > 1:
+            probe_pending = False
+            hooks.emit(InfoEvent(message="pre-flight probe skipped: it measures one GPU, this run uses several"))
+        self.config, self.cuda, self.precision, self.hooks = config, cuda, precision, hooks
+        self.tokenizer, self.train_ds, self.eval_ds = tokenizer, train_ds, eval_ds
+        self.micro, self.accum, self.world_size, self.probe_pending = micro, accum, world_size, probe_pending
+
+    def train(self) -> Any:
+        """Train to the end (or a stop); returns the Trainer. Out of memory: `_after_oom`."""
+        run, hooks = self.run, self.hooks
+        trainer_class = make_trainer_class()
+        while True:
+            if self.model is None:
+                self.model = build_model(self.config, self.precision, self.cuda)
+            self.model.train()
+            hooks.micro_batch, hooks.grad_accum = self.micro, self.accum
+            args = training_arguments(self.config, run, self.precision, self.micro, self.accum, self.eval_ds is not None)
+            trainer = trainer_class(
+                model=self.model, args=args, train_dataset=self.train_ds, eval_dataset=self.eval_ds,
+                processing_class=self.tokenizer,
+            )
+            if self.probe_pending:  # the Trainer's own step on the longest batches, before its first step
+                self.probe_pending = False
+                if self.probe(trainer):  # a new layout: a fresh model and Trainer, as after an OOM
+                    del trainer
+                    self._free_model()
+                    continue
+            trainer.ftwiz_hooks = hooks
+            trainer.add_callback(make_callback(hooks))
+            resume_from = checkpoints.latest_checkpoint(run.checkpoints_dir)
+            try:
+                trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+                return trainer
+            except Exception as exc:  # noqa: BLE001 - only OOM is handled here, the rest re-raised
+                if not faults.is_oom(exc):
+                    raise
+                self._after_oom(exc, trainer.state.global_step)
+                del trainer
+                self._free_model()
+
+    def probe(self, trainer: Any) -> bool:
+        """The pre-flight probe (probe.py) on this Trainer; True when it changed the layout."""
+        from ftwiz.core.engine.probe import run_probe
+
+        config, micro, accum, hooks = self.config, self.micro, self.accum, self.hooks
+        found = run_probe(trainer, self.model, config, micro, accum, self.precision, self.cuda)
+        changed = (found["micro_batch"], found["grad_accum"]) != (micro, accum) or (
+            found["gradient_checkpointing"] and not config.training.gradient_checkpointing)
+        micro, accum = found["micro_batch"], found["grad_accum"]
+        if found["gradient_checkpointing"] and not config.training.gradient_checkpointing:
+            config = _with_checkpointing(config)
+        probe = ProbeEvent(**found)
+        hooks.emit(probe)
+        if not probe.fits:
+            hooks.emit(WarningEvent(message="pre-flight probe: even micro-batch 1 with gradient checkpointing "
+                       f"ran out of memory; training will likely fail ({OOM_SUGGESTION})"))
+        self.status.update(
+            micro_batch=micro,
+            grad_accum=accum,
+            gradient_checkpointing=config.training.gradient_checkpointing,
+            probe=ProbeSummary.from_probe(probe),
+        )
+        self.config, self.micro, self.accum = config, micro, accum
+        return changed
+
+    def _after_oom(self, exc: Exception, step: int) -> None:
+        """Out of GPU memory: halve the micro-batch and double accumulation for the next pass,
+        or raise RunFailure when no retry is left (or under DDP, where `ftwiz resume` retries)."""
+        run, config, flags, micro, accum = self.run, self.config, self.flags, self.micro, self.accum
+        flags.oom_count += 1
+        attempt = flags.oom_count
+        restart = checkpoints.latest_checkpoint(run.checkpoints_dir)
+        can_retry = attempt <= config.limits.oom_retries and micro > 1
+        new_micro, new_accum = (micro // 2, accum * 2) if can_retry else (micro, accum)
+        self.hooks.emit(OomEvent(
+            step=step,
+            attempt=attempt,
+            max_attempts=config.limits.oom_retries,
+            micro_batch_old=micro,
+            micro_batch_new=new_micro,
+            grad_accum_old=accum,
+            grad_accum_new=new_accum,
+            resume_from=str(restart.relative_to(run.path)) if restart else None,
+            message=str(exc).splitlines()[0][:300],
+        ))
+        if can_retry and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Under DDP the other ranks are already waiting in a collective: no retry in
+            # place. Any rank records the halved batch; `ftwiz resume` starts with it.
+            run.write_status(micro_batch=new_micro, grad_accum=new_accum, oom_count=flags.oom_count)
+            raise RunFailure(
+                f"out of GPU memory at step {step} (rank {os.environ.get('RANK', '0')}); the micro-batch "
+                f"is halved to {new_micro} for the next run",
+                f"`ftwiz resume {run.name}` continues from the last checkpoint with the smaller batch",
+            ) from None
+        if not can_retry:
+            why = "micro-batch is already 1" if micro <= 1 else f"{config.limits.oom_retries} retries used"
+            raise RunFailure(f"out of GPU memory at step {step} ({why})", OOM_SUGGESTION) from None
+        self.micro, self.accum = new_micro, new_accum
+        self.status.update(micro_batch=self.micro, grad_accum=self.accum, oom_count=flags.oom_count)
+
+    def _free_model(self) -> None:
+        import torch
+
+        self.model = None
+        gc.collect()
+        if self.cuda:
+            torch.cuda.empty_cache()
+
+    def finish(self, trainer: Any) -> str:
+        """After training: the final state, with the adapter, samples and merge it calls for."""
+        run, config, flags, hooks, is_main = self.run, self.config, self.flags, self.hooks, self.is_main
+        step = trainer.state.global_step
+        if flags.nan:
+            raise RunFailure(f"training stopped at step {step}: {flags.nan.reason}", NAN_SUGGESTION)
+        if flags.stop_requested and not flags.limit:
+            last = checkpoints.latest_checkpoint(run.checkpoints_dir)
+            hooks.emit(StoppedEvent(step=step, checkpoint=str(last.relative_to(run.path)) if last else None))
+            return "stopped"
+        from ftwiz.core.engine import results
+
+        sharded = config.training.fsdp and self.world_size > 1
+        if is_main or sharded:  # under FSDP saving gathers the shards: every rank takes part
+            results.save_adapter(trainer, run, is_main=is_main, sharded=sharded)
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        final_loss = losses[-1] if losses else None
+        if flags.limit:
+            hooks.emit(StoppedEvent(step=step, reason=flags.limit.limit, adapter=str(run.adapter_dir.relative_to(run.path))))
+            return "stopped"
+        demo_score = None
+        if sharded and config.output.samples > 0:
+            # Generating on rank 0 alone would wait forever for the other ranks' shards.
+            hooks.emit(InfoEvent(message=f"before/after samples are skipped under FSDP; compare the saved model with "
+                       f"`ftwiz sample {run.name} --prompt TEXT`"))
+        elif is_main and config.output.samples > 0 and self.eval_ds is not None:
+            summary = results.before_after_samples(trainer.model, self.tokenizer, self.eval_ds, config, run)
+            hooks.emit(SamplesEvent(path=run.samples_path.name, count=summary.count, before=summary.before, after=summary.after))
+            if config.data.path == "demo":
+                demo_score = summary.score()
+        if is_main and config.output.merge and config.method != "full":
+            results.merge(run)
+        hooks.emit(FinishedEvent(
+            step=step,
+            adapter=str(run.adapter_dir.relative_to(run.path)),
+            final_loss=final_loss,
+            duration_s=round(time.time() - hooks.process_t0, 1),
+            spend_usd=hooks.spend_usd(),
+            demo_score=demo_score,
+        ))
+        return "finished"
+
+
 def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main: bool) -> str:
     """Train until done, stopped, limited or failed; returns the final state."""
-    import torch
-    from transformers import AutoTokenizer, set_seed
-
-    cuda = torch.cuda.is_available()
-    if not cuda:
-        # Tiny models gain nothing from intra-op threads; on a shared 2-core box they lose 10x.
-        torch.set_num_threads(int(os.environ.get("FTWIZ_CPU_THREADS", "1")))
-    bf16_ok = cuda and torch.cuda.is_bf16_supported()
-    precision, precision_notes = choose_precision(config, cuda, bf16_ok)
-    prior = run.read_status()
-    hooks = Hooks(run, config, flags, status, is_main, float(prior.get("spent_s") or 0.0))
-    for note in precision_notes:
-        hooks.emit("warning", message=note)
-    # trust_remote_code / allow_pickle warnings come from checks.preflight, emitted by start_run.
-    if config.model.attn_implementation == "varlen" and cuda:
-        from ftwiz.core.engine.attention import varlen_available
-
-        if not varlen_available():
-            config.model.attn_implementation = "sdpa"
-            hooks.emit("warning", message="attn_implementation varlen needs torch 2.10+ "
-                       "(torch.nn.attention.varlen); training with sdpa instead (correct, slower on packed rows)")
-    if config.training.packing and cuda and config.model.attn_implementation in ("sdpa", "eager"):
-        hooks.emit(
-            "info",
-            message=f"packing with attn_implementation {config.model.attn_implementation}: each example still "
-            "attends only to itself (a block-diagonal mask), but attention runs over the whole packed row; "
-            "attn_implementation varlen does the same work per example (2.7x faster on real chat data)",
-        )
-    removed = checkpoints.remove_partial(run.checkpoints_dir) if is_main else []
-    for name in removed:
-        hooks.emit("warning", message=f"removed a partial checkpoint left by an interrupted save: {name}")
-
-    set_seed(config.training.seed)
-    tokenizer = AutoTokenizer.from_pretrained(
-        model_source(config.model.name_or_path), trust_remote_code=config.model.trust_remote_code, revision=config.model.revision
-    )
-    notes: list[Note] = []
-    found: dict[str, Any] = {}
-    train_ds, eval_ds = datasets_for(config, run, tokenizer, notes, found)
-    for note in notes:
-        hooks.emit(note.kind, message=note.message)
-
-    micro = int(prior.get("micro_batch") or config.training.per_device_train_batch_size)
-    accum = int(prior.get("grad_accum") or config.training.gradient_accumulation_steps)
-    if prior.get("gradient_checkpointing"):  # turned on by an earlier probe: a resume keeps it
-        config = _with_checkpointing(config)
-    flags.oom_count = int(prior.get("oom_count") or 0)
-    resume_from = checkpoints.latest_checkpoint(run.checkpoints_dir)
-    hooks.emit(
-        "started",
-        method=config.method,
-        model=config.model.name_or_path,
-        precision=precision,
-        device="cuda" if cuda else "cpu",
-        world_size=int(os.environ.get("WORLD_SIZE", "1")),
-        data_format=found.get("data_format"),
-        train_examples=len(train_ds),
-        eval_examples=len(eval_ds) if eval_ds is not None else 0,
-        micro_batch=micro,
-        grad_accum=accum,
-        resumed_from=str(resume_from.relative_to(run.path)) if resume_from else None,
-        pid=os.getpid(),
-    )
-    model = None
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    probe_pending = config.training.probe and resume_from is None and "probe" not in prior
-    if probe_pending and world_size > 1:
-        probe_pending = False
-        hooks.emit("info", message="pre-flight probe skipped: it measures one GPU, this run uses several")
-    trainer_class = make_trainer_class()
-    while True:
-        if model is None:
-            model = build_model(config, precision, cuda)
-        model.train()
-        hooks.micro_batch, hooks.grad_accum = micro, accum
-        args = training_arguments(config, run, precision, micro, accum, eval_ds is not None)
-        trainer = trainer_class(
-            model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer
-        )
-        if probe_pending:  # the Trainer's own step on the longest batches, before its first step
-            from ftwiz.core.engine.probe import run_probe
-
-            probe_pending = False
-            found = run_probe(trainer, model, config, micro, accum, precision, cuda)
-            changed = (found["micro_batch"], found["grad_accum"]) != (micro, accum) or (
-                found["gradient_checkpointing"] and not config.training.gradient_checkpointing)
-            micro, accum = found["micro_batch"], found["grad_accum"]
-            if found["gradient_checkpointing"] and not config.training.gradient_checkpointing:
-                config = _with_checkpointing(config)
-            hooks.emit("probe", **found)
-            if not found["fits"]:
-                hooks.emit("warning", message="pre-flight probe: even micro-batch 1 with gradient checkpointing "
-                           f"ran out of memory; training will likely fail ({OOM_SUGGESTION})")
-            status.update(
-                micro_batch=micro,
-                grad_accum=accum,
-                gradient_checkpointing=config.training.gradient_checkpointing,
-                probe={k: found[k] for k in ("tokens_per_s", "estimated_time_s", "estimated_cost_usd", "peak_gib",
-                                              "predicted_peak_gib", "changes")},
-            )
-            if changed:  # a new layout: a fresh model and Trainer, as after an out-of-memory error
-                del trainer
-                model = None
-                gc.collect()
-                if cuda:
-                    torch.cuda.empty_cache()
-                continue
-        trainer.ftwiz_hooks = hooks
-        trainer.add_callback(make_callback(hooks))
-        resume_from = checkpoints.latest_checkpoint(run.checkpoints_dir)
-        try:
-            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-            break
-        except Exception as exc:  # noqa: BLE001 - only OOM is handled here, the rest re-raised
-            if not faults.is_oom(exc):
-                raise
-            flags.oom_count += 1
-            attempt = flags.oom_count
-            step = trainer.state.global_step
-            restart = checkpoints.latest_checkpoint(run.checkpoints_dir)
-            can_retry = attempt <= config.limits.oom_retries and micro > 1
-            new_micro, new_accum = (micro // 2, accum * 2) if can_retry else (micro, accum)
-            hooks.emit(
-                "oom",
-                step=step,
-                attempt=attempt,
-                max_attempts=config.limits.oom_retries,
-                micro_batch_old=micro,
-                micro_batch_new=new_micro,
-                grad_accum_old=accum,
-                grad_accum_new=new_accum,
-                resume_from=str(restart.relative_to(run.path)) if restart else None,
-                message=str(exc).splitlines()[0][:300],
-            )
-            if can_retry and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                # Under DDP the other ranks are already waiting in a collective: no retry in
-                # place. Any rank records the halved batch; `ftwiz resume` starts with it.
-                run.write_status(micro_batch=new_micro, grad_accum=new_accum, oom_count=flags.oom_count)
-                raise RunFailure(
-                    f"out of GPU memory at step {step} (rank {os.environ.get('RANK', '0')}); the micro-batch "
-                    f"is halved to {new_micro} for the next run",
-                    f"`ftwiz resume {run.name}` continues from the last checkpoint with the smaller batch",
-                ) from None
-            if not can_retry:
-                why = "micro-batch is already 1" if micro <= 1 else f"{config.limits.oom_retries} retries used"
-                raise RunFailure(f"out of GPU memory at step {step} ({why})", OOM_SUGGESTION) from None
-            micro, accum = new_micro, new_accum
-            status.update(micro_batch=micro, grad_accum=accum, oom_count=flags.oom_count)
-            del trainer
-            model = None
-            gc.collect()
-            if cuda:
-                torch.cuda.empty_cache()
-
-    step = trainer.state.global_step
-    if flags.nan:
-        raise RunFailure(f"training stopped at step {step}: {flags.nan['reason']}", NAN_SUGGESTION)
-    if flags.stop_requested and not flags.limit:
-        last = checkpoints.latest_checkpoint(run.checkpoints_dir)
-        hooks.emit("stopped", step=step, checkpoint=str(last.relative_to(run.path)) if last else None)
-        return "stopped"
-    from ftwiz.core.engine import results
-
-    sharded = config.training.fsdp and world_size > 1
-    if is_main or sharded:  # under FSDP saving gathers the shards: every rank takes part
-        results.save_adapter(trainer, run, is_main=is_main, sharded=sharded)
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    final_loss = losses[-1] if losses else None
-    if flags.limit:
-        hooks.emit("stopped", step=step, reason=flags.limit["limit"], adapter=str(run.adapter_dir.relative_to(run.path)))
-        return "stopped"
-    demo_score = None
-    if sharded and config.output.samples > 0:
-        # Generating on rank 0 alone would wait forever for the other ranks' shards.
-        hooks.emit("info", message=f"before/after samples are skipped under FSDP; compare the saved model with "
-                   f"`ftwiz sample {run.name} --prompt TEXT`")
-    elif is_main and config.output.samples > 0 and eval_ds is not None:
-        summary = results.before_after_samples(trainer.model, tokenizer, eval_ds, config, run)
-        hooks.emit("samples", path=run.samples_path.name, count=summary["count"], before=summary["before"], after=summary["after"])
-        if config.data.path == "demo":
-            demo_score = summary
-    if is_main and config.output.merge and config.method != "full":
-        results.merge(run)
-    hooks.emit(
-        "finished",
-        step=step,
-        adapter=str(run.adapter_dir.relative_to(run.path)),
-        final_loss=final_loss,
-        duration_s=round(time.time() - hooks.process_t0, 1),
-        spend_usd=hooks.spend_usd(),
-        demo_score=demo_score,
-    )
-    return "finished"
+    recipe = RunRecipe(run, config, flags, status, is_main)
+    recipe.setup()
+    trainer = recipe.train()
+    return recipe.finish(trainer)
 
 
 def install_signal_handlers(flags: Flags) -> None:
@@ -720,7 +787,7 @@ def _fail(run: RunDir, status: Status, is_main: bool, code: int, message: str, s
     status.stop_heartbeat()
     if is_main:
         try:
-            run.emit("error", message=message, suggestion=suggestion)
+            run.emit(ErrorEvent(message=message, suggestion=suggestion))
         except OSError:
             pass
     try:

@@ -16,13 +16,13 @@ import os
 import shlex
 import shutil
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ftwiz.core.config import RunConfig, load_config
 from ftwiz.core.engine.model_source import model_source
 from ftwiz.core.errors import UserError
+from ftwiz.core.events import SampleRow, SamplesFile, StartedEvent, parse_events
 from ftwiz.core.runs import RunDir, _write_private, private_files
 
 
@@ -111,7 +111,7 @@ def _scores(outputs: list[str], references: list[str], demo_data: bool) -> dict[
     return {"exact_match": sum(o == r for o, r in zip(outputs, references)) / n}
 
 
-def before_after_samples(model: Any, tokenizer: Any, eval_ds: Any, config: RunConfig, run: RunDir) -> dict[str, Any]:
+def before_after_samples(model: Any, tokenizer: Any, eval_ds: Any, config: RunConfig, run: RunDir) -> SamplesFile:
     """Generate on held-out examples with the base and with the fine-tuned model; samples.json."""
     n = min(config.output.samples, len(eval_ds))
     prompts = list(eval_ds["prompt_text"][:n])
@@ -127,21 +127,16 @@ def before_after_samples(model: Any, tokenizer: Any, eval_ds: Any, config: RunCo
         before = generate(base, tokenizer, prompts, max_new)
         del base
     demo_data = config.data.path == "demo"
-    summary = {
-        "count": n,
-        "metric": "demo: format_match = answer is an ISO date and nothing else" if demo_data else "exact_match",
-        "before": _scores(before, references, demo_data),
-        "after": _scores(after, references, demo_data),
-    }
-    document = {
-        **summary,
-        "examples": [
-            {"prompt": p, "reference": r, "before": b, "after": a}
-            for p, r, b, a in zip(prompts, references, before, after)
-        ],
-    }
-    _write_private(run.samples_path, json.dumps(document, indent=2))
-    return summary
+    document = SamplesFile(
+        count=n,
+        metric="demo: format_match = answer is an ISO date and nothing else" if demo_data else "exact_match",
+        before=_scores(before, references, demo_data),
+        after=_scores(after, references, demo_data),
+        examples=[SampleRow(prompt=p, reference=r, before=b, after=a)
+                  for p, r, b, a in zip(prompts, references, before, after)],
+    )
+    _write_private(run.samples_path, json.dumps(document.to_record(), indent=2))
+    return document
 
 
 def _load_base(config: RunConfig) -> Any:
@@ -218,56 +213,20 @@ CHAT_FORMATS = frozenset({"chat", "sharegpt", "alpaca"})
 """Data formats the engine renders through the chat template (core/data.py's docstring)."""
 
 
-@dataclass
-class Samples:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    scores: list[tuple[str, float | None, float | None]] = field(default_factory=list)
-    metric: str | None = None
-    """The engine's description of its main metric."""
-    count: int | None = None
-
-
-def load_samples(path: Path) -> Samples:
-    """samples.json as the engine writes it: {"metric", "count", "before": {metric: v}, "after": {...},
-    "examples": [{"prompt", "reference", "before", "after"}]} ("samples"/"expected" also read).
-
-    Tolerant of a bare list of rows and of missing parts: a run that stopped early has none.
-    """
+def load_samples(path: Path) -> SamplesFile:
+    """samples.json as the engine writes it (core.events.SamplesFile); empty when missing or
+    unreadable: a run that stopped early has none."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return Samples()
-    if isinstance(data, list):
-        return Samples(rows=[row for row in data if isinstance(row, dict)])
-    if not isinstance(data, dict):
-        return Samples()
-    rows = data.get("samples") or data.get("examples") or []
-    before, after = data.get("before"), data.get("after")
-    scores = []
-    if isinstance(before, dict) or isinstance(after, dict):
-        before, after = before or {}, after or {}
-        for metric in dict.fromkeys([*before, *after]):
-            scores.append((metric, before.get(metric), after.get(metric)))
-    count = data.get("count")
-    return Samples(rows=[row for row in rows if isinstance(row, dict)], scores=scores,
-                   metric=data.get("metric") if isinstance(data.get("metric"), str) else None,
-                   count=count if isinstance(count, int) and not isinstance(count, bool) else None)
+        return SamplesFile()
+    return SamplesFile.parse(data)
 
 
-def expected_text(row: dict[str, Any]) -> Any:
-    """The reference answer: the engine writes "reference"; "expected" is read too."""
-    return row.get("reference", row.get("expected"))
-
-
-def sample_match(row: dict[str, Any]) -> str:
-    """The engine's own verdict when it gives one; else exact match against the expected text."""
-    for key in ("match", "match_after", "after_match"):
-        if isinstance(row.get(key), bool):
-            return "✓" if row[key] else "✗"
-    expected, after = expected_text(row), row.get("after")
-    if isinstance(expected, str) and isinstance(after, str):
-        return "✓" if after.strip() == expected.strip() else "✗"
-    return ""
+def sample_match(row: SampleRow) -> str:
+    """✓ when the fine-tuned output is the reference answer exactly, ✗ when not."""
+    match = row.exact_match
+    return "" if match is None else ("✓" if match else "✗")
 
 
 def shell_quote(text: str) -> str:
@@ -282,16 +241,13 @@ def shell_quote(text: str) -> str:
 
 def run_data_format(run_dir: RunDir, config: dict[str, Any]) -> str | None:
     """The data format the run trained on: config.yaml's when set, else what the engine reported
-    (a "started" event's data_format, or its "<format> data: N training ..." note)."""
+    in its "started" event."""
     configured = (config.get("data") or {}).get("format")
     if configured and configured != "auto":
         return configured
-    for event in run_dir.iter_events():
-        if event.get("type") == "started" and isinstance(event.get("data_format"), str):
-            return event["data_format"]
-        message = event.get("message")
-        if isinstance(message, str) and " data: " in message and "training and" in message:
-            return message.split(" data: ", 1)[0]
+    for event in parse_events(run_dir.iter_events()):
+        if isinstance(event, StartedEvent) and isinstance(event.data_format, str):
+            return event.data_format
     return None
 
 

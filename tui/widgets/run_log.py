@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from textual.widgets import Log
+
+from ftwiz.core.events import NOTICE_TYPES, CheckpointEvent, Event, SamplesEvent, notice_text
 
 MAX_LINES = 2000
 """Bounded: a run prints for hours; the full text stays in train.log."""
@@ -36,19 +36,21 @@ _TITLES = {
 }
 
 
-def format_event(event: dict[str, Any]) -> str | None:
+def format_event(event: Event) -> str | None:
     """One log line for an event worth a line (step and eval events are the chart's job)."""
-    kind = event.get("type")
+    kind = event.type
     if kind not in _TITLES:
         return None
     text = f"{_ICONS[kind]} {_TITLES[kind]}"
-    if event.get("step") is not None:
-        text += f" at step {event['step']}"
-    detail = event.get("message") or event.get("path") or event.get("reason")
+    step = getattr(event, "step", None)
+    if step is not None:
+        text += f" at step {step}"
+    if isinstance(event, (CheckpointEvent, SamplesEvent)):
+        detail = event.path
+    else:
+        detail = notice_text(event) if kind in NOTICE_TYPES else None
     if detail:
         text += f": {detail}"
-    if kind == "oom" and event.get("per_device_train_batch_size"):
-        text += f" (micro-batch now {event['per_device_train_batch_size']})"
     return text
 
 
@@ -62,7 +64,7 @@ class RunLog(Log):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(max_lines=MAX_LINES, id=id, classes=classes)
 
-    def add(self, log_lines: list[str], events: list[dict[str, Any]]) -> None:
+    def add(self, log_lines: list[str], events: list[Event]) -> None:
         lines = list(log_lines)
         lines.extend(line for line in map(format_event, events) if line)
         if not lines:

@@ -12,7 +12,7 @@ from ftwiz.core.monitor import RunTracker, format_duration
 
 
 def progress_line(tracker: RunTracker, elapsed_s: float | None) -> str:
-    steps = f"step {tracker.step}/{tracker.max_steps}" if tracker.max_steps else f"step {tracker.step}"
+    steps = f"step {tracker.step}/{tracker.max_steps or '?'}"  # max_steps is None until known
     parts = [steps]
     if tracker.epoch is not None:
         parts.append(f"epoch {tracker.epoch:.2f}")
@@ -64,7 +64,7 @@ class RunProgress(Vertical):
         tracker: RunTracker,
         *,
         elapsed_s: float | None = None,
-        estimate_usd: float | None = None,
+        estimated_cost_usd: float | None = None,
         budget_usd: float | None = None,
         cpu: bool = False,
     ) -> None:
@@ -72,7 +72,7 @@ class RunProgress(Vertical):
         if tracker.max_steps:
             bar.update(total=tracker.max_steps, progress=min(tracker.step, tracker.max_steps))
         self._set("#run-progress-line", progress_line(tracker, elapsed_s))
-        self._set("#run-progress-spend", spend_line(tracker.spend_usd, estimate_usd, budget_usd, cpu))
+        self._set("#run-progress-spend", spend_line(tracker.spend_usd, estimated_cost_usd, budget_usd, cpu))
 
     def _set(self, selector: str, text: str) -> None:
         """Fixed one-line widgets: skip the screen-wide layout pass an update would cost."""
