@@ -26,6 +26,9 @@ COMMANDS: dict[str, str] = {
     "resume": "ftwiz.cli.run_cmds:resume",
     "merge": "ftwiz.cli.run_cmds:merge",
     "sample": "ftwiz.cli.run_cmds:sample",
+    "export": "ftwiz.cli.after_cmds:export",
+    "chat": "ftwiz.cli.after_cmds:chat",
+    "push": "ftwiz.cli.after_cmds:push",
 }
 
 

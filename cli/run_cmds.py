@@ -68,6 +68,11 @@ def train(
         if gpus > 1:
             click.echo(f"  {'FSDP' if config.training.fsdp else 'DDP'} over {gpus} GPUs (accelerate launch)")
         click.echo(f"  follow: ftwiz attach {run.name}    stop: ftwiz stop {run.name}")
+        from ftwiz.core.tracking import where_logs_go
+
+        tracker = where_logs_go(run.path, config.training.report_to)
+        if tracker:
+            click.echo(f"  logs also go to {tracker}")
     else:
         _print_summary(run)
     if not detach and run.state() != "finished":

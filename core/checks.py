@@ -267,6 +267,9 @@ def preflight(config: RunConfig, hardware: Hardware, info: ModelInfo | None) -> 
         check_fits(config, info, hardware)
         check_disk(config, info, hardware)
     check_library_fields(config)
+    from ftwiz.core.tracking import check_tracker
+
+    check_tracker(config.training.report_to)
     warnings = check_model_files(config)
     check_local_model(config)
     return warnings

@@ -202,6 +202,11 @@ class TrainingSection(_Section):
         "copy on each (DDP). Needs several GPUs; not with method: qlora.",
     )
     fsdp_config: FsdpConfig | None = Field(None, description="FSDP settings; unset: the library's defaults.")
+    report_to: Literal["none", "tensorboard", "trackio", "wandb", "mlflow"] = Field(
+        "none",
+        description="Also send the Trainer's logs to this tracker (transformers' integration); ftwiz's own "
+        "events stay the record. TensorBoard and MLflow write inside the run directory.",
+    )
 
     @field_validator("fsdp", mode="before")
     @classmethod

@@ -4,8 +4,10 @@ Why this task: turning "March 5, 2021" into "2021-03-05" is the kind of job fine
 (a fixed output format), a randomly initialised model never produces it by chance (so the
 "before" score is near 0%), and a tiny model learns it in a minute on two CPU cores.
 
-The model is built by our own code (random init, character-level tokenizer from the
-`tokenizers` library) and saved with save_pretrained into a cache directory, once.
+The model is built by our own code (random init, a character-level tokenizer from the
+`tokenizers` library) and saved with save_pretrained into a cache directory, once. The tokenizer
+is a BPE with no merges and byte fallback, the shape of Llama 2's tokenizer.json: one token per
+character as before, and a format llama.cpp's GGUF converter reads (`ftwiz export --gguf`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2
+"""2: a byte-fallback BPE tokenizer (llama.cpp's converter reads it; v1's WordLevel it cannot)."""
 DEMO_DATA = "demo"
 """data.path value that selects the generated demo dataset."""
 
@@ -101,22 +104,30 @@ def score(outputs: list[str], references: list[str]) -> dict[str, float]:
 
 # -- model ----------------------------------------------------------------------------------
 def build_tokenizer():
-    """A character-level tokenizer built with the `tokenizers` library."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    """A character-level tokenizer: a BPE with no merges and byte fallback (Llama 2's shape).
+
+    Every character of the demo is one token; anything else falls back to byte tokens
+    <0x00>..<0xFF>. Spaces are written as "▁" inside the vocabulary (and decoded back), and no
+    space is prepended, so len(ids) == len(text) for demo text.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(_SPECIALS + list(_CHARS))}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
+    pieces = _SPECIALS + [f"<0x{b:02X}>" for b in range(256)] + [c.replace(" ", "\u2581") for c in _CHARS]
+    vocab = {tok: i for i, tok in enumerate(pieces)}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    core.normalizer = normalizers.Replace(" ", "\u2581")
+    core.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token="<pad>",
         bos_token="<s>",
         eos_token="</s>",
         unk_token="<unk>",
         clean_up_tokenization_spaces=False,
+        add_prefix_space=False,  # saved in tokenizer_config.json: llama.cpp then prepends no space either
     )
+    return tokenizer
 
 
 def ensure_demo_model(root: str | Path | None = None) -> Path:

@@ -19,8 +19,9 @@ from ftwiz.core.engine.results import (
     sample_match,
     usage_snippets,
 )
+from ftwiz.core.export import export_command
 from ftwiz.core.runs import RunDir, kept_checkpoint_text
-from ftwiz.tui.run_messages import MergeFinished
+from ftwiz.tui.run_messages import ExportFinished, MergeFinished
 
 CELL_WIDTH = 20
 """Sample texts are cut to this many characters in the table; samples.json has them whole."""
@@ -41,7 +42,8 @@ class DoneScreen(Screen):
     """Results of a finished run."""
 
     CSS_PATH = "../tui/run.tcss"
-    BINDINGS = [Binding("m", "merge", "Merge"), Binding("escape", "back", "Back")]
+    BINDINGS = [Binding("m", "merge", "Merge"), Binding("c", "chat", "Chat"), Binding("g", "export", "GGUF"),
+                Binding("escape", "back", "Back")]
 
     def __init__(self, run_dir: RunDir, *, merge_argv: list[str] | None = None) -> None:
         super().__init__()
@@ -50,6 +52,7 @@ class DoneScreen(Screen):
         self.samples = load_samples(run_dir.samples_path)
         self.merge_argv = merge_argv or merge_command(run_dir)
         self.merging = False
+        self.exporting = False
 
     def compose(self) -> ComposeResult:
         full = self.config.get("method") == "full"
@@ -67,6 +70,10 @@ class DoneScreen(Screen):
                 if not full:
                     yield Button("Merge into one model (m)", id="done-merge", variant="primary")
                 yield Static("", id="done-merge-status", markup=False)
+            with Horizontal(id="done-after"):
+                yield Button("Chat with it (c)", id="done-chat")
+                yield Button("Export GGUF + Ollama (g)", id="done-export")
+                yield Static("", id="done-export-status", markup=False)
             count = self.samples.count or len(self.samples.examples)
             yield Static(f"Before / after on {count or ''} held-out examples".replace("  ", " "),
                          classes="done-heading")
@@ -161,6 +168,42 @@ class DoneScreen(Screen):
         else:
             status.update(f"Merge failed: {message.output}")
             self.notify(message.output or "merge failed", severity="error", title="Merge failed")
+
+    # -- chat, export (issue 15) -----------------------------------------------------------
+    @on(Button.Pressed, "#done-chat")
+    def action_chat(self) -> None:
+        from ftwiz.screens.chat import ChatScreen
+
+        self.app.push_screen(ChatScreen(self.run_dir))
+
+    @on(Button.Pressed, "#done-export")
+    def action_export(self) -> None:
+        if self.exporting:
+            return
+        self.exporting = True
+        self.query_one("#done-export", Button).disabled = True
+        self.query_one("#done-export-status", Static).update(
+            "Exporting: merge if needed, then llama.cpp's converter (f16)… the UI stays usable.")
+        self._export(export_command(self.run_dir))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="export", description="ftwiz export --gguf")
+    def _export(self, argv: list[str]) -> None:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            self.post_message(ExportFinished(ok=False, output=str(exc)))
+            return
+        lines = done.stdout.strip().splitlines() if done.returncode == 0 else done.stderr.strip().splitlines()
+        self.post_message(ExportFinished(ok=done.returncode == 0, output="\n".join(lines[-4:])))
+
+    def on_export_finished(self, message: ExportFinished) -> None:
+        self.exporting = False
+        self.query_one("#done-export", Button).disabled = False
+        self.query_one("#done-merged", Static).update(self._merged_text())
+        self.query_one("#done-export-status", Static).update(
+            message.output if message.ok else f"Export failed: {message.output}")
+        if not message.ok:
+            self.notify(message.output or "export failed", severity="error", title="Export failed")
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 1:

@@ -133,8 +133,19 @@ class TrainScreen(Screen):
             yield VramPane(id="vram")
         yield RunLog(id="run-log")
         yield Static("", id="run-notice", markup=False)
+        tracker = self._tracker_line()
+        if tracker:
+            yield Static(tracker, id="run-tracker", classes="run-hint", markup=False)
         yield Static(self._quit_hint(), id="run-quit-hint", classes="run-hint", markup=False)
         yield Footer()
+
+    def _tracker_line(self) -> str | None:
+        """Where training.report_to sends a copy of the logs (None: no tracker)."""
+        from ftwiz.core.tracking import where_logs_go
+
+        report_to = (self.run_dir.read_config().get("training") or {}).get("report_to") or "none"
+        where = where_logs_go(self.run_dir.path, report_to)
+        return f"Logs also go to {where}" if where else None
 
     def _quit_hint(self) -> str:
         name = self.run_dir.name

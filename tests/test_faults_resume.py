@@ -147,7 +147,7 @@ def test_damaged_events_and_status_never_take_the_runs_list_down(tmp_path, capsy
     from ftwiz.core.monitor import RunTracker, scan_runs
 
     good = make_run(tmp_path, "good", state="finished")
-    append_events(good, [{"t": 1.0, "type": "step", "step": 1, "max_steps": 4, "loss": 1.5}])
+    append_events(good, [{"v": 1, "t": 1.0, "type": "step", "step": 1, "max_steps": 4, "loss": 1.5}])
     bad_events = make_run(tmp_path, "bad-events", state="finished")
     with open(bad_events.events_path, "ab") as handle:
         handle.write(b'\xff\xfe binary\n[1, 2]\n"a string"\n42\n{"type": 5}\n' + b"[" * 100000 + b"\n")
@@ -169,9 +169,11 @@ def test_damaged_events_and_status_never_take_the_runs_list_down(tmp_path, capsy
     assert main(["--runs-dir", str(tmp_path), "runs"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 6
     assert {row.name for row in scan_runs(tmp_path, now=10.0)} == set(rows)
+    from ftwiz.core.events import parse_events
+
     tracker = RunTracker()
-    tracker.add(bad_events.iter_events())
-    assert tracker.finished and tracker.finished["step"] == 4
+    tracker.add(parse_events(bad_events.iter_events()))
+    assert tracker.finished and tracker.finished.step == 4
     for event in bad_events.iter_events():
         format_event(event)
     assert main(["--runs-dir", str(tmp_path), "attach", "bad-events", "--interval", "0.01"]) == 0

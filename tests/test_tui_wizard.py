@@ -194,7 +194,7 @@ async def test_demo_path_walks_every_step_with_the_keyboard_alone(tmp_path, monk
         await settle(pilot)
         assert screen_name(app) == "ReviewScreen"
         config = app.state.config
-        assert config.data.path == "demo" and config.model.name_or_path.endswith("demo-model-v1")
+        assert config.data.path == "demo" and config.model.name_or_path.endswith("demo-model-v2")
         assert config.training.learning_rate == 0.005
         await pilot.press("escape")
         await settle(pilot)

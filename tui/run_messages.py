@@ -39,3 +39,33 @@ class MergeFinished(Message):
 
     ok: bool
     output: str
+
+
+@dataclass
+class ChatReady(Message):
+    """The chat's models are loaded (core.chat.ChatSession.source says which)."""
+
+    source: str
+
+
+@dataclass
+class ChatPiece(Message):
+    """A piece of a streamed answer: side "tuned" or "base"."""
+
+    side: str
+    text: str
+
+
+@dataclass
+class ChatTurnDone(Message):
+    """Both answers of a turn are complete (or the turn failed: error)."""
+
+    error: str | None = None
+
+
+@dataclass
+class ExportFinished(Message):
+    """`ftwiz export --gguf --ollama` ended: ok, and its last output lines."""
+
+    ok: bool
+    output: str

@@ -101,8 +101,11 @@ def launch(
     """
     count = visible_gpu_count() if gpu_count is None else gpu_count
     lock = run.hold_lock() if lock is None else lock
+    from ftwiz.core.tracking import tracker_env
+
+    report_to = (run.read_config().get("training") or {}).get("report_to", "none")
     try:
-        env = {**os.environ, **RUN_ENV, **(env or {}), LOCK_FD_ENV: str(lock)}
+        env = {**os.environ, **RUN_ENV, **tracker_env(run.path, report_to), **(env or {}), LOCK_FD_ENV: str(lock)}
         run.write_status(state="starting", exit_code=None, launched=time.time(), gpus=count)
         log = os.open(run.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:

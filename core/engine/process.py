@@ -54,6 +54,7 @@ from ftwiz.core.events import (
     StoppedEvent,
     WarningEvent,
     make_event,
+    status_record,
 )
 from ftwiz.core.runs import LOCK_FD_ENV, RunDir, _write_private, process_identity
 
@@ -110,6 +111,7 @@ class Status:
                 if self.flags is not None and self.flags.stop_requested:
                     if fields.get("state", self.data.get("state")) in ("starting", "running"):
                         fields["state"] = "stopping"
+                fields = status_record(**fields)  # typed (core/events.RunStatus): a ProbeSummary becomes its mapping
                 self._owned.update(fields)
                 self.data.update(fields)
                 self.data.update({k: v for k, v in self.run.read_status().items() if k not in self._owned})
@@ -238,7 +240,7 @@ def build_model(config: RunConfig, precision: str, cuda: bool) -> Any:
 
 
 def training_arguments(config: RunConfig, run: RunDir, precision: str, micro: int, accum: int, has_eval: bool):
-    """SFTConfig from the run config; no hub, no token, no reporting services, our own rotation."""
+    """SFTConfig from the run config; no hub, no token, the tracker the config names, our own rotation."""
     import dataclasses
 
     from trl import SFTConfig
@@ -266,7 +268,7 @@ def training_arguments(config: RunConfig, run: RunDir, precision: str, micro: in
         metric_for_best_model="eval_loss",
         greater_is_better=False,
         per_device_eval_batch_size=micro,
-        report_to="none",
+        report_to=config.training.report_to,  # "none" unless asked (core/tracking.py)
         push_to_hub=False,
         hub_token=None,
         disable_tqdm=True,

@@ -1,0 +1,153 @@
+"""Push a run's adapter (or merged model) to the Hugging Face Hub with a model card.
+
+The token is huggingface_hub's own: HF_TOKEN, or what `hf auth login` stored. ftwiz passes it
+to huggingface_hub and writes it nowhere (not in the card, not in the run directory). One
+commit holds the model files and README.md (the card: base model, data, hyperparameters,
+final losses, the before/after score, the command to reproduce).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ftwiz.core.errors import UserError
+from ftwiz.core.runs import RunDir
+
+SKIP_FILES = frozenset({"training_args.bin", "README.md"})
+"""Left out of the upload: the Trainer's pickled arguments, peft's placeholder card (ours replaces it)."""
+
+
+@dataclass
+class Pushed:
+    repo_id: str
+    url: str
+    files: list[str]
+    private: bool
+
+
+def _last(run: RunDir, kind: str) -> dict[str, Any] | None:
+    found = None
+    for event in run.iter_events():
+        if event.get("type") == kind:
+            found = event
+    return found
+
+
+def model_folder(run: RunDir, merged: bool) -> Path:
+    config = run.read_config()
+    if config.get("method") == "full":
+        folder = run.adapter_dir
+    elif merged:
+        folder = run.merged_dir
+        if not (folder / "config.json").exists():
+            raise UserError(f"push --merged: run {run.name} has no merged model; run `ftwiz merge {run.name}` first")
+    else:
+        folder = run.adapter_dir
+    if not folder.is_dir() or not any(folder.iterdir()):
+        raise UserError(f"run {run.name}: nothing to push in {folder.name}/ (state {run.state()})")
+    return folder
+
+
+def model_card(run: RunDir, repo_id: str, merged: bool) -> str:
+    """README.md for the Hub: metadata header, then what a reader needs to trust and rerun it."""
+    config = run.read_config()
+    model = config.get("model") or {}
+    data = config.get("data") or {}
+    training = config.get("training") or {}
+    lora = config.get("lora") or {}
+    method = config.get("method", "lora")
+    base = model.get("name_or_path", "unknown")
+    adapter = method != "full" and not merged
+    started = _last(run, "started") or {}
+    finished = _last(run, "finished") or {}
+    evaluation = _last(run, "eval") or {}
+    from ftwiz.core.engine.model_source import model_source
+
+    hub_id = model_source(base)
+    header = {
+        # The Hub links base_model to its page: a Hub id only, never a local directory.
+        **({} if Path(hub_id).expanduser().exists() else {"base_model": hub_id}),
+        "library_name": "peft" if adapter else "transformers",
+        "pipeline_tag": "text-generation",
+        "tags": list(dict.fromkeys(["ftwiz", "sft", method] + (["lora"] if method != "full" else []))),
+    }
+    data_name = Path(str(data.get("path", "?"))).name if Path(str(data.get("path", ""))).exists() else data.get("path")
+    rows = [
+        ("Base model", f"`{base}`"),
+        ("Method", method + (" (adapter)" if adapter else " (merged into the base)" if merged else "")),
+        ("Data", f"`{data_name}`" + (f", {started['data_format']} format" if started.get("data_format") else "")
+         + (f", {started['train_examples']} training / {started.get('eval_examples', 0)} held-out examples"
+            if started.get("train_examples") else "")),
+        ("Steps", str(finished.get("step", "?"))),
+        ("Final training loss", _num(finished.get("final_loss"))),
+        ("Final eval loss", _num(evaluation.get("eval_loss"))),
+    ]
+    hyper = {k: training.get(k) for k in ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                                          "gradient_accumulation_steps", "max_length", "lr_scheduler_type",
+                                          "warmup_ratio", "weight_decay", "seed") if k in training}
+    if method != "full":
+        hyper.update({f"lora_{k}" if not k.startswith("lora") else k: lora.get(k)
+                      for k in ("r", "lora_alpha", "lora_dropout", "target_modules") if k in lora})
+    score = finished.get("demo_score") or {}
+    lines = ["---", yaml.safe_dump(header, sort_keys=False).strip(), "---", "",
+             f"# {repo_id.split('/')[-1]}", "",
+             f"A {'LoRA adapter for' if adapter else 'fine-tune of'} `{base}`, trained with "
+             "[ftwiz](https://pypi.org/project/ftwiz/) (transformers + peft + TRL).", "",
+             "| | |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    if score.get("before") and score.get("after"):
+        lines += [f"| Held-out score before → after | {json.dumps(score['before'])} → {json.dumps(score['after'])} |"]
+    lines += ["", "## Hyperparameters", "", "| | |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in hyper.items()]
+    if adapter:
+        use = (f"from peft import PeftModel\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+               f"base = AutoModelForCausalLM.from_pretrained({json.dumps(base)}, dtype=\"auto\")\n"
+               f"model = PeftModel.from_pretrained(base, {json.dumps(repo_id)})\n"
+               f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(repo_id)})")
+    else:
+        use = (f"from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+               f"model = AutoModelForCausalLM.from_pretrained({json.dumps(repo_id)}, dtype=\"auto\")\n"
+               f"tokenizer = AutoTokenizer.from_pretrained({json.dumps(repo_id)})")
+    lines += ["", "## Use it", "", "```python", use, "```", "",
+              "## Reproduce", "", "Save this as `config.yaml` (point `data.path` at your copy of the data), then run "
+              "`pip install ftwiz && ftwiz train config.yaml`:", "",
+              "```yaml", yaml.safe_dump(config, sort_keys=False).strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "—"
+
+
+def push(run: RunDir, repo_id: str, merged: bool = False, private: bool = False, api: Any = None) -> Pushed:
+    """Create the repo (if needed) and upload the model files and the card in one commit."""
+    from ftwiz.core.hub import hub_reachable
+
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise UserError(f"push --repo {repo_id}: use ORG/NAME (your user name or an organisation, then the model name)")
+    folder = model_folder(run, merged)
+    if not hub_reachable():
+        raise UserError("push: the Hugging Face Hub is not reachable (offline, or HF_HUB_OFFLINE=1); try again online")
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
+
+    token = get_token()
+    if not token:
+        raise UserError("push: no Hugging Face token; set HF_TOKEN or run `hf auth login` (ftwiz never stores it)")
+    api = api or HfApi()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in SKIP_FILES)
+    operations = [CommitOperationAdd(path_in_repo=str(p.relative_to(folder)), path_or_fileobj=str(p)) for p in files]
+    operations.append(CommitOperationAdd(path_in_repo="README.md",
+                                         path_or_fileobj=model_card(run, repo_id, merged).encode("utf-8")))
+    try:
+        repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model", token=token)
+        api.create_commit(repo_id, operations=operations, repo_type="model", token=token,
+                          commit_message=f"ftwiz: {'merged model' if merged else folder.name} of run {run.name}")
+    except Exception as exc:  # noqa: BLE001 - HfHubHTTPError, network errors: one line for the user
+        raise UserError(f"push to {repo_id}: {str(exc).splitlines()[0][:300]}") from None
+    url = str(getattr(repo, "url", None) or f"https://huggingface.co/{repo_id}")
+    return Pushed(repo_id=repo_id, url=url, files=[op.path_in_repo for op in operations], private=private)
