@@ -160,5 +160,8 @@ class DoneScreen(Screen):
             self.notify(message.output or "merge failed", severity="error", title="Merge failed")
 
     def action_back(self) -> None:
-        if len(self.app.screen_stack) > 1:
+        leave = getattr(self.app, "leave_screen", None)  # the wizard: never down to a blank screen
+        if leave is not None:
+            leave()
+        elif len(self.app.screen_stack) > 1:
             self.app.pop_screen()

@@ -124,4 +124,10 @@ class ReviewScreen(StepScreen):
             self.query_one("#next", Button).disabled = False
 
     def on_run_started(self, message: RunStarted) -> None:
+        name = message.run_dir.name
+        summary = self.query_one("#summary", Static)
+        summary.update(f"[b]Run {name} started[/b] in its own process. ctrl+r lists it with the other runs "
+                       "(reattach, stop, resume); Start training again starts another run.")
+        summary.set_classes("hint")
+        self.query_one("#next", Button).disabled = False
         self.wizard.show_run(message.run_dir)

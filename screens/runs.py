@@ -143,5 +143,8 @@ class RunsScreen(Screen):
             self.app.push_screen(TrainScreen(row.run_dir, **self._train_options))
 
     def action_back(self) -> None:
-        if len(self.app.screen_stack) > 1:
+        leave = getattr(self.app, "leave_screen", None)  # the wizard: never down to a blank screen
+        if leave is not None:
+            leave()
+        elif len(self.app.screen_stack) > 1:
             self.app.pop_screen()

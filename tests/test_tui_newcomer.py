@@ -1,0 +1,95 @@
+"""Issue 13: the wizard walked by a newcomer, keyboard alone, at 80x24 (one test per defect)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from textual.widgets import DataTable, Static
+
+from snapshot_apps import CPU_ONLY, H200, fixed_app, settle
+from ftwiz.tui.steps import StepScreen
+
+
+def screen_name(app) -> str:
+    return type(app.screen).__name__
+
+
+async def wait_for_screen(pilot, name: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while screen_name(pilot.app) != name and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+    assert screen_name(pilot.app) == name
+
+
+async def wait_until(pilot, predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+    assert predicate(), what
+
+
+def fake_run(runs_dir, config, **status):
+    """A run directory as the engine leaves it right after starting (this process as its pid)."""
+    from ftwiz.core.runs import create_run_dir
+
+    run = create_run_dir(runs_dir, config.name or "run")
+    config.save(run.config_path)
+    run.write_status(**{"state": "running", "pid": os.getpid(), "step": 0, "max_steps": 200, **status})
+    return run
+
+
+def patch_start_run(monkeypatch, tmp_path):
+    import ftwiz.core.demo
+    import ftwiz.core.engine.launch
+
+    monkeypatch.setattr(ftwiz.core.engine.launch, "start_run",
+                        lambda config, runs_dir, detach=True: fake_run(runs_dir, config))
+    monkeypatch.setattr(ftwiz.core.demo, "ensure_demo_model", lambda root=None: tmp_path, raising=False)
+
+
+# -- defect 1: no blank screen after leaving the dashboard ---------------------------------------
+
+async def test_escape_on_the_dashboard_comes_back_to_review_not_a_blank_screen(tmp_path, monkeypatch):
+    patch_start_run(monkeypatch, tmp_path)
+    app = fixed_app(tmp_path / "runs", CPU_ONLY)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("d")
+        await settle(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for_screen(pilot, "TrainScreen")
+        await pilot.press("escape")
+        await wait_for_screen(pilot, "ReviewScreen")
+        assert "started" in str(app.screen.query_one("#summary", Static).content)
+
+
+async def test_escape_on_a_dashboard_alone_shows_a_wizard_step(tmp_path):
+    from ftwiz.core.demo import demo_config
+    from ftwiz.screens.train import TrainScreen
+
+    run = fake_run(tmp_path / "runs", demo_config())
+    app = fixed_app(tmp_path / "other-runs", CPU_ONLY)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.switch_screen(TrainScreen(run))  # the dashboard as the only screen over the app's own
+        await wait_for_screen(pilot, "TrainScreen")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, StepScreen)
+
+
+# -- defect 2: hardware detected while the runs list was on top ---------------------------------
+
+async def test_hardware_step_fills_in_when_detection_ends_under_the_runs_list(tmp_path):
+    from ftwiz.core.demo import demo_config
+
+    fake_run(tmp_path / "runs", demo_config())
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for_screen(pilot, "RunsScreen")
+        await wait_until(pilot, lambda: app.state.hardware is not None, what="hardware detected")
+        await pilot.press("escape")
+        await wait_for_screen(pilot, "WelcomeScreen")
+        await pilot.pause()
+        assert "Looking at this machine" not in str(app.screen.query_one("#hw-status", Static).content)
+        assert app.screen.query_one("#gpus", DataTable).row_count == 1
