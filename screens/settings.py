@@ -72,7 +72,7 @@ class SettingsScreen(StepScreen):
 
         state = self.state
         if state.demo:
-            return demo_values([key for key, _, _ in FIELDS])
+            return demo_values([key for key, _, _ in FIELDS], state.data_stats)
         if state.model_info is None:  # the model did not load: hyperparameters without a memory fit
             from ftwiz.core.recommend import recommend_hyperparams
 

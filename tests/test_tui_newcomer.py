@@ -93,3 +93,39 @@ async def test_hardware_step_fills_in_when_detection_ends_under_the_runs_list(tm
         await pilot.pause()
         assert "Looking at this machine" not in str(app.screen.query_one("#hw-status", Static).content)
         assert app.screen.query_one("#gpus", DataTable).row_count == 1
+
+
+# -- defect 3: the demo model on the user's own data keeps that data ------------------------------
+
+async def test_demo_model_with_own_data_trains_on_that_data_at_its_length(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("FTWIZ_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "mine.jsonl"
+    rows = [{"instruction": f"Repeat this sentence back to me please, number {i} " * 3, "output": "ok " * 30}
+            for i in range(5)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    app = fixed_app(tmp_path / "runs", CPU_ONLY)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.goto_step("model")
+        await pilot.pause()
+        await pilot.press(*"demo", "enter")
+        await settle(pilot)
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert screen_name(app) == "DataScreen"
+        await pilot.press(*str(path), "enter")
+        await settle(pilot)
+        assert "ready to train" in str(app.screen.query_one("#data-status", Static).content)
+        suggested = app.state.data_stats["suggested_max_length"]
+        assert suggested != 64
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert screen_name(app) == "ReviewScreen"
+        config = app.state.config
+        assert config.data.path == str(path)
+        assert config.training.max_length == suggested
+        assert str(path) in str(app.screen.query_one("#summary", Static).content)
