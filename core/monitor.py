@@ -149,7 +149,7 @@ class RunTracker:
             self.last_t = event.get("t", self.last_t)
             if kind == "started":
                 self.started_t = event.get("t")
-                self.max_steps = event.get("max_steps", self.max_steps)
+                self.max_steps = known_total(event.get("max_steps")) or self.max_steps
                 self.estimate_usd = event.get("estimate_usd", self.estimate_usd)
             elif kind == "step":
                 self._step(event)
@@ -164,7 +164,9 @@ class RunTracker:
 
     def _step(self, event: dict[str, Any]) -> None:
         self.step = int(event.get("step", self.step))
-        for name in ("max_steps", "epoch", "eta_s", "tokens_per_s", "learning_rate", "grad_norm", "spend_usd"):
+        if known_total(event.get("max_steps")):
+            self.max_steps = int(event["max_steps"])
+        for name in ("epoch", "eta_s", "tokens_per_s", "learning_rate", "grad_norm", "spend_usd"):
             value = event.get(name)
             if value is not None:
                 setattr(self, name, value)
@@ -178,7 +180,7 @@ class RunTracker:
         """status.json is rewritten with every heartbeat; it fills gaps before the first step event."""
         if status.get("step") is not None and int(status["step"]) > self.step:
             self.step = int(status["step"])
-        if status.get("max_steps") and not self.max_steps:
+        if known_total(status.get("max_steps")) and not self.max_steps:
             self.max_steps = int(status["max_steps"])
         if status.get("epoch") is not None and self.epoch is None:
             self.epoch = float(status["epoch"])
@@ -186,6 +188,21 @@ class RunTracker:
     @property
     def last_loss(self) -> float | None:
         return self.train_loss[-1][1] if self.train_loss else None
+
+
+def known_total(max_steps: Any) -> int | None:
+    """The run's total steps, or None while it is not known (the trainer's -1, 0, missing)."""
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, float)) or max_steps <= 0:
+        return None
+    return int(max_steps)
+
+
+def steps_text(step: int | None, max_steps: Any) -> str:
+    """'12/200', or '12/?' while the total is not known yet; '--' before any step."""
+    if step is None:
+        return "--"
+    total = known_total(max_steps)
+    return f"{step}/{total if total else '?'}"
 
 
 def _number(value: Any) -> float | None:
@@ -232,7 +249,7 @@ def scan_runs(runs_dir: str | os.PathLike, now: float) -> list[RunRow]:
             name=run.name,
             state=run.state(now),
             step=(last or {}).get("step", status.get("step")),
-            max_steps=(last or {}).get("max_steps") or status.get("max_steps"),
+            max_steps=known_total((last or {}).get("max_steps")) or known_total(status.get("max_steps")),
             last_loss=_number((last or {}).get("loss")),
             age_s=now - float(heartbeat) if isinstance(heartbeat, (int, float)) else None,
             run_dir=run,
@@ -408,11 +425,13 @@ __all__ = [
     "format_bytes",
     "format_bytes_gib",
     "format_duration",
+    "known_total",
     "last_step_event",
     "machine_ram_bytes",
     "make_gpu_sampler",
     "process_rss_bytes",
     "sample_hardware",
     "scan_runs",
+    "steps_text",
     "watch_runs",
 ]

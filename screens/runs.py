@@ -19,7 +19,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 
-from ftwiz.core.monitor import RunRow, format_duration, watch_runs
+from ftwiz.core.monitor import RunRow, format_duration, steps_text, watch_runs
 from ftwiz.tui.run_messages import RunsListed
 
 STATE_LABELS = {
@@ -35,7 +35,7 @@ COLUMNS = (("run", "name"), ("state", "state"), ("step", "step"), ("last loss", 
 
 
 def row_cells(row: RunRow) -> tuple[str, ...]:
-    steps = "--" if row.step is None else (f"{row.step}/{row.max_steps}" if row.max_steps else str(row.step))
+    steps = steps_text(row.step, row.max_steps)
     loss = "--" if row.last_loss is None else f"{row.last_loss:.4f}"
     age = "--" if row.age_s is None else f"{format_duration(max(0.0, row.age_s))} ago"
     return (row.name, STATE_LABELS.get(row.state, row.state), steps, loss, age)

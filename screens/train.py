@@ -240,6 +240,7 @@ class TrainScreen(Screen):
             estimate_usd=first_number(self.status.get("estimate_usd"), self.tracker.estimate_usd),
             budget_usd=first_number(limits.get("max_cost")),
             cpu=self.status.get("gpus") == 0,
+            active=self.state in ACTIVE_STATES or self.state in ("unknown", "stalled"),
         )
 
     def _render_notice(self) -> None:

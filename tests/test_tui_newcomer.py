@@ -129,3 +129,46 @@ async def test_demo_model_with_own_data_trains_on_that_data_at_its_length(tmp_pa
         assert config.data.path == str(path)
         assert config.training.max_length == suggested
         assert str(path) in str(app.screen.query_one("#summary", Static).content)
+
+
+# -- defect 4: a run whose total is not known yet --------------------------------------------------
+
+FAST = {"gpu_sampler": None, "poll_interval_s": 0.02, "sample_interval_s": 0.05, "refresh_interval_s": 0.05}
+
+
+async def test_unknown_total_shows_a_question_mark_and_no_full_bar(tmp_path):
+    from textual.widgets import ProgressBar
+
+    from helpers_runs import HostApp, append_events, make_run, wait_for
+    from ftwiz.screens.runs import RunsScreen
+    from ftwiz.screens.train import TrainScreen
+
+    run = make_run(tmp_path, max_steps=-1)
+    append_events(run, [{"t": 1.0, "type": "started", "max_steps": -1}])
+    screen = TrainScreen(run, **FAST)
+    async with HostApp(screen).run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: screen.state == "running" and screen.tracker.events_seen)
+        await pilot.pause(0.1)
+        line = str(screen.query_one("#run-progress-line", Static).render())
+        assert line.startswith("step 0/? ") and "-1" not in line
+        bar = screen.query_one(ProgressBar)
+        assert bar.total is None and bar.percentage is None
+    runs = RunsScreen(tmp_path, refresh_s=0.05)
+    async with HostApp(runs).run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: runs.rows)
+        table = runs.query_one(DataTable)
+        assert table.get_row_at(0)[2] == "0/?"
+
+
+async def test_a_stopped_run_shows_no_eta(tmp_path):
+    from helpers_runs import HostApp, append_events, make_run, step_event, wait_for
+    from ftwiz.screens.train import TrainScreen
+
+    run = make_run(tmp_path, state="stopped", step=3, max_steps=40)
+    append_events(run, [{"t": 1.0, "type": "started", "max_steps": 40}, step_event(3, 40, 10.0)])
+    screen = TrainScreen(run, **FAST)
+    async with HostApp(screen).run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: screen.state == "stopped" and screen.tracker.step == 3)
+        await pilot.pause(0.1)
+        line = str(screen.query_one("#run-progress-line", Static).render())
+        assert line.startswith("step 3/40") and "ETA" not in line
