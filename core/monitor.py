@@ -184,6 +184,9 @@ class RunTracker:
             self.max_steps = int(status["max_steps"])
         if status.get("epoch") is not None and self.epoch is None:
             self.epoch = float(status["epoch"])
+        estimate = _number((status.get("probe") or {}).get("estimated_cost_usd"))
+        if estimate is not None:  # the pre-flight probe's measured cost replaces the plan's
+            self.estimate_usd = estimate
 
     @property
     def last_loss(self) -> float | None:

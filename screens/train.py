@@ -237,7 +237,7 @@ class TrainScreen(Screen):
         self.query_one("#run-progress", RunProgress).show(
             self.tracker,
             elapsed_s=elapsed,
-            estimate_usd=first_number(self.status.get("estimate_usd"), self.tracker.estimate_usd),
+            estimate_usd=first_number(self.tracker.estimate_usd),
             budget_usd=first_number(limits.get("max_cost")),
             cpu=self.status.get("gpus") == 0,
             active=self.state in ACTIVE_STATES or self.state in ("unknown", "stalled"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
 from textual.widgets import DataTable, Static
 
 from snapshot_apps import CPU_ONLY, H200, fixed_app, settle
@@ -172,3 +173,24 @@ async def test_a_stopped_run_shows_no_eta(tmp_path):
         await pilot.pause(0.1)
         line = str(screen.query_one("#run-progress-line", Static).render())
         assert line.startswith("step 3/40") and "ETA" not in line
+
+
+# -- defect 7: the spend estimate of a run written by the real engine -----------------------------
+
+@pytest.mark.slow
+async def test_dashboard_shows_the_probes_cost_estimate_of_a_real_run(tmp_path, tmp_path_factory):
+    from helpers_engine import start, tiny_model_dir, wait_state, write_data
+    from helpers_runs import HostApp, wait_for
+    from ftwiz.screens.train import TrainScreen
+
+    model = tiny_model_dir(tmp_path_factory)
+    run = start(model, write_data(tmp_path / "data.jsonl", n=40), tmp_path / "runs", name="priced",
+                max_steps=4, save_steps=4, limits={"price_per_hour": 3.6})
+    assert wait_state(run, {"finished", "failed", "crashed"}) == "finished", run.log_path.read_text()[-2000:]
+    estimate = run.read_status()["probe"]["estimated_cost_usd"]
+    assert estimate is not None
+    screen = TrainScreen(run, **FAST)
+    async with HostApp(screen).run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: screen.state == "finished")
+        await pilot.pause(0.2)
+        assert f"plan ${estimate:,.2f}" in str(screen.query_one("#run-progress-spend", Static).render())
