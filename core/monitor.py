@@ -101,11 +101,15 @@ def follow_run(
     cancel: threading.Event,
     interval_s: float = 0.25,
     clock: Callable[[], float] = time.time,
+    until_done: bool = True,
+    idle_interval_s: float = 1.0,
 ) -> None:
     """Poll until cancelled or the run is over; one callback per poll that found news.
 
     Batching per poll is the coalescing: however fast the run writes, the UI gets at most
     1/interval_s messages a second. The clock judges heartbeat staleness (tests fix it).
+    until_done=False (a dashboard left open): an ended run is still watched, every
+    idle_interval_s, so that `ftwiz resume` from another shell shows up.
     """
     follower = RunFollower(run_dir, clock=clock)
     while not cancel.is_set():
@@ -113,7 +117,10 @@ def follow_run(
         if update:
             on_update(update)
         elif follower.done:
-            return
+            if until_done:
+                return
+            cancel.wait(max(interval_s, idle_interval_s))
+            continue
         cancel.wait(interval_s)
 
 

@@ -170,7 +170,7 @@ class TrainScreen(Screen):
           description="follow events.jsonl, status.json and train.log")
     def _follow(self) -> None:
         follow_run(self.run_dir, lambda update: self.post_message(RunUpdated(update)),
-                   self._cancel, self._poll_interval_s, self.clock)
+                   self._cancel, self._poll_interval_s, self.clock, until_done=False)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="gpu-poll",
           description="sample GPU memory, utilization, temperature and power")
@@ -204,6 +204,9 @@ class TrainScreen(Screen):
             self.status = update.status
             self.tracker.apply_status(update.status)
         if update.state is not None and update.state != self.state:
+            if update.state in ACTIVE_STATES and self.state not in ACTIVE_STATES:
+                self._stop_requested = False  # resumed (here or from another shell)
+                self.tracker.finished = None
             self.state = update.state
             self.query_one("#run-title", Static).update(self._title())
             self.query_one("#run-quit-hint", Static).update(self._quit_hint())

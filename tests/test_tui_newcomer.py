@@ -194,3 +194,43 @@ async def test_dashboard_shows_the_probes_cost_estimate_of_a_real_run(tmp_path, 
         await wait_for(pilot, lambda: screen.state == "finished")
         await pilot.pause(0.2)
         assert f"plan ${estimate:,.2f}" in str(screen.query_one("#run-progress-spend", Static).render())
+
+
+# -- defect 6: the log follows after a resize; a resume from another shell shows up ---------------
+
+async def test_log_keeps_following_the_tail_after_the_terminal_shrinks(tmp_path):
+    from helpers_runs import HostApp, make_run, wait_for
+    from ftwiz.screens.train import TrainScreen
+    from ftwiz.tui.widgets.run_log import RunLog
+
+    run = make_run(tmp_path, max_steps=40)
+    run.log_path.write_text("".join(f"line {i}\n" for i in range(200)))
+    screen = TrainScreen(run, **FAST)
+    async with HostApp(screen).run_test(size=(120, 40)) as pilot:
+        log = screen.query_one(RunLog)
+        await wait_for(pilot, lambda: log.line_count >= 200 and log.scroll_y >= log.max_scroll_y > 0)
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause(0.1)
+        with open(run.log_path, "a") as handle:
+            handle.write("".join(f"later {i}\n" for i in range(5)))
+        await wait_for(pilot, lambda: "later 4" in log.lines[-1])
+        await pilot.pause(0.1)
+        assert log.scroll_y == log.max_scroll_y
+
+
+async def test_a_dashboard_left_open_follows_a_resume_from_another_shell(tmp_path):
+    from helpers_runs import HostApp, append_events, make_run, shared_engine_pid, step_event, wait_for, write_json
+    from ftwiz.screens.train import TrainScreen
+
+    run = make_run(tmp_path, state="stopped", step=3, max_steps=40)
+    append_events(run, [{"t": 1.0, "type": "started", "max_steps": 40}, step_event(3, 40, 10.0)])
+    screen = TrainScreen(run, **FAST)
+    async with HostApp(screen).run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: screen.state == "stopped" and screen.tracker.step == 3)
+        await pilot.pause(0.3)  # the follower has read everything of the stopped run
+        status = run.read_status()
+        status.update(state="running", pid=shared_engine_pid(), heartbeat=time.time())
+        write_json(run.status_path, status)  # what `ftwiz resume` leaves, as the new process starts
+        append_events(run, [{"t": 20.0, "type": "resumed", "previous_state": "stopped"}, step_event(4, 40, 23.0)])
+        await wait_for(pilot, lambda: screen.state == "running" and screen.tracker.step == 4, timeout_s=10)
+        assert "running" in str(screen.query_one("#run-title", Static).render())
