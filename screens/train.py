@@ -36,6 +36,9 @@ from ftwiz.tui.widgets.run_log import RunLog
 from ftwiz.tui.widgets.run_progress import RunProgress, first_number
 from ftwiz.tui.widgets.vram import VramPane
 
+RESUMABLE_STATES = frozenset({"stopped", "failed", "killed", "crashed"})
+"""States `ftwiz resume` (r on the dashboard and the runs list) continues from."""
+
 AUTO = "auto"
 """gpu_sampler=AUTO: sample NVML through the app's hardware backend (or the real one)."""
 
@@ -91,6 +94,7 @@ class TrainScreen(Screen):
     CSS_PATH = "../tui/run.tcss"
     BINDINGS = [
         Binding("s", "stop", "Stop run"),
+        Binding("r", "resume", "Resume"),
         Binding("d", "done", "Results"),
         Binding("escape", "back", "Back"),
     ]
@@ -290,7 +294,22 @@ class TrainScreen(Screen):
             return self.state == "finished" or self.tracker.finished is not None
         if action == "stop":
             return self.state in ACTIVE_STATES or self.state in ("unknown", "stalled")
+        if action == "resume":
+            return self.state in RESUMABLE_STATES
         return True
+
+    def action_resume(self) -> None:
+        """Continue a stopped, failed, killed or crashed run in a new process; this dashboard
+        follows it (it keeps watching the run directory)."""
+        self.notify(f"Resuming {self.run_dir.name} from its newest complete checkpoint…", title="Resume")
+        self._resume()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="run-resume",
+          description="Resuming the run")
+    def _resume(self) -> None:
+        from ftwiz.core.engine.launch import resume_run
+
+        resume_run(self.run_dir)
 
     def action_stop(self) -> None:
         """First press: graceful (checkpoint, then exit). Second press: force, after asking."""

@@ -234,3 +234,86 @@ async def test_a_dashboard_left_open_follows_a_resume_from_another_shell(tmp_pat
         append_events(run, [{"t": 20.0, "type": "resumed", "previous_state": "stopped"}, step_event(4, 40, 23.0)])
         await wait_for(pilot, lambda: screen.state == "running" and screen.tracker.step == 4, timeout_s=10)
         assert "running" in str(screen.query_one("#run-title", Static).render())
+
+
+# -- defect 9: the runs list from every screen; resume, stop, delete from it; `ftwiz rm` ----------
+
+async def test_ctrl_r_opens_the_runs_list_from_any_step_and_esc_comes_back(tmp_path):
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        for step in ("welcome", "model", "review"):
+            app.goto_step(step)
+            await pilot.pause()
+            before = screen_name(app)
+            await pilot.press("ctrl+r")
+            await wait_for_screen(pilot, "RunsScreen")
+            await pilot.press("escape")
+            await wait_for_screen(pilot, before)
+
+
+async def test_runs_list_stops_resumes_and_deletes(tmp_path, monkeypatch):
+    import ftwiz.core.engine.launch
+    from helpers_runs import make_run, sleeping_process, wait_for, write_json
+
+    process = sleeping_process(ignore_sigterm=True)
+    runs_dir = tmp_path / "runs"
+    try:
+        live = make_run(runs_dir, "live", pid=process.pid)
+        stopped = make_run(runs_dir, "paused", state="stopped", step=10)
+        resumed = []
+
+        def fake_resume(run, detach=True):
+            resumed.append(run.name)
+            status = run.read_status()
+            status.update(state="running", pid=process.pid, heartbeat=time.time())
+            write_json(run.status_path, status)
+            return run
+
+        monkeypatch.setattr(ftwiz.core.engine.launch, "resume_run", fake_resume)
+        app = fixed_app(runs_dir, H200)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for_screen(pilot, "RunsScreen")
+            runs = app.screen
+            await wait_for(pilot, lambda: len(runs.rows) == 2)
+            table = runs.query_one(DataTable)
+            # Delete refuses a live run, stop stops it.
+            table.move_cursor(row=table.get_row_index("live"))
+            await pilot.press("x")
+            await pilot.pause()
+            assert screen_name(app) == "RunsScreen" and live.path.is_dir()
+            await pilot.press("s")
+            await pilot.pause()
+            assert live.read_status()["state"] == "stopping"
+            # Resume a stopped run: the dashboard follows it.
+            table.move_cursor(row=table.get_row_index("paused"))
+            await pilot.press("r")
+            await wait_for_screen(pilot, "TrainScreen")
+            assert resumed == ["paused"]
+            await pilot.press("escape")
+            await wait_for_screen(pilot, "RunsScreen")
+            # Delete a run that is not live, after confirming.
+            write_json(stopped.status_path, {**stopped.read_status(), "state": "stopped", "pid": None})
+            await wait_for(pilot, lambda: runs.rows["paused"].state == "stopped")
+            table.move_cursor(row=table.get_row_index("paused"))
+            await pilot.press("x")
+            await wait_for_screen(pilot, "ConfirmScreen")
+            await pilot.press("y")
+            await wait_for_screen(pilot, "RunsScreen")
+            assert not stopped.path.exists()
+            await wait_for(pilot, lambda: "paused" not in runs.rows)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_ftwiz_rm_refuses_a_live_run_and_deletes_an_ended_one(tmp_path, capsys):
+    from helpers_runs import make_run
+    from ftwiz.cli.main import main
+
+    live = make_run(tmp_path, "live")
+    ended = make_run(tmp_path, "ended", state="failed")
+    assert main(["--runs-dir", str(tmp_path), "rm", "live", "--yes"]) == 2
+    assert "stop it first" in capsys.readouterr().err and live.path.is_dir()
+    assert main(["--runs-dir", str(tmp_path), "rm", "ended", "--yes"]) == 0
+    assert not ended.path.exists()
