@@ -147,6 +147,8 @@ class RunTracker:
     notice: dict[str, Any] | None = None
     finished: dict[str, Any] | None = None
     samples_ready: bool = False
+    last_checkpoint_step: int | None = None
+    """The newest checkpoint saved (a resume continues from it); None: a resume starts over."""
     events_seen: int = 0
 
     def add(self, events: Iterable[dict[str, Any]]) -> None:
@@ -164,6 +166,8 @@ class RunTracker:
                 self.eval_loss.append((int(event.get("step", self.step)), float(event["eval_loss"])))
             elif kind == "samples":
                 self.samples_ready = True
+            elif kind == "checkpoint":
+                self.last_checkpoint_step = event.get("step", self.step)
             elif kind == "finished":
                 self.finished = event
             if kind in NOTICE_TYPES:

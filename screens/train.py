@@ -43,21 +43,23 @@ AUTO = "auto"
 """gpu_sampler=AUTO: sample NVML through the app's hardware backend (or the real one)."""
 
 
-def state_notice(state: str, name: str, last_error: str | None) -> tuple[str, str] | None:
-    """(text, severity) for a run that is no longer training, telling what to do next."""
+def state_notice(state: str, name: str, last_error: str | None,
+                 checkpoint_step: int | None = None) -> tuple[str, str] | None:
+    """(text, severity) for a run that is no longer training, telling what to do next (a resume
+    continues from the last checkpoint, or starts over when none was saved)."""
+    resume = (f"r (or `ftwiz resume {name}`) continues from the checkpoint at step {checkpoint_step}"
+              if checkpoint_step is not None else
+              f"no checkpoint was saved, so r (or `ftwiz resume {name}`) starts it over")
     if state == "finished":
         return "Run finished. Press d for the adapter, samples and how to use it.", "success"
     if state == "stalled":
         return (f"Run stalled: its process is alive but has not reported for minutes (hung?). "
                 f"See the log; s stops it (press twice to kill), then `ftwiz resume {name}`.", "warning")
     if state == "stopped":
-        return (f"Run stopped after saving a checkpoint. `ftwiz resume {name}` continues it.", "warning")
+        return f"Run stopped; {resume}.", "warning"
     if state in ("failed", "killed", "crashed"):
         reason = f": {last_error}" if last_error else ""
-        return (
-            f"Run {state}{reason}. See the log; `ftwiz resume {name}` restarts from the last checkpoint.",
-            "error",
-        )
+        return f"Run {state}{reason}. See the log; {resume}.", "error"
     return None
 
 
@@ -254,7 +256,7 @@ class TrainScreen(Screen):
         notice = self.query_one("#run-notice", Static)
         event = self.tracker.notice
         error = event.get("message") if event and event.get("type") == "error" else None
-        final = state_notice(self.state, self.run_dir.name, error)
+        final = state_notice(self.state, self.run_dir.name, error, self.tracker.last_checkpoint_step)
         if final is not None:
             text, severity = final
         elif event is not None:

@@ -317,3 +317,86 @@ def test_ftwiz_rm_refuses_a_live_run_and_deletes_an_ended_one(tmp_path, capsys):
     assert "stop it first" in capsys.readouterr().err and live.path.is_dir()
     assert main(["--runs-dir", str(tmp_path), "rm", "ended", "--yes"]) == 0
     assert not ended.path.exists()
+
+
+# -- defect 5: a run that cannot work does not start ------------------------------------------------
+
+async def _review_for_8b(app, pilot, tmp_path) -> None:
+    from ftwiz.core.models import load_model_info
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join('{"prompt": "p %d", "completion": "c"}\n' % i for i in range(20)))
+    await settle(pilot)
+    app.state.model_spec = "llama-3.1-8b"
+    app.state.model_info = load_model_info("llama-3.1-8b")
+    app.state.data_spec, app.state.n_examples = str(data), 20
+    app.goto_step("settings")
+    await settle(pilot)
+    await pilot.press("ctrl+n")
+    await settle(pilot)
+    assert screen_name(app) == "ReviewScreen"
+
+
+async def test_review_lists_what_blocks_a_run_on_a_machine_without_gpu_and_refuses_to_start(tmp_path, monkeypatch):
+    import ftwiz.core.engine.launch
+
+    started = []
+    monkeypatch.setattr(ftwiz.core.engine.launch, "start_run", lambda *a, **k: started.append(a))
+    app = fixed_app(tmp_path / "runs", CPU_ONLY)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _review_for_8b(app, pilot, tmp_path)
+        blockers = str(app.screen.query_one("#blockers", Static).content)
+        assert "cannot work here" in blockers and "does not fit" in blockers and "NVIDIA GPU" in blockers
+        assert app.screen.query_one("#next").disabled
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert started == [] and screen_name(app) == "ReviewScreen"
+
+
+async def test_review_says_when_the_model_cannot_be_downloaded(tmp_path, monkeypatch):
+    import ftwiz.core.checks
+
+    monkeypatch.setattr(ftwiz.core.checks, "model_available", lambda *a, **k: False)
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _review_for_8b(app, pilot, tmp_path)
+        blockers = str(app.screen.query_one("#blockers", Static).content)
+        assert "model not available" in blockers and "hf download" in blockers
+        assert app.screen.query_one("#next").disabled
+
+
+def test_model_available_offline_only_when_local_or_cached(tmp_path):
+    from ftwiz.core.checks import model_available
+
+    assert model_available(str(tmp_path))  # a local folder
+    assert not model_available("nobody-owns-this/ftwiz-missing-model", reachable=False)
+    assert model_available("nobody-owns-this/ftwiz-missing-model", reachable=True)
+
+
+async def test_demo_review_is_checked_and_can_start(tmp_path):
+    app = fixed_app(tmp_path / "runs", CPU_ONLY)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("d")
+        await settle(pilot)
+        assert str(app.screen.query_one("#blockers", Static).content).startswith("✓ Checked")
+        assert not app.screen.query_one("#next").disabled
+
+
+async def test_a_failed_run_without_checkpoint_does_not_promise_one(tmp_path):
+    from helpers_runs import HostApp, append_events, make_run, wait_for
+    from ftwiz.screens.train import TrainScreen
+
+    bare = make_run(tmp_path, "bare", state="failed")
+    append_events(bare, [{"t": 1.0, "type": "started", "max_steps": 40},
+                         {"t": 2.0, "type": "error", "message": "OSError: cannot reach the Hub"}])
+    saved = make_run(tmp_path, "saved", state="failed")
+    append_events(saved, [{"t": 1.0, "type": "started", "max_steps": 40},
+                          {"t": 2.0, "type": "checkpoint", "step": 10, "path": "checkpoints/checkpoint-10"},
+                          {"t": 3.0, "type": "error", "message": "boom"}])
+    for run, expected in ((bare, "no checkpoint was saved"), (saved, "checkpoint at step 10")):
+        screen = TrainScreen(run, **FAST)
+        async with HostApp(screen).run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: screen.state == "failed" and screen.tracker.events_seen >= 2)
+            await pilot.pause(0.2)
+            notice = str(screen.query_one("#run-notice", Static).render())
+            assert expected in notice and "last checkpoint" not in notice
