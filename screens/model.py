@@ -12,6 +12,7 @@ from ftwiz.core.memory import GIB
 from ftwiz.tui.messages import MethodMemory, ModelInfoLoaded
 from ftwiz.tui.state import DEMO
 from ftwiz.tui.steps import StepScreen
+from ftwiz.tui.widgets.on_off import OnOff
 
 METHODS = ("lora", "qlora", "full")
 METHOD_LABELS = {"lora": "LoRA", "qlora": "QLoRA", "full": "Full"}
@@ -36,7 +37,7 @@ class ModelScreen(StepScreen):
                 yield Static("", id="model-summary")
                 yield DataTable(id="model-memory", cursor_type="none")
                 yield Static("", id="model-targets")
-        yield Checkbox("trust_remote_code (run Python shipped with the model)", id="trust")
+        yield OnOff("trust_remote_code (run Python shipped with the model)", id="trust")
         yield Static("", id="trust-warning", classes="warn")
 
     def on_mount(self) -> None:

@@ -13,6 +13,7 @@ from textual.widgets import Checkbox, DataTable, Input, Select, Static
 from ftwiz.core.errors import UserError
 from ftwiz.tui.steps import StepScreen
 from ftwiz.tui.widgets.memory_bar import MemoryBar
+from ftwiz.tui.widgets.on_off import OnOff
 
 PRESETS = ("minimal", "attention", "all-linear")
 # (section.field, label, kind); kind: "float", "int", "bool", "preset"
@@ -49,7 +50,7 @@ class SettingsScreen(StepScreen):
                 yield Static(label, classes="field-label")
                 value = values.get(key)
                 if kind == "bool":
-                    yield Checkbox("on" if value else "off", bool(value), id=_widget_id(key), compact=True)
+                    yield OnOff("on" if value else "off", bool(value), id=_widget_id(key), compact=True)
                 elif kind == "preset":
                     yield Select([(p, p) for p in PRESETS], value=value if value in PRESETS else "attention",
                                  allow_blank=False, id=_widget_id(key), compact=True)

@@ -400,3 +400,33 @@ async def test_a_failed_run_without_checkpoint_does_not_promise_one(tmp_path):
             await pilot.pause(0.2)
             notice = str(screen.query_one("#run-notice", Static).render())
             assert expected in notice and "last checkpoint" not in notice
+
+
+# -- defect 8: a focus ring you can see; readable at 80x24 --------------------------------------------
+
+def _contrast(a, b) -> float:
+    return abs(a.brightness - b.brightness)
+
+
+async def test_the_focused_field_stands_out(tmp_path):
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(80, 24)) as pilot:
+        from ftwiz.core.models import load_model_info
+
+        await settle(pilot)
+        app.state.model_spec, app.state.model_info = "llama-3.1-8b", load_model_info("llama-3.1-8b")
+        app.state.data_spec, app.state.n_examples = "train.jsonl", 1000
+        app.goto_step("settings")
+        await settle(pilot)
+        rate = app.screen.query_one("#f-training-learning_rate")
+        epochs = app.screen.query_one("#f-training-num_train_epochs")
+        rate.focus()
+        await pilot.pause()
+        assert _contrast(rate.styles.background, epochs.styles.background) > 0.15
+        box = app.screen.query_one("#f-training-gradient_checkpointing")
+        box.focus()
+        await pilot.pause()
+        assert _contrast(box.styles.background, epochs.styles.background) > 0.15
+        box.value = False
+        await pilot.pause()
+        assert "X" not in box.render().plain and str(box.label) == "off"
