@@ -28,7 +28,7 @@ class ModelScreen(StepScreen):
     def compose_body(self) -> ComposeResult:
         yield Static("Pick a base model", classes="title")
         yield Input(
-            placeholder="search the catalog, or type a Hub id (org/name) or a local directory + enter",
+            placeholder="search the catalog, or a Hub id (org/name) or folder + enter",
             id="model-input",
         )
         with Horizontal(id="model-cols"):

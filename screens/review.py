@@ -41,8 +41,9 @@ class ReviewScreen(StepScreen):
         with VerticalScroll(id="yaml-box"):  # the YAML scrolls; summary, save and start stay in view
             yield Static("", id="yaml")
         with Horizontal(id="save-row"):
-            yield Input(placeholder="file to save to", id="save-path")
-            yield Button("Save (ctrl+s)", id="save")
+            yield Static("Save as ", classes="hint")
+            yield Input(placeholder="file to save to", id="save-path", compact=True)
+            yield Button("Save (ctrl+s)", id="save", compact=True)
         yield Static("", id="reuse", classes="hint")
 
     def on_mount(self) -> None:

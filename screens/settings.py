@@ -8,6 +8,7 @@ from typing import Any
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Grid
+from textual.markup import escape
 from textual.widgets import Checkbox, DataTable, Input, Select, Static
 
 from ftwiz.core.errors import UserError
@@ -58,6 +59,7 @@ class SettingsScreen(StepScreen):
                     yield Input(str(value), id=_widget_id(key), compact=True,
                                 type="integer" if kind == "int" else "text")
                 yield Static(self.reasons.get(key, ""), id=_widget_id(key) + "-why", classes="reason")
+        yield Static("", id="field-detail", classes="hint")
         yield Static("", id="settings-error", classes="bad")
         yield Static("Memory on this GPU", id="memory-title", classes="title")
         yield MemoryBar(id="memory")
@@ -65,6 +67,15 @@ class SettingsScreen(StepScreen):
         if self.state.method != "full" and self.state.model_info is not None:
             yield Static("Rank x targets: trainable parameters (adapter size in bf16)", classes="title")
             yield DataTable(id="explorer", cursor_type="none")
+
+    def on_descendant_focus(self, event) -> None:
+        """The focused field's reason in full under the table (its column is cut at 80 columns)."""
+        widget_id = getattr(event.widget, "id", None) or ""
+        detail = self.query_one("#field-detail", Static)
+        for key, label, _ in FIELDS:
+            if widget_id == _widget_id(key):
+                detail.update(f"[b]{label}[/b]: {escape(self.reasons.get(key, ''))}")
+                return
 
     # -- recommended values ---------------------------------------------------------------
     def _recommended(self) -> tuple[dict[str, Any], dict[str, str]]:
@@ -99,6 +110,7 @@ class SettingsScreen(StepScreen):
         if self.query("#explorer"):
             self._fill_explorer()
         self.update_plan()
+        self.query_one(f"#{_widget_id(FIELDS[0][0])}").focus()  # its reason shows in full below
 
     def _fill_explorer(self) -> None:
         from ftwiz.core.parameters import explore_table

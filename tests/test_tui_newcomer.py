@@ -430,3 +430,24 @@ async def test_the_focused_field_stands_out(tmp_path):
         box.value = False
         await pilot.pause()
         assert "X" not in box.render().plain and str(box.label) == "off"
+
+
+async def test_settings_show_the_focused_fields_reason_in_full_at_80x24(tmp_path):
+    from textual.widgets import Input
+
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(80, 24)) as pilot:
+        from ftwiz.core.models import load_model_info
+
+        await settle(pilot)
+        app.state.model_spec, app.state.model_info = "llama-3.1-8b", load_model_info("llama-3.1-8b")
+        app.state.data_spec, app.state.n_examples = "train.jsonl", 1000
+        app.goto_step("settings")
+        await settle(pilot)
+        for key in ("training.learning_rate", "lora.r"):
+            reason = app.screen.reasons[key]
+            app.screen.query_one(f"#f-{key.replace('.', '-')}", Input).focus()
+            await pilot.pause()
+            detail = app.screen.query_one("#field-detail", Static)
+            assert reason in str(detail.render())
+            assert detail.region.bottom <= 24 - 2 and detail.region.height >= 1  # on screen, above the nav

@@ -42,8 +42,9 @@ class StepScreen(Screen):
         with VerticalScroll(id="body"):
             yield from self.compose_body()
         with Horizontal(id="nav"):
-            yield Button("◂ Back (esc)", id="back", disabled=self.STEP == STEPS[0][0])
-            yield Button(f"{self.NEXT_LABEL} (ctrl+n) ▸", id="next", variant="primary")
+            # Compact: one line instead of three, so that 80x24 keeps room for the step itself.
+            yield Button("◂ Back (esc)", id="back", disabled=self.STEP == STEPS[0][0], compact=True)
+            yield Button(f"{self.NEXT_LABEL} (ctrl+n) ▸", id="next", variant="primary", compact=True)
         yield Footer()
 
     NARROW_BELOW: ClassVar[int] = 110
