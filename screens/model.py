@@ -37,7 +37,7 @@ class ModelScreen(StepScreen):
                 yield Static("", id="model-summary")
                 yield DataTable(id="model-memory", cursor_type="none")
                 yield Static("", id="model-targets")
-        yield OnOff("trust_remote_code (run Python shipped with the model)", id="trust")
+        yield OnOff("trust_remote_code (run Python shipped with the model)", id="trust", compact=True)
         yield Static("", id="trust-warning", classes="warn")
 
     def on_mount(self) -> None:

@@ -451,3 +451,20 @@ async def test_settings_show_the_focused_fields_reason_in_full_at_80x24(tmp_path
             detail = app.screen.query_one("#field-detail", Static)
             assert reason in str(detail.render())
             assert detail.region.bottom <= 24 - 2 and detail.region.height >= 1  # on screen, above the nav
+
+
+async def test_model_and_data_placeholders_fit_at_80x24(tmp_path):
+    from textual.widgets import Input
+
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        for step, selector in (("model", "#model-input"), ("data", "#data-input")):
+            app.goto_step(step)
+            await settle(pilot)
+            field = app.screen.query_one(selector, Input)
+            assert len(field.placeholder) <= field.content_region.width, (step, field.placeholder)
+        app.goto_step("model")
+        await settle(pilot)
+        trust = app.screen.query_one("#trust")
+        assert trust.region.bottom <= 24 - 2  # the trust_remote_code box is on screen, above the nav
