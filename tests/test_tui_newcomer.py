@@ -468,3 +468,35 @@ async def test_model_and_data_placeholders_fit_at_80x24(tmp_path):
         await settle(pilot)
         trust = app.screen.query_one("#trust")
         assert trust.region.bottom <= 24 - 2  # the trust_remote_code box is on screen, above the nav
+
+
+# -- defect 11 (Method step): nothing pre-answered, assumptions said, errors in the form's words ------
+
+async def test_method_questions_start_unanswered_and_the_ranking_says_what_it_assumes(tmp_path):
+    from textual.widgets import Input, Select
+
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert screen_name(app) == "DecideScreen"
+        prompting = app.screen.query_one("#q-tried_prompting", Select)
+        assert prompting.value is Select.NULL
+        assumed = str(app.screen.query_one("#assumed", Static).render())
+        assert "Not answered yet" in assumed and "tried prompting: Yes" in assumed
+        prompting.value = "no"
+        await pilot.pause()
+        assert "tried prompting" not in str(app.screen.query_one("#assumed", Static).render())
+        # The ranking stays in view while the body scrolls to the last question.
+        size = app.screen.query_one("#q-model_params_b", Input)
+        size.focus()
+        await pilot.pause()
+        table = app.screen.query_one("#ranking")
+        assert table.region.y < 24 and table.region.height >= 7
+        # A bad number is said under its question, without naming a CLI option.
+        size.value = "0"
+        await pilot.pause()
+        error = app.screen.query_one("#e-model_params_b", Static)
+        assert "must be > 0" in str(error.render()) and error.display
+        assert "--" not in str(error.render()) + str(app.screen.query_one("#assumed", Static).render())

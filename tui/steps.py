@@ -39,6 +39,7 @@ class StepScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield StepHeader(self.STEP)
+        yield from self.compose_top()
         with VerticalScroll(id="body"):
             yield from self.compose_body()
         with Horizontal(id="nav"):
@@ -52,6 +53,10 @@ class StepScreen(Screen):
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < self.NARROW_BELOW, "narrow")
+
+    def compose_top(self) -> ComposeResult:
+        """What stays in view above the scrolling body (the Method step's ranking)."""
+        yield from ()
 
     def compose_body(self) -> ComposeResult:
         yield from ()
