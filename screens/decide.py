@@ -33,7 +33,9 @@ class DecideScreen(StepScreen):
             with Vertical(id="advice"):
                 yield Static("", id="reasons")
                 yield Static(
-                    "Move to a method with up/down in the table to read why; Next takes the highlighted one.",
+                    "Move to a method with up/down in the table to read why; Next takes the highlighted one. "
+                    "Memory here is rough, from the model size alone; the Model step gives the figure "
+                    "for the model you pick.",
                     classes="hint",
                 )
             with Vertical(id="questions"):

@@ -36,6 +36,7 @@ class ModelScreen(StepScreen):
             with Vertical(id="model-info"):
                 yield Static("", id="model-summary")
                 yield DataTable(id="model-memory", cursor_type="none")
+                yield Static("", id="model-memory-assumes", classes="hint")
                 yield Static("", id="model-targets")
         yield OnOff("trust_remote_code (run Python shipped with the model)", id="trust", compact=True)
         yield Static("", id="trust-warning", classes="warn")
@@ -46,7 +47,7 @@ class ModelScreen(StepScreen):
         self.names = [DEMO, *catalog_names()]
         memory = self.query_one("#model-memory", DataTable)
         # Fixed widths: auto widths depend on when the worker's rows land, so the layout would too.
-        for label, width in (("method", 6), ("peak memory", 11), ("on this GPU", 22)):
+        for label, width in (("method", 6), ("GPU needs", 11), ("on this GPU", 22)):
             memory.add_column(label, width=width)
         self.query_one("#trust", Checkbox).value = self.state.trust_remote_code
         self._fill_catalog("")
@@ -168,7 +169,7 @@ class ModelScreen(StepScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="model-memory",
           description="Estimating memory per method")
     def estimate_methods(self, info) -> None:
-        from ftwiz.core.memory import minimum_memory
+        from ftwiz.core.memory import floor_text, minimum_memory
 
         free = self.state.gpu_free_bytes
         count = self.state.gpu_count
@@ -183,10 +184,14 @@ class ModelScreen(StepScreen):
                 verdict = f"[green]fits with FSDP over {count} GPUs[/] ({free / GIB:.0f} GiB free on each)"
             else:
                 verdict = f"[red]too big[/] ({free / GIB:.0f} GiB free)"
-            rows.append((METHOD_LABELS[method], f"{estimate.peak_gib:.1f} GiB", verdict))
+            rows.append((METHOD_LABELS[method], floor_text(estimate), verdict))
         self.post_message(MethodMemory(info.name, rows))
 
     def on_method_memory(self, message: MethodMemory) -> None:
+        from ftwiz.core.memory import FLOOR_ASSUMPTIONS
+
+        self.query_one("#model-memory-assumes", Static).update(
+            f"at {FLOOR_ASSUMPTIONS}; Settings shows it for your own settings")
         info = self.state.model_info
         if info is None or info.name != message.model:
             return

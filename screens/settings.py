@@ -65,7 +65,8 @@ class SettingsScreen(StepScreen):
         yield MemoryBar(id="memory")
         yield Static("", id="time-cost")
         if self.state.method != "full" and self.state.model_info is not None:
-            yield Static("Rank x targets: trainable parameters (adapter size in bf16)", classes="title")
+            yield Static("Rank x targets: trainable parameters (adapter file, fp32 as peft saves it)",
+                         classes="title")
             yield DataTable(id="explorer", cursor_type="none")
 
     def on_descendant_focus(self, event) -> None:
@@ -120,7 +121,7 @@ class SettingsScreen(StepScreen):
         rows: dict[int, list[str]] = {}
         for row in explore_table(self.state.model_info):
             rows.setdefault(row["rank"], []).append(
-                f"{row['trainable'] / 1e6:.1f}M {row['percent']:.2f}% ({row['adapter_mb_bf16']:.0f} MB)"
+                f"{row['trainable'] / 1e6:.1f}M {row['percent']:.2f}% ({row['adapter_mb_fp32']:,.1f} MB)"
             )
         for rank, cells in rows.items():
             table.add_row(str(rank), *cells)
@@ -179,9 +180,12 @@ class SettingsScreen(StepScreen):
             bar.update("The demo's tiny model trains on the CPU: a few hundred MB of RAM, about a minute.")
             cost.update("")
             return
-        from ftwiz.core.memory import estimate_for
+        from ftwiz.core.memory import config_assumptions, estimate_for
 
         count = state.gpu_count
+        title = self.query_one("#memory-title", Static)
+        where = "this GPU" if state.gpu_free_bytes else "a GPU (none here)"
+        title.update(f"Memory on {where} [dim]({config_assumptions(config)})[/dim]")
         if count > 1:
             self.query_one("#memory-title", Static).update(
                 f"Memory on each GPU: FSDP over {count} GPUs (weights, gradients, optimizer states sharded)"

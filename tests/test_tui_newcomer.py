@@ -500,3 +500,48 @@ async def test_method_questions_start_unanswered_and_the_ranking_says_what_it_as
         error = app.screen.query_one("#e-model_params_b", Static)
         assert "must be > 0" in str(error.render()) and error.display
         assert "--" not in str(error.render()) + str(app.screen.query_one("#assumed", Static).render())
+
+
+# -- defect 10: one figure per model, method, length and precision, on every step -------------------
+
+async def test_every_step_shows_the_same_memory_for_the_same_assumptions(tmp_path):
+    from textual.widgets import Input, Select
+
+    from ftwiz.core.memory import GIB, FLOOR_ASSUMPTIONS, floor_text, minimum_memory
+    from ftwiz.core.models import load_model_info
+    from ftwiz.core.parameters import count_summary
+
+    info = load_model_info("llama-3.1-8b")
+    need = floor_text(minimum_memory(info, "lora"))
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        capabilities = app.screen.query_one("#capabilities", DataTable)
+        row = next(capabilities.get_row_at(i) for i in range(capabilities.row_count)
+                   if capabilities.get_row_at(i)[0] == "llama-3.1-8b")
+        assert need in str(row[2])
+        app.goto_step("model")
+        await pilot.pause()
+        await pilot.press(*"llama-3.1-8b", "enter")
+        await settle(pilot)
+        memory = app.screen.query_one("#model-memory", DataTable)
+        assert memory.get_row_at(0)[:2] == ["LoRA", need]
+        assert FLOOR_ASSUMPTIONS in str(app.screen.query_one("#model-memory-assumes", Static).render())
+        app.state.data_spec, app.state.n_examples = "train.jsonl", 1000
+        app.goto_step("settings")
+        await settle(pilot)
+        screen = app.screen
+        for key, value in (("per_device_train_batch_size", "1"), ("max_length", "1024")):
+            screen.query_one(f"#f-training-{key}", Input).value = value
+        screen.query_one("#f-lora-r", Input).value = "16"
+        screen.query_one("#f-lora-target_modules", Select).value = "attention"
+        screen.query_one("#f-training-gradient_checkpointing").value = True
+        await pilot.pause()
+        assert f"{minimum_memory(info, 'lora').required_bytes / GIB:.1f} / " in str(screen.query_one("#memory").content)
+        assert "micro-batch 1, 1024 tokens, LoRA rank 16, gradient checkpointing on, bf16" in str(
+            screen.query_one("#memory-title", Static).render())
+        # The adapter's size is the file peft writes, as `ftwiz params` says.
+        adapter = count_summary(info, 16, "attention")["adapter_bytes"] / 1e6
+        explorer = screen.query_one("#explorer", DataTable)
+        rank16 = next(explorer.get_row_at(i) for i in range(explorer.row_count) if explorer.get_row_at(i)[0] == "16")
+        assert f"({adapter:,.1f} MB)" in rank16[2]
