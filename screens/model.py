@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Checkbox, DataTable, Input, OptionList, Static
 from textual.widgets.option_list import Option
@@ -24,6 +25,10 @@ DEMO_DESCRIPTION = (
 
 class ModelScreen(StepScreen):
     STEP = "model"
+    BINDINGS = [
+        Binding("down", "move_catalog(1)", "Next match", show=False),
+        Binding("up", "move_catalog(-1)", "Previous match", show=False),
+    ]
 
     def compose_body(self) -> ComposeResult:
         yield Static("Pick a base model", classes="title")
@@ -64,6 +69,18 @@ class ModelScreen(StepScreen):
         catalog.set_options(options)
         if options:
             catalog.highlighted = 0
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "move_catalog":  # only while typing a search; elsewhere up/down keep their job
+            return isinstance(self.focused, Input) and self.focused.id == "model-input"
+        return True
+
+    def action_move_catalog(self, delta: int) -> None:
+        """Up/down in the search field move the highlighted match; enter takes it."""
+        catalog = self.query_one("#catalog", OptionList)
+        if catalog.option_count:
+            current = catalog.highlighted or 0
+            catalog.highlighted = max(0, min(catalog.option_count - 1, current + delta))
 
     @on(Input.Changed, "#model-input")
     def _search(self, event: Input.Changed) -> None:
@@ -147,7 +164,7 @@ class ModelScreen(StepScreen):
         if info.gated:
             lines.append(
                 "[yellow]Gated on the Hub:[/] accept its license on the model page, then run "
-                "`huggingface-cli login` (or set HF_TOKEN) before training."
+                "`hf auth login` (or set HF_TOKEN) before training."
             )
         if info.note:
             lines.append(info.note)

@@ -72,7 +72,7 @@ class WelcomeScreen(StepScreen):
             status.set_classes("hint")
             gpus.display = True
         self.query_one("#host", Static).update(
-            f"CPU: {hardware.cpu_name or '?'} ({hardware.cpu_count} cores)   "
+            f"CPU: {hardware.cpu_name or '?'} ({hardware.cpu_count} threads)   "
             f"RAM: {gib_text(hardware.ram_total_bytes)} ({gib_text(hardware.ram_available_bytes)} free)   "
             f"Disk free: {gib_text(hardware.disk_free_bytes)}"
         )

@@ -545,3 +545,53 @@ async def test_every_step_shows_the_same_memory_for_the_same_assumptions(tmp_pat
         explorer = screen.query_one("#explorer", DataTable)
         rank16 = next(explorer.get_row_at(i) for i in range(explorer.row_count) if explorer.get_row_at(i)[0] == "16")
         assert f"({adapter:,.1f} MB)" in rank16[2]
+
+
+def test_the_demo_does_not_warn_about_a_chat_template_its_rows_never_use(tmp_path):
+    from ftwiz.core import demo
+    from ftwiz.core.data import build_dataset
+
+    notes = []
+    build_dataset(demo.demo_config(), demo.build_tokenizer(), notes)
+    assert not [n for n in notes if "chat template" in n.message], notes
+    chat = demo.write_rows(tmp_path / "chat.jsonl", [
+        {"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "hello"}]}
+        for i in range(4)])
+    config = demo.demo_config().model_copy(update={"data": demo.demo_config().data.model_copy(update={"path": str(chat)})})
+    notes = []
+    build_dataset(config, demo.build_tokenizer(), notes)
+    assert [n for n in notes if "chat template" in n.message]  # chat rows do use it: still said
+
+
+async def test_model_search_down_moves_the_highlight_and_enter_takes_it(tmp_path):
+    from textual.widgets import OptionList
+
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.goto_step("model")
+        await pilot.pause()
+        await pilot.press(*"llama-3.1")
+        catalog = app.screen.query_one("#catalog", OptionList)
+        names = [catalog.get_option_at_index(i).id for i in range(catalog.option_count)]
+        assert names[0] == "llama-3.1-70b" and "llama-3.1-8b" in names
+        for _ in range(names.index("llama-3.1-8b")):
+            await pilot.press("down")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.state.model_spec == "llama-3.1-8b"
+
+
+async def test_gated_models_name_the_installed_login_command(tmp_path):
+    from ftwiz.core.models import load_model_info
+
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.goto_step("model")
+        await pilot.pause()
+        info = load_model_info("llama-3.1-8b")
+        info.gated = True
+        text = app.screen._describe(info)
+        assert "hf auth login" in text and "huggingface-cli" not in text
+
