@@ -595,3 +595,24 @@ async def test_gated_models_name_the_installed_login_command(tmp_path):
         text = app.screen._describe(info)
         assert "hf auth login" in text and "huggingface-cli" not in text
 
+
+
+# -- the Done screen: code that stays valid at 80 columns; the demo's result reads as a success ---------
+
+async def test_done_screen_code_does_not_wrap_and_the_demo_says_what_it_measured(tmp_path):
+    from helpers_runs import HostApp, write_fixed_run, wait_for
+    from ftwiz.core.engine.results import usage_snippets
+    from ftwiz.screens.done import DoneScreen
+
+    fixed = write_fixed_run(tmp_path, "demo-lora")
+    screen = DoneScreen(fixed.run)
+    async with HostApp(screen).run_test(size=(80, 24)) as pilot:
+        await pilot.pause(0.2)
+        code = screen.query_one("#done-code-load", Static)
+        lines = str(code.render()).splitlines()
+        assert code.size.height == len(lines)  # one screen line per line of code: nothing wrapped
+        assert max(len(line) for line in lines) > 78  # a line longer than the screen: it scrolls instead
+        lesson = str(screen.query_one("#done-lesson", Static).render())
+        assert "learns one format" in lesson and "0% before, 88% after" in lesson and "not expected" in lesson
+        table = screen.query_one("#done-samples", DataTable)
+        assert [table.get_row_at(i)[4] for i in range(table.row_count)] == ["✓", "✓", "✓"]
