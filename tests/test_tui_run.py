@@ -277,7 +277,8 @@ async def test_done_screen_shows_samples_scores_and_code_with_real_paths(tmp_pat
         assert "format_match: 0% → 88%" in text_of(screen, "#done-score")
         table = screen.query_one("#done-samples", DataTable)
         rows = [table.get_row_at(i) for i in range(table.row_count)]
-        assert [row[4] for row in rows] == ["✓", "✓", "✗"]
+        # A demo run grades the ISO format it teaches: the third answer is a wrong date, well formed.
+        assert [row[4] for row in rows] == ["✓", "✓", "✓"]
         assert rows[1][:4] == ["Date of the launch:…", "january seven", "2019-01-07", "2019-01-07"]
         code = text_of(screen, "#done-code-load")
         assert f'PeftModel.from_pretrained(base, "{adapter}")' in code
