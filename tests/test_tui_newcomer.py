@@ -616,3 +616,27 @@ async def test_done_screen_code_does_not_wrap_and_the_demo_says_what_it_measured
         assert "learns one format" in lesson and "0% before, 88% after" in lesson and "not expected" in lesson
         table = screen.query_one("#done-samples", DataTable)
         assert [table.get_row_at(i)[4] for i in range(table.row_count)] == ["✓", "✓", "✓"]
+
+
+# -- step-specific help -----------------------------------------------------------------------------------
+
+async def test_help_starts_with_what_the_current_step_decides(tmp_path):
+    from textual.widgets import Markdown
+
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        seen = set()
+        for step, title in (("welcome", "This step: Hardware"), ("model", "This step: Model"),
+                            ("data", "This step: Data")):
+            app.goto_step(step)
+            await settle(pilot)
+            app.set_focus(None)
+            await pilot.press("question_mark" if step == "welcome" else "f1")
+            await wait_for_screen(pilot, "HelpScreen")
+            text = app.screen.query_one(Markdown).source
+            assert text.startswith(f"# {title}") and "# Fine-tuning in plain words" in text
+            seen.add(text.split("\n", 1)[0])
+            await pilot.press("escape")
+            await pilot.pause()
+        assert len(seen) == 3

@@ -173,7 +173,7 @@ class FtwizApp(App):
         from ftwiz.screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(help_topic(self.screen)))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -201,6 +201,14 @@ class FtwizApp(App):
         error = event.worker.error
         what = event.worker.description or event.worker.name
         self.notify(f"{what}: {error}", title="Failed", severity="error", timeout=10)
+
+
+def help_topic(screen: Screen) -> str | None:
+    """The help section for a screen: its wizard step, or the run screen it is."""
+    step = getattr(screen, "STEP", None)
+    if step:
+        return step
+    return {"TrainScreen": "train", "RunsScreen": "runs", "DoneScreen": "done"}.get(type(screen).__name__)
 
 
 def make_app(
