@@ -21,6 +21,9 @@ from ftwiz.core.runs import FINAL_STATES, RunDir, list_runs
 LOG_TAIL_BYTES = 64 * 1024
 """On (re)attach, show only the end of train.log: a long run's log can be hundreds of MB."""
 
+OVERFIT_RISE = 0.02
+"""Evaluation loss this far (2%) above its best, with training loss still falling: overfitting."""
+
 NOTICE_TYPES = frozenset({"oom", "nan", "warning", "error", "limit", "killed"})
 """Event types that deserve the user's attention (status line, log notice)."""
 
@@ -202,6 +205,29 @@ class RunTracker:
     @property
     def last_loss(self) -> float | None:
         return self.train_loss[-1][1] if self.train_loss else None
+
+    @property
+    def last_eval_loss(self) -> float | None:
+        return self.eval_loss[-1][1] if self.eval_loss else None
+
+    @property
+    def overfitting(self) -> str | None:
+        """A warning when evaluation loss has risen since its best while training loss kept
+        falling: the model is memorising its examples. None while that is not the case."""
+        if len(self.eval_loss) < 2 or len(self.train_loss) < 2:
+            return None
+        best_step, best = min(self.eval_loss, key=lambda point: point[1])
+        last_step, last = self.eval_loss[-1]
+        if last_step <= best_step or last < best * (1 + OVERFIT_RISE):
+            return None
+        train_then = [loss for step, loss in self.train_loss if step <= best_step]
+        train_now = self.train_loss[-1][1]
+        if not train_then or train_now >= train_then[-1]:
+            return None
+        return (f"Overfitting: evaluation loss rose from {best:.3f} (step {best_step}) to {last:.3f} while "
+                f"training loss fell to {train_now:.3f}. The model is memorising its examples: the "
+                f"checkpoint near step {best_step} is likely the best; next time use fewer epochs, more "
+                "data, or a lower learning rate.")
 
 
 def known_total(max_steps: Any) -> int | None:

@@ -262,6 +262,8 @@ class TrainScreen(Screen):
         elif event is not None:
             text = f"{event['type']}: {event.get('message', '')}".rstrip(": ")
             severity = "error" if event["type"] in ("error", "killed") else "warning"
+        elif self.tracker.overfitting:
+            text, severity = self.tracker.overfitting, "warning"
         elif self.state in ACTIVE_STATES and not self.tracker.step:
             # A CPU box spends up to a minute importing torch and loading before step 1.
             text = ("Getting ready: loading the model and the data." if self.tracker.started_t

@@ -640,3 +640,25 @@ async def test_help_starts_with_what_the_current_step_decides(tmp_path):
             await pilot.press("escape")
             await pilot.pause()
         assert len(seen) == 3
+
+
+# -- the dashboard: evaluation loss beside training loss; overfitting said with what to do --------------
+
+async def test_dashboard_shows_eval_loss_and_warns_of_overfitting(tmp_path):
+    from helpers_runs import HostApp, append_events, make_run, step_event, wait_for
+    from ftwiz.screens.train import TrainScreen
+
+    run = make_run(tmp_path, max_steps=40)
+    events = [{"t": 1.0, "type": "started", "max_steps": 40}]
+    for step in range(1, 31):
+        events.append(step_event(step, 40, 1.0 + step))  # training loss falls all along
+        if step % 10 == 0:
+            events.append({"t": 1.0 + step, "type": "eval", "step": step, "eval_loss": {10: 1.2, 20: 1.1, 30: 1.4}[step]})
+    append_events(run, events)
+    screen = TrainScreen(run, **FAST)
+    async with HostApp(screen).run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: screen.tracker.step == 30)
+        await pilot.pause(0.2)
+        assert "(eval 1.4000)" in str(screen.query_one("#run-progress-line", Static).render())
+        notice = str(screen.query_one("#run-notice", Static).render())
+        assert "Overfitting" in notice and "step 20" in notice and "fewer epochs" in notice

@@ -16,6 +16,11 @@ def progress_line(tracker: RunTracker, elapsed_s: float | None, active: bool = T
     parts = [f"step {steps_text(tracker.step, tracker.max_steps)}"]
     if tracker.epoch is not None:
         parts.append(f"epoch {tracker.epoch:.2f}")
+    if tracker.last_loss is not None:
+        loss = f"loss {tracker.last_loss:.4f}"
+        if tracker.last_eval_loss is not None:
+            loss += f" (eval {tracker.last_eval_loss:.4f})"
+        parts.append(loss)
     if active:
         parts.append(f"ETA {format_duration(tracker.eta_s)}")
     if elapsed_s is not None:
