@@ -662,3 +662,53 @@ async def test_dashboard_shows_eval_loss_and_warns_of_overfitting(tmp_path):
         assert "(eval 1.4000)" in str(screen.query_one("#run-progress-line", Static).render())
         notice = str(screen.query_one("#run-notice", Static).render())
         assert "Overfitting" in notice and "step 20" in notice and "fewer epochs" in notice
+
+
+# -- the walk: own data with a catalog model, keyboard alone, 80x24 ----------------------------------------
+
+async def test_own_data_with_a_catalog_model_walks_to_a_run_and_back(tmp_path, monkeypatch):
+    import ftwiz.core.checks
+
+    from ftwiz.core.memory import floor_text, minimum_memory
+    from ftwiz.core.models import load_model_info
+
+    patch_start_run(monkeypatch, tmp_path)
+    monkeypatch.setattr(ftwiz.core.checks, "model_available", lambda *a, **k: True)  # as if downloadable
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join('{"prompt": "Say %d", "completion": " %d"}\n' % (i, i) for i in range(50)))
+    need = floor_text(minimum_memory(load_model_info("llama-3.2-1b"), "lora"))
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        capabilities = app.screen.query_one("#capabilities", DataTable)
+        assert need in str(capabilities.get_row_at(0)[2])  # llama-3.2-1b, LoRA
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert screen_name(app) == "DecideScreen"
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert screen_name(app) == "ModelScreen" and app.state.method == "lora"
+        await pilot.press(*"llama-3.2-1b", "enter")
+        await settle(pilot)
+        assert app.screen.query_one("#model-memory", DataTable).get_row_at(0)[1] == need
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        await pilot.press(*str(data), "enter")
+        await settle(pilot)
+        assert app.state.n_examples == 50
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert screen_name(app) == "SettingsScreen"
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert screen_name(app) == "ReviewScreen"
+        assert app.state.config.data.path == str(data)
+        assert not app.screen.query_one("#next").disabled
+        await pilot.press("ctrl+n")
+        await wait_for_screen(pilot, "TrainScreen")
+        await pilot.press("ctrl+r")
+        await wait_for_screen(pilot, "RunsScreen")
+        await pilot.press("escape")
+        await wait_for_screen(pilot, "TrainScreen")
+        await pilot.press("escape")
+        await wait_for_screen(pilot, "ReviewScreen")
