@@ -112,7 +112,7 @@ def lesson(scores: list[tuple[str, float | None, float | None]]) -> str:
     return (
         "What the demo teaches: a fine-tune changes how a model answers. The tiny model (random weights, "
         "2 layers) learns one format, any date written as YYYY-MM-DD, in about a minute on the CPU. "
-        f"It is graded on that format (✓ below): {pct('format_match', 1)} before, {pct('format_match', 2)} after. "
+        f"It is graded on that format (the ✓ column): {pct('format_match', 1)} before, {pct('format_match', 2)} after. "
         f"Right dates (exact_match {pct('exact_match', 1)} → {pct('exact_match', 2)}) are not expected: "
         "a model this small learns the shape of the answer, not the calendar; a real model brings that knowledge."
     )

@@ -108,7 +108,7 @@ class DoneScreen(Screen):
             table = self.query_one("#done-samples", DataTable)
             # The demo grades the format (an ISO date), not the exact date: its column says so.
             verdict = demo.row_verdict if self.demo else sample_match
-            table.add_columns("prompt", "before", "after", "expected", "ISO date" if self.demo else "match")
+            table.add_columns("prompt", "before", "after", "expected", "format" if self.demo else "match")
             for row in self.samples.rows[:SHOWN_SAMPLES]:
                 table.add_row(*(_cut(row.get(k)) for k in ("prompt", "before", "after")),
                               _cut(expected_text(row)), verdict(row))

@@ -81,8 +81,7 @@ class RunsScreen(Screen):
             markup=False,
         )
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-        yield Static("Enter opens a run (live dashboard, or results when done) · r resume · s stop · "
-                     "x delete · Esc back to the wizard",
+        yield Static("Enter opens a run: its live dashboard, or its results when done. Esc goes back.",
                      classes="run-hint", markup=False)
         yield Footer()
 

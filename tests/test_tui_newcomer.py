@@ -712,3 +712,18 @@ async def test_own_data_with_a_catalog_model_walks_to_a_run_and_back(tmp_path, m
         await wait_for_screen(pilot, "TrainScreen")
         await pilot.press("escape")
         await wait_for_screen(pilot, "ReviewScreen")
+
+
+async def test_a_focused_compact_field_keeps_its_one_line_and_shows_its_value(tmp_path):
+    from ftwiz.core.models import load_model_info
+
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.state.model_spec, app.state.model_info = "llama-3.1-8b", load_model_info("llama-3.1-8b")
+        app.state.data_spec, app.state.n_examples = "train.jsonl", 1000
+        app.goto_step("settings")
+        await settle(pilot)
+        rate = app.screen.query_one("#f-training-learning_rate")
+        assert app.focused is rate
+        assert rate.region.height == 1 and rate.content_region.height == 1
