@@ -727,3 +727,21 @@ async def test_a_focused_compact_field_keeps_its_one_line_and_shows_its_value(tm
         rate = app.screen.query_one("#f-training-learning_rate")
         assert app.focused is rate
         assert rate.region.height == 1 and rate.content_region.height == 1
+
+
+async def test_question_mark_types_into_a_text_field_and_opens_help_elsewhere(tmp_path):
+    from textual.widgets import Input
+
+    app = fixed_app(tmp_path / "runs", H200)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.goto_step("data")
+        await settle(pilot)
+        field = app.screen.query_one("#data-input", Input)
+        assert app.focused is field
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert screen_name(app) == "DataScreen" and field.value.endswith("?")
+        app.set_focus(None)
+        await pilot.press("question_mark")
+        await wait_for_screen(pilot, "HelpScreen")
