@@ -258,10 +258,47 @@ def ddp_markdown(docs: list[tuple[str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def measured_summary(speed: dict | None, peer: dict | None) -> dict[str, Any]:
-    """What core/measured.json holds: the speed comparison's ratios to the guide's recipe (with
-    the padded arm's padding share) and compiled layers' gain over peft and Unsloth."""
+REAL_DIAG = "real-chat-h200-diag-gpu0.json"
+REAL = "real-chat-h200.json"
+
+
+def measured_summary(speed: dict | None, peer: dict | None, diag: dict | None = None,
+                     real: dict | None = None) -> dict[str, Any]:
+    """What core/measured.json holds: the real-data figures of `ftwiz train` (bench/real.py: the
+    attention and compile diagnosis, and ftwiz's plan against the guide's recipe and Unsloth),
+    and the older hand-loop ratios (speed-h200, peer-h200), labelled as such."""
     out: dict[str, Any] = {}
+    if diag:
+        arms = diag["arms"]
+        sdpa, varlen, eager = arms["ftwiz_plan"], arms["ftwiz_plan_varlen"], arms["ftwiz_plan_varlen_nocompile"]
+        out["attention"] = {"sdpa_tokens_per_s": sdpa["steady_tokens_per_s"],
+                            "varlen_tokens_per_s": varlen["steady_tokens_per_s"],
+                            "ratio": round(varlen["steady_tokens_per_s"] / sdpa["steady_tokens_per_s"], 2),
+                            "source": f"bench/results/{REAL_DIAG}"}
+        out["compile"] = {"steady_gain": round(varlen["steady_tokens_per_s"] / eager["steady_tokens_per_s"] - 1, 3),
+                          "cost_s": round(varlen["train_runtime_s"] - eager["train_runtime_s"], 1),
+                          "source": f"bench/results/{REAL_DIAG}"}
+    if real:
+        arms = real["arms"]
+        plan, guide = arms.get("ftwiz_plan") or {}, arms.get("guide") or {}
+        matched = arms.get("unsloth_matched") or {}
+        rate = plan.get("steady_tokens_per_s")
+        out["real_chat"] = {
+            "ftwiz_tokens_per_s": rate,
+            "vs_guide": round(rate / guide["steady_tokens_per_s"], 2) if rate and guide.get("steady_tokens_per_s") else None,
+            "vs_unsloth_matched": (round(rate / matched["steady_tokens_per_s"], 2)
+                                   if rate and matched.get("steady_tokens_per_s") else None),
+            "source": f"bench/results/{REAL}"}
+        qlora = arms.get("ftwiz_qlora") or {}
+        if rate and qlora.get("steady_tokens_per_s"):
+            # core/cost.py's time model: model FLOPs utilisation of ftwiz's plan (LoRA 4N, no
+            # checkpointing) against the H200's datasheet 989 TFLOP/s, and QLoRA's speed relative to it.
+            params = 8.03e9  # Llama-3.1-8B, the arms' shapes
+            out["time_calibration"] = {
+                "efficiency": round(rate * 4 * params / 989e12, 3),
+                "qlora_slowdown": round(max(1.0, rate / qlora["steady_tokens_per_s"]), 3),
+                "lora_tokens_per_s": rate, "qlora_tokens_per_s": qlora["steady_tokens_per_s"],
+                "source": f"bench/results/{REAL}"}
     if speed:
         ratios = dict(speed["summary"]["ratios_to_a"])
         padded = [r["padding_share"] for r in speed["runs"] if r.get("arm") == "a" and "padding_share" in r]
@@ -272,6 +309,133 @@ def measured_summary(speed: dict | None, peer: dict | None) -> dict[str, Any]:
         out["compile_gain"] = {"peft": part["ratio_to_peft"]["ftwiz-c"], "unsloth": part["ratio_to_unsloth"]["ftwiz-c"]}
         out["compile_gain_source"] = "bench/results/peer-h200-round2.json"
     return out
+
+
+REAL_CALLS = {
+    # The real-data run (bench/gpu/real.sh; bench/README.md has the device commands). Call 1 and 2
+    # are one run (Unsloth needs its own wheels, hence a second command on the warm machine);
+    # call 3 re-ran the memory configurations after the probe's checkpointing fix.
+    "call1": ("real-chat-h200-call1-gpu0.json", "real-chat-h200-call1-gpu1.json"),
+    "call2": ("real-chat-h200-call2-gpu0.json", "real-chat-h200-call2-gpu1.json"),
+    "call3": ("real-chat-h200-call3-gpu0.json", "real-chat-h200-call3-gpu1.json"),
+}
+REAL_COMMANDS = {
+    "call1": "PACKING_CHECK=1 REAL_PLAN='0|--arms ftwiz_plan,ftwiz_qlora,ftwiz_plan@24 --timeout-s 200\n"
+             "1|--arms guide,ftwiz_plan@48,ftwiz_qlora@16 --timeout-s 200' bash bench/gpu/real.sh",
+    "call2": "bash bench/gpu/real_unsloth.sh",
+    "call3": "REAL_PLAN='0|--arms ftwiz_plan@24,ftwiz_plan@48 --suffix _probefix --timeout-s 140\n"
+             "1|--arms ftwiz_qlora@16,ftwiz_plan --suffix _probefix --timeout-s 120' bash bench/gpu/real.sh",
+}
+ARM_KEYS = ("system", "config", "status", "train_runtime_s", "steady_tokens_per_s", "peak_alloc_gib",
+            "nvidia_smi_peak_gib", "mfu_vs_790", "steps", "losses", "plan_estimate", "probe", "overrides",
+            "simulated_card_gib", "micro_batch_used", "step_times_s")
+
+
+def _pct(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else round(100 * (a - b) / b, 1)
+
+
+def real_summary() -> dict | None:
+    """bench/results/real-chat-h200.json from the calls' files: the arms (first measurement of each
+    name in calls 1-2), the memory configurations (estimate and probe against the measured peak),
+    the targets of the real-data issue, and the GPU packing check."""
+    calls = {c: [d for d in (_read(f) for f in files) if d] for c, files in REAL_CALLS.items()}
+    if not calls["call1"]:
+        return None
+    first = calls["call1"][0]
+    arms: dict[str, Any] = {}
+    for call in ("call1", "call2"):
+        for doc in calls[call]:
+            for name, arm in doc["arms"].items():
+                if "@" not in name:
+                    arms.setdefault(name, {**{k: arm.get(k) for k in ARM_KEYS}, "call": call})
+    memory = []
+    for call in ("call1", "call3"):
+        for doc in calls[call]:
+            for name, arm in doc["arms"].items():
+                if arm.get("system") != "ftwiz" or arm.get("status") != "ok" or arm.get("overrides"):
+                    continue
+                if call == "call1" and "@" in name:
+                    continue  # the probe ran without checkpointing there (fixed before call 3)
+                est = (arm.get("plan_estimate") or {}).get("peak_gib")
+                probe = arm.get("probe") or {}
+                ok = [a for a in probe.get("attempts") or [] if a.get("outcome") == "ok"]
+                measured = arm["peak_alloc_gib"]
+                cfg = arm["config"]
+                memory.append({
+                    "run": f"{call}/{name}", "card_gib": arm.get("simulated_card_gib") or 140.4,
+                    "method": cfg["method"], "packing": cfg["packing"], "gradient_checkpointing": cfg["gradient_checkpointing"],
+                    "planned_micro_batch": cfg["per_device_train_batch_size"], "trained_micro_batch": arm.get("micro_batch_used"),
+                    "max_length": cfg["max_length"], "measured_peak_gib": measured, "plan_estimate_gib": est,
+                    "plan_error_pct": _pct(est, measured),
+                    "probe_predicted_gib": probe.get("predicted_peak_gib"),
+                    "probe_error_pct": _pct(probe.get("predicted_peak_gib"), measured),
+                    "probe_attempts": [(a["micro_batch"], a["outcome"], a.get("predicted_peak_gib")) for a in probe.get("attempts") or []],
+                    "probe_time_s": probe.get("estimated_time_s"), "train_runtime_s": arm.get("train_runtime_s"),
+                    "probe_time_error_pct": _pct(probe.get("estimated_time_s"), arm.get("train_runtime_s")),
+                    "probe_ok_micro_batch": ok[0]["micro_batch"] if ok else None,
+                })
+    plan, guide, matched = arms.get("ftwiz_plan", {}), arms.get("guide", {}), arms.get("unsloth_matched", {})
+    qlora = arms.get("ftwiz_qlora", {})
+    tps = lambda a: a.get("steady_tokens_per_s")  # noqa: E731
+    targets = {
+        "plan_vs_unsloth_matched_steady": round(tps(plan) / tps(matched), 3) if tps(plan) and tps(matched) else None,
+        "plan_vs_unsloth_matched_peak_gib": [plan.get("peak_alloc_gib"), matched.get("peak_alloc_gib")],
+        "plan_vs_unsloth_matched_train_runtime_s": [plan.get("train_runtime_s"), matched.get("train_runtime_s")],
+        "plan_vs_guide_steady": round(tps(plan) / tps(guide), 3) if tps(plan) and tps(guide) else None,
+        "qlora_vs_guide_steady": round(tps(qlora) / tps(guide), 3) if tps(qlora) and tps(guide) else None,
+    }
+    for extra in ("ftwiz_plan_round2", "guide_round2"):
+        if extra in arms:
+            targets[f"{extra}_steady"] = tps(arms[extra])
+    meta = first["data"]
+    return {
+        "gpu": first["gpu"], "versions": first["versions"], "data": meta, "model": first["model"],
+        "epochs": first["epochs"], "command": REAL_COMMANDS, "arms": arms, "targets": targets, "memory": memory,
+        "packing_check": _read("packing-check-h200.json"),
+        "definitions": "steady tokens/s: real tokens from the end of the first optimizer step to the end of the "
+                       "last, over that time; train_runtime: the Trainer's; peak_alloc_gib: torch max_memory_allocated "
+                       "of the training process (ftwiz: its step events, the probe included); nvidia_smi_peak_gib: "
+                       "NVML used memory of the GPU sampled every 50 ms (on simulated cards it includes the holder)",
+    }
+
+
+def real_markdown(doc: dict) -> str:
+    v = doc["versions"]
+    lines = [f"# ftwiz train on real chat data ({doc['gpu']})", "",
+             f"{doc['data']['conversations']} ShareGPT conversations (median {doc['data']['p50_tokens']} tokens, p90 "
+             f"{doc['data']['p90_tokens']}, longest {doc['data']['max_tokens']}), {doc['model']} shapes with random "
+             f"weights, {doc['epochs']:g} epoch; torch {v['torch']}, transformers {v['transformers']}, peft {v['peft']}, "
+             f"TRL {v['trl']}, bitsandbytes {v['bitsandbytes']}. Arms alternate one per GPU of a two-H200 machine, each "
+             "in its own process. Commands: see `command` in real-chat-h200.json.", "",
+             "| arm | set-up | train_runtime s | steady tokens/s | MFU (790 TFLOP/s) | peak allocated GiB | nvidia-smi GiB |",
+             "|---|---|---|---|---|---|---|"]
+    for name, a in doc["arms"].items():
+        c = a.get("config") or {}
+        setup = ", ".join(f"{k}={c[k]}" for k in ("method", "micro_batch", "per_device_train_batch_size", "grad_accum",
+                                                   "gradient_accumulation_steps", "max_length", "packing",
+                                                   "gradient_checkpointing", "attn_implementation", "regional_compile")
+                          if c.get(k) is not None)
+        lines.append(f"| {name} | {setup} | {a.get('train_runtime_s')} | {a.get('steady_tokens_per_s')} | "
+                     f"{a.get('mfu_vs_790')} | {a.get('peak_alloc_gib')} | {a.get('nvidia_smi_peak_gib')} |")
+    t = doc["targets"]
+    lines += ["", "Targets: ftwiz's plan / Unsloth matched steady tokens/s "
+              f"{t['plan_vs_unsloth_matched_steady']}x (peak GiB {t['plan_vs_unsloth_matched_peak_gib']}, train_runtime s "
+              f"{t['plan_vs_unsloth_matched_train_runtime_s']}); ftwiz's plan / guide {t['plan_vs_guide_steady']}x; "
+              f"ftwiz QLoRA / guide (method held fixed) {t['qlora_vs_guide_steady']}x.", "",
+              "## Memory: the plan's estimate and the probe against the measured peak", "",
+              "| run | card GiB | method | checkpointing | micro-batch planned / trained | measured GiB | plan GiB (err %) | probe GiB (err %) | probe time s / train_runtime s |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for m in doc["memory"]:
+        lines.append(f"| {m['run']} | {m['card_gib']} | {m['method']} | {m['gradient_checkpointing']} | "
+                     f"{m['planned_micro_batch']} / {m['trained_micro_batch']} | {m['measured_peak_gib']} | "
+                     f"{m['plan_estimate_gib']} ({m['plan_error_pct']}) | {m['probe_predicted_gib']} ({m['probe_error_pct']}) | "
+                     f"{m['probe_time_s']} / {m['train_runtime_s']} |")
+    pc = doc.get("packing_check")
+    if pc:
+        lines += ["", "Packing on the GPU (bench/packing_check.py): max |logit difference| packed vs alone per example: "
+                  + "; ".join(f"{k}: {v['max_abs_logit_diff_per_example']}" for k, v in pc["results"].items())]
+    return "\n".join(lines) + "\n"
 
 
 def _read(name: str) -> dict | None:
@@ -309,8 +473,12 @@ def main() -> None:
         path = RESULTS / f"{name}.json"
         if path.exists():
             (RESULTS / f"{name}.md").write_text(render(json.loads(path.read_text())))
-    MEASURED.write_text(json.dumps(measured_summary(_read("speed-h200.json"), _read("peer-h200-round2.json")),
-                                   indent=1, sort_keys=True) + "\n")
+    real = real_summary()
+    if real:
+        (RESULTS / REAL).write_text(json.dumps(real, indent=1) + "\n")
+        (RESULTS / "real-chat-h200.md").write_text(real_markdown(real))
+    MEASURED.write_text(json.dumps(measured_summary(_read("speed-h200.json"), _read("peer-h200-round2.json"),
+                                                    _read(REAL_DIAG), _read(REAL)), indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ class ModelSection(_Section):
     allow_pickle: bool = Field(
         False, description="Allow .bin/.pt (pickle) weights, which can run code when loaded."
     )
-    attn_implementation: str = Field("sdpa", description="sdpa, flash_attention_2 or eager.")
+    attn_implementation: str = Field("sdpa", description="sdpa, eager, flash_attention_2 (needs flash-attn) or varlen "
+                                     "(PyTorch's varlen FlashAttention for packed rows, core/engine/attention.py).")
 
 
 class DataSection(_Section):
@@ -180,6 +181,20 @@ class TrainingSection(_Section):
     def shards(self, gpu_count: int) -> int:
         """How many GPUs share one copy of the model: all of them under FSDP, else 1 (DDP, one GPU)."""
         return gpu_count if self.fsdp and gpu_count > 1 else 1
+
+    @staticmethod
+    def accumulation_per_gpu(accum: int, world_size: int) -> tuple[int, str | None]:
+        """Gradient accumulation per process, so that an optimizer step sees the planned batch
+        (micro-batch x accumulation) whatever the number of GPUs: each of N processes takes 1/N of
+        the accumulation. Where N does not divide it, the nearest whole number (at least 1), and a
+        sentence saying how the effective batch changed."""
+        if world_size <= 1:
+            return accum, None
+        per_gpu = max(1, round(accum / world_size))
+        if per_gpu * world_size == accum:
+            return per_gpu, None
+        return per_gpu, (f"gradient accumulation {accum} does not divide over {world_size} GPUs: {per_gpu} per GPU, "
+                         f"so a step sees micro-batch x {per_gpu * world_size} instead of x {accum}")
 
     @model_validator(mode="after")
     def _one_half_precision(self) -> TrainingSection:

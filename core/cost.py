@@ -7,6 +7,7 @@ Every number that is an assumption rather than arithmetic is said so in the resu
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -69,15 +70,26 @@ GPU_PRICES: dict[str, float] = {
 """USD per GPU-hour, typical on-demand cloud prices; edit here or override per user in
 $XDG_CONFIG_HOME/ftwiz/prices.yaml (a mapping of GPU name to price) or with --price."""
 
-DEFAULT_EFFICIENCY = 0.38
-"""Model FLOPs utilisation against the datasheet peak. Calibrated on the H200 reference: LoRA on
-8B at micro-batch 4 x 512 ran 7,700 tok/s with checkpointing (6N FLOPs/token) and 11,800 without
-(4N), both ~38% of 989 TFLOP/s."""
+def _time_calibration() -> dict[str, Any]:
+    """core/measured.json's `time_calibration` (bench/report.py writes it from bench/results)."""
+    path = Path(__file__).resolve().parent / "measured.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return dict(doc.get("time_calibration") or {}) if isinstance(doc, dict) else {}
 
-QLORA_SLOWDOWN = {True: 1.75, False: 1.23}
-"""QLoRA's dequantisation cost as a factor on LoRA's time, with / without gradient checkpointing:
-the H200 reference measured 4,400 vs 7,700 tok/s with checkpointing and 9,600 vs 11,800 without
-(8B, micro-batch 4 x 512). Dequantisation is per step, so larger micro-batches pay less."""
+
+TIME_CALIBRATION = _time_calibration()
+
+DEFAULT_EFFICIENCY = TIME_CALIBRATION.get("efficiency", 0.38)
+"""Model FLOPs utilisation against the datasheet peak: what `ftwiz train` reached with its own plan
+on real chat data (H200, 8B LoRA, packed rows, no checkpointing; bench/results/real-chat-h200.json).
+Checkpointing's extra forward is counted in the FLOPs per token, not here."""
+
+QLORA_SLOWDOWN = TIME_CALIBRATION.get("qlora_slowdown", 1.0)
+"""QLoRA's time relative to LoRA's for the same tokens: on real chat data through `ftwiz train`
+QLoRA was not slower (its plan took a larger micro-batch), so 1.0 unless the results say more."""
 
 SCALING_PER_DOUBLING = 0.9
 """Data-parallel efficiency: each doubling of GPUs keeps 90% of the ideal speed-up."""
@@ -224,7 +236,7 @@ def estimate_time_cost(
     per_token = flops_per_token(params, method, grad_ckpt)
     single_rate = spec.peak_tflops * 1e12 * efficiency / per_token
     if method == "qlora":
-        single_rate /= QLORA_SLOWDOWN[grad_ckpt]
+        single_rate /= QLORA_SLOWDOWN
     rate = single_rate * scaling_factor(num_gpus)
     seconds = tokens / rate
     hours = seconds / 3600
@@ -234,12 +246,14 @@ def estimate_time_cost(
         f"FLOPs per token = {kind}{' + 2N for the checkpointing re-forward' if grad_ckpt else ''}"
         f" = {per_token / params:.0f} x {params / 1e9:.2f}B; attention's sequence-length term ignored",
         f"efficiency {efficiency:.0%} of the datasheet peak {spec.peak_tflops:g} TFLOP/s "
-        "(calibrated on H200 LoRA 8B runs; the H200 matmul peak measured ~790 TFLOP/s)",
+        + (f"(`ftwiz train` on real chat data, H200 8B LoRA: {TIME_CALIBRATION['lora_tokens_per_s']:,.0f} tok/s, "
+           f"{TIME_CALIBRATION['source']})" if TIME_CALIBRATION else "(not calibrated: no results file)"),
     ]
     if method == "qlora":
         assumptions.append(
-            f"QLoRA {QLORA_SLOWDOWN[grad_ckpt]}x slower than LoRA for NF4 dequantisation "
-            f"(H200 8B: 4,400 vs 7,700 tok/s with checkpointing, 9,600 vs 11,800 without)"
+            f"QLoRA at {QLORA_SLOWDOWN:g}x LoRA's time"
+            + (f" (H200 8B: {TIME_CALIBRATION['qlora_tokens_per_s']:,.0f} vs {TIME_CALIBRATION['lora_tokens_per_s']:,.0f} "
+               "tok/s for LoRA)" if TIME_CALIBRATION else "")
         )
     if num_gpus > 1:
         assumptions.append(

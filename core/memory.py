@@ -306,10 +306,28 @@ def minimum_memory(
     )
 
 
-def estimate_for(config: Any, info: Any, hardware: Any = None, *, liger: bool = False) -> MemoryEstimate:
+def trl_fuses_lm_head() -> bool:
+    """TRL 1.16+ computes SFT's loss through its own chunked LM head: no full logits (found without importing it)."""
+    import importlib.metadata as md
+
+    try:
+        major, minor = (int(x) for x in md.version("trl").split(".")[:2])
+    except (md.PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) >= (1, 16)
+
+
+def liger_norms(use_liger_kernel: bool, regional_compile: bool) -> bool:
+    """Liger's RMSNorm (half-precision input kept) is applied: Liger on and the layers not compiled
+    (with compiled layers the engine leaves Liger's layer kernels to inductor: core/engine/speed.py)."""
+    return use_liger_kernel and not regional_compile
+
+
+def estimate_for(config: Any, info: Any, hardware: Any = None, *, liger: bool | None = None) -> MemoryEstimate:
     """The estimate for a RunConfig on `info`'s model: one GPU's memory when the run spreads over
     every GPU of `hardware` (DDP: a replica each; FSDP: 1/N each). The one place that reads the
-    estimator's arguments off a config."""
+    estimator's arguments off a config; Liger and TRL's fused head as the engine will apply them
+    on a GPU (`liger` overrides)."""
     from ftwiz.core.models import resolve_targets
 
     t = config.training
@@ -318,7 +336,9 @@ def estimate_for(config: Any, info: Any, hardware: Any = None, *, liger: bool = 
     return estimate_memory(
         info, config.method, t.per_device_train_batch_size, t.max_length, config.lora.r, names,
         t.gradient_checkpointing, t.optim, config.quantization.upcast, t.precision,
-        lora_dropout=config.lora.lora_dropout, grad_accum=t.gradient_accumulation_steps, liger=liger,
+        lora_dropout=config.lora.lora_dropout, grad_accum=t.gradient_accumulation_steps,
+        liger=liger_norms(t.use_liger_kernel, t.regional_compile) if liger is None else liger,
+        fused_head=trl_fuses_lm_head() or t.use_liger_kernel,
         shards=t.shards(len(getattr(hardware, "gpus", None) or [])),
     )
 
@@ -347,14 +367,16 @@ def estimate_memory(
     liger: bool = False,
     calibration: Calibration = CALIBRATION,
     shards: int = 1,
+    fused_head: bool | None = None,
 ) -> MemoryEstimate:
     """Peak memory allocated by PyTorch during a training step (after the first optimizer step).
 
     `dtype` is the training precision: bf16/fp16 mean autocast (LoRA/QLoRA on a half-precision
     base; full fine-tuning on fp32 master weights), fp32 means no autocast. Gradients are kept
     across micro-batches when `grad_accum` > 1 (the Trainer zeroes them with set_to_none).
-    `liger` = Liger kernels (TrainingArguments use_liger_kernel): the fused linear cross-entropy
-    never materialises the logits, and RMSNorm keeps a half-precision input.
+    `liger` = Liger's RMSNorm applied (it keeps a half-precision input; not when the layers are
+    compiled, see liger_norms). `fused_head` = the loss never materialises the full logits (Liger's
+    fused linear cross-entropy, or TRL 1.16+'s own chunked LM head); defaults to `liger`.
     `shards`: the memory of one GPU under FSDP FULL_SHARD over that many GPUs (1: a whole
     replica, as on one GPU or under DDP).
     """
@@ -474,7 +496,8 @@ def estimate_memory(
     layer_activations = per_layer * tokens
     checkpoint_per_layer = res * h * tokens  # the layer's input, kept by checkpointing
     final_norm = norm_saved * tokens
-    if liger:
+    fused = liger if fused_head is None else fused_head
+    if fused:
         # Liger's fused linear cross-entropy: logits exist one chunk of tokens at a time
         # (chunk = next power of 2 of tokens / ceil(vocab / hidden)); the gradient of the hidden
         # states is computed in the forward and kept, plus an fp32 loss per token.
@@ -517,12 +540,14 @@ def estimate_memory(
     share = c.reserved_block_share_ckpt if grad_ckpt else c.reserved_block_share_no_ckpt
     reserved = int(peak + share * logits_block + c.reserved_extra_bytes)
     assumptions.append(
-        f"reserved = peak allocated + {share:g} x a {'logits chunk' if liger else 'fp32 logits block'} "
+        f"reserved = peak allocated + {share:g} x a {'logits chunk' if fused else 'fp32 logits block'} "
         f"({logits_block / GIB:.2f} GiB) + {c.reserved_extra_bytes // MIB} MiB "
         "(PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True, as measured on the H200)"
     )
     if liger:
-        assumptions.append("Liger kernels: fused linear cross-entropy (no full logits), RMSNorm keeps a bf16 input")
+        assumptions.append("Liger's RMSNorm keeps a bf16 input")
+    if fused:
+        assumptions.append("fused LM head (TRL's chunked head or Liger's): no full logits")
     assumptions.append(
         f"nvidia-smi = reserved + CUDA context and kernels ~{c.cuda_context_bytes / GIB:.2f} GiB (measured on the H200)"
         + (" + paged optimizer states" if paged else "")

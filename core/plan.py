@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ftwiz.core.errors import UserError
-from ftwiz.core.memory import GIB, default_optim, estimate_memory
+from ftwiz.core.memory import GIB, default_optim, estimate_memory, liger_norms, trl_fuses_lm_head
 from ftwiz.core.recommend import Fit, Hyperparams, Recommendation, fit_to_gpu, recommend_hyperparams
 
 # Full fine-tuning is offered by "auto" only for models this small (it needs ~16 bytes per
@@ -199,7 +199,7 @@ class Plan:
         data: dict[str, Any] = {
             "name": name,
             "method": self.method,
-            "model": {"name_or_path": _loadable_model(self.model)},
+            "model": {"name_or_path": _loadable_model(self.model), "attn_implementation": hp["attn_implementation"]},
             "data": {"path": _absolute_if_file(data_path)},
             "training": training,
             "quantization": {"upcast": self.qlora_upcast,
@@ -298,7 +298,10 @@ def make_plan(
             info, m, free, effective, seqs, r, resolved_targets,
             micro_batch=batch, grad_ckpt=grad_ckpt, optim=optim, qlora_upcast=qlora_upcast,
             dtype=dtype if not (m == "qlora" and dtype == "fp32") else "bf16", lora_dropout=0.05,
-            liger=hp["use_liger_kernel"], shards=shards,
+            # Compiled layers are decided after the time estimate (_compile_only_if_it_pays): plan
+            # memory as if they were on (Liger's bf16 RMSNorm then off), the larger of the two.
+            liger=liger_norms(hp["use_liger_kernel"], hp["regional_compile"]),
+            fused_head=hp["use_liger_kernel"] or (not target.cpu_only and trl_fuses_lm_head()), shards=shards,
         )
         return hp, fit
 
@@ -375,7 +378,28 @@ def make_plan(
                 batch_asked=batch is not None, grad_ckpt_asked=grad_ckpt is not None,
                 distribution=distribution, distribution_reason=distribution_reason)
     plan.time_cost = _time_cost(plan, data_stats)
+    _compile_only_if_it_pays(plan)
     return plan
+
+
+def _compile_only_if_it_pays(plan: Plan) -> None:
+    """Compiled layers off for a run too short to repay the compile (recommend.COMPILE_PAYBACK_S)."""
+    from ftwiz.core.recommend import COMPILE_PAYBACK_S, Recommendation, _compile_evidence
+
+    hp, tc = plan.hyperparams, plan.time_cost
+    if not hp["regional_compile"] or tc is None or tc.hours * 3600 >= COMPILE_PAYBACK_S:
+        return
+    # Liger's bf16 RMSNorm now runs (compiled layers would have replaced it): the estimate follows.
+    t = plan.to_config("data.jsonl").training
+    plan.fit.estimate = estimate_memory(
+        plan.model, plan.method, t.per_device_train_batch_size, t.max_length, plan.rank, plan.targets,
+        t.gradient_checkpointing, t.optim, plan.qlora_upcast, "bf16" if t.bf16 else "fp16" if t.fp16 else "fp32",
+        lora_dropout=0.05, grad_accum=t.gradient_accumulation_steps,
+        liger=liger_norms(hp["use_liger_kernel"], False), fused_head=True)
+    hp.items["regional_compile"] = Recommendation(
+        "regional_compile", False,
+        f"off: this run trains ~{max(1, round(tc.hours * 60))} min, too short to repay the compile "
+        f"(on for runs over {COMPILE_PAYBACK_S // 60} min: {_compile_evidence()})")
 
 
 def _fsdp_fit(info: Any, target: GpuTarget, replica: Fit, sharded_plan: Any, optim: str | None, dtype: str,

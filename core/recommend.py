@@ -59,18 +59,47 @@ def measured_compile_gain() -> dict[str, float]:
     return dict(_measured().get("compile_gain") or {})
 
 
+COMPILE_PAYBACK_S = 300
+"""Compiled layers pay off only in runs longer than this: on real chat data (H200, 8B LoRA,
+varlen attention) compiling cost ~31 s of train time for ~11% faster steps, so ~280 s of
+training repay it (measured_compile(); bench/results/real-chat-h200-diag-gpu0.json)."""
+
+
+def measured_attention() -> dict[str, Any]:
+    """Steady tokens/s of `ftwiz train` on real chat data with sdpa and with varlen attention."""
+    return dict(_measured().get("attention") or {})
+
+
+def measured_compile() -> dict[str, Any]:
+    """Compiled layers on real chat data: steady gain (fraction) and the train time the compile costs."""
+    return dict(_measured().get("compile") or {})
+
+
+def real_data_figures() -> dict[str, Any]:
+    """ftwiz's plan against the guide's recipe and Unsloth through `ftwiz train` on real chat data."""
+    return dict(_measured().get("real_chat") or {})
+
+
+def _compile_evidence() -> str:
+    c = measured_compile()
+    if not c:
+        return "measured on real chat data"
+    return (f"on real chat data (H200, 8B LoRA) {c['steady_gain']:.0%} faster steps for ~{c['cost_s']:.0f} s "
+            f"of compiling ({c['source']})")
+
+
 def compile_option(cpu_only: bool, method: str) -> Recommendation:
-    """Regional torch.compile of the decoder layers, where it was measured (LoRA on a GPU)."""
+    """Regional torch.compile of the decoder layers, where it was measured (LoRA on a GPU).
+
+    The planner turns it off again for runs too short to repay the compile (COMPILE_PAYBACK_S)."""
     if cpu_only:
         return Recommendation("regional_compile", False, "no GPU: compiled layers pay off on GPU kernels only")
     if method not in COMPILED_METHODS:
         what = "4-bit layers" if method == "qlora" else "layers under full fine-tuning"
         return Recommendation("regional_compile", False, f"{method}: compiled {what} were not measured; left off")
-    gain = measured_compile_gain()
-    evidence = (f"on the H200, 8B LoRA trained {gain['peft']:.2f}x transformers + peft and {gain['unsloth']:.2f}x "
-                "Unsloth (bench/results/peer-h200-round2.json)" if gain else "measured faster on the H200")
     return Recommendation("regional_compile", True,
-                          "torch.compile each decoder layer (one compile, about a minute, reused by all): " + evidence)
+                          f"torch.compile each decoder layer: {_compile_evidence()}; on for runs over "
+                          f"{COMPILE_PAYBACK_S // 60} minutes")
 
 
 def liger_available() -> bool:
@@ -78,33 +107,56 @@ def liger_available() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
 
 
+def varlen_available() -> bool:
+    """PyTorch's varlen FlashAttention (torch.nn.attention.varlen, torch 2.10+), found without importing torch."""
+    import importlib.metadata as md
+
+    try:
+        major, minor = (int(x) for x in md.version("torch").split("+")[0].split(".")[:2])
+    except (md.PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) >= (2, 10)
+
+
 def _speed_evidence() -> str:
-    ratios = measured_speedups()
-    if "b2" not in ratios or "b" not in ratios:
-        return "packing and Liger together were measured faster on the H200 (results file not found)"
-    return (f"on the H200, the same 8B plan with packing + Liger trained {ratios['b2']:.2f}x the guide's recipe "
-            f"vs {ratios['b']:.2f}x padded without (bench/results/speed-h200.json)")
+    real = real_data_figures()
+    if real.get("vs_guide"):
+        return (f"; through `ftwiz train` on real chat data (H200, 8B) ftwiz's plan trained {real['vs_guide']:.2f}x "
+                f"the guide's recipe's tokens/s ({real['source']})")
+    return ""
 
 
 def speed_options(cpu_only: bool, method: str = "lora") -> list[Recommendation]:
-    """Padding-free packing, Liger kernels and compiled layers, each with the measured reason (GPU only)."""
+    """Padding-free packing, its attention, Liger kernels and compiled layers, each with the measured reason."""
     evidence = _speed_evidence()
-    padding = measured_speedups().get("padding_share")
-    wasted = f" ({padding:.0%} of the H200 run's padded tokens)" if padding is not None else ""
     if cpu_only:
         return [Recommendation("packing", False, "no GPU: padding-free packing is for GPU attention kernels"),
+                Recommendation("attn_implementation", "sdpa", "no GPU: PyTorch's SDPA"),
                 Recommendation("use_liger_kernel", False, "no GPU: Liger's kernels are Triton, CUDA only"),
                 compile_option(cpu_only, method)]
     packing = Recommendation(
         "packing", True,
-        f"padding-free packing (TRL BFD, position_ids): no compute on padding{wasted}; " + evidence)
+        "padding-free packing (TRL BFD): examples share rows, no compute on padding" + evidence)
+    a = measured_attention()
+    measured = (f": {a['sdpa_tokens_per_s']:,.0f} vs {a['varlen_tokens_per_s']:,.0f} tokens/s through `ftwiz train` "
+                f"on real chat data, {a['source']}" if a else "")
+    if varlen_available():
+        attention = Recommendation(
+            "attn_implementation", "varlen",
+            "PyTorch's varlen FlashAttention: each packed example attends only to itself, at FlashAttention's "
+            f"speed (SDPA masks the whole packed row{measured})")
+    else:
+        attention = Recommendation(
+            "attn_implementation", "sdpa",
+            "SDPA with a block-diagonal mask for packed rows (correct, slower); torch 2.10+ brings varlen "
+            f"FlashAttention{measured}")
     if liger_available():
         liger = Recommendation("use_liger_kernel", True,
-                               "Liger kernels: fused linear cross-entropy never builds the full logits; " + evidence)
+                               "Liger kernels (RMSNorm, RoPE, SwiGLU); TRL's own chunked LM head keeps the full "
+                               "logits out of memory")
     else:
-        liger = Recommendation("use_liger_kernel", False,
-                               "liger-kernel is not installed (pip install liger-kernel to use it; " + evidence + ")")
-    return [packing, liger, compile_option(cpu_only, method)]
+        liger = Recommendation("use_liger_kernel", False, "liger-kernel is not installed (pip install liger-kernel)")
+    return [packing, attention, liger, compile_option(cpu_only, method)]
 
 
 @dataclass(frozen=True)
@@ -255,13 +307,14 @@ def fit_to_gpu(
     lora_dropout: float = 0.05,
     liger: bool = False,
     shards: int = 1,
+    fused_head: bool | None = None,
 ) -> Fit:
     """The fastest layout whose estimate fits `free_bytes` with the margin.
 
     `seq_lens` are the max_length candidates, longest (no truncation) first; the first one for
     which some layout fits wins. Micro-batches divide the effective batch so accumulation keeps
-    it; `micro_batch` / `grad_ckpt` given by the user are kept as they are. `liger`: the memory
-    of Liger's fused cross-entropy (no full logits). `shards`: FSDP over that many GPUs
+    it; `micro_batch` / `grad_ckpt` given by the user are kept as they are. `liger` / `fused_head`:
+    estimate_memory's (Liger's RMSNorm; no full logits). `shards`: FSDP over that many GPUs
     (estimate_memory's `shards`; `free_bytes` is then one GPU's).
     """
     if effective_batch <= 0:
@@ -281,6 +334,7 @@ def fit_to_gpu(
         return estimate_memory(
             info, method, mb, seq, rank, targets, ckpt, opt, qlora_upcast, dtype,
             lora_dropout=lora_dropout, grad_accum=max(1, -(-effective_batch // mb)), liger=liger, shards=shards,
+            fused_head=fused_head,
         )
 
     margin = f"{usable / GIB:.1f} GiB usable of {free_bytes / GIB:.1f} GiB free (margin 10% + 1 GiB)"

@@ -27,12 +27,13 @@ def config_dict(model_dir: Path, data_path: Path, name: str = "t", **training: A
     limits = training.pop("limits", {})
     output = training.pop("output", {"samples": 0})
     model = training.pop("model", {})
+    lora = training.pop("lora", {})
     return {
         "name": name,
         "method": "lora",
         "model": {"name_or_path": str(model_dir), **model},
         "data": {"path": str(data_path), "eval_fraction": 0.1},
-        "lora": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": "all-linear"},
+        "lora": {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": "all-linear", **lora},
         "training": {
             "learning_rate": 5e-3,
             "max_steps": 8,

@@ -147,4 +147,5 @@ def test_committed_peer_and_ddp_results_render_and_hold_the_claims():
 def test_measured_package_data_is_what_report_writes_from_the_results():
     """core/measured.json (what the planner quotes, shipped in the wheel) matches bench/results."""
     written = json.loads(report.MEASURED.read_text())
-    assert written == report.measured_summary(report._read("speed-h200.json"), report._read("peer-h200-round2.json"))
+    assert written == report.measured_summary(report._read("speed-h200.json"), report._read("peer-h200-round2.json"),
+                                              report._read(report.REAL_DIAG), report._read(report.REAL))

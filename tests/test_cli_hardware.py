@@ -76,7 +76,9 @@ def test_cost_text_states_assumptions(capsys):
     assert code == 0
     assert "LORA on 1 x H200" in out and "tokens/s" in out and "$" in out
     assert "Compare:" in out and "qlora  1 x H200" in out and "lora   2 x H200" in out
-    assert "Assumptions:" in out and "efficiency 38%" in out
+    from ftwiz.core.cost import DEFAULT_EFFICIENCY
+
+    assert "Assumptions:" in out and f"efficiency {DEFAULT_EFFICIENCY:.0%}" in out
 
 
 def test_cost_json_from_examples(capsys):

@@ -179,3 +179,15 @@ def test_qlora_with_fsdp_is_refused_in_one_line(tmp_path, capsys):
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "training.fsdp" in err and "Traceback" not in err
+
+
+def test_accumulation_is_divided_across_gpus_so_the_effective_batch_stays():
+    from ftwiz.core.config import TrainingSection
+
+    assert TrainingSection.accumulation_per_gpu(8, 1) == (8, None)
+    assert TrainingSection.accumulation_per_gpu(8, 2) == (4, None)  # 4 rows x 2 GPUs = the planned 8
+    assert TrainingSection.accumulation_per_gpu(8, 8) == (1, None)
+    per, note = TrainingSection.accumulation_per_gpu(3, 2)
+    assert per == 2 and "x 4 instead of x 3" in note
+    per, note = TrainingSection.accumulation_per_gpu(1, 4)
+    assert per == 1 and "x 4 instead of x 1" in note

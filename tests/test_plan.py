@@ -47,9 +47,9 @@ def test_overrides_are_kept():
 
 
 def test_sequence_length_from_data_stats():
-    stats = {"rows": 2000, "p50": 150, "p95": 700, "max": 1900, "mean": 220.0, "estimate": False}
+    stats = {"rows": 2000, "p50": 150, "p95": 700, "max": 30000, "mean": 220.0, "estimate": False}
     plan = make_plan("llama-3.1-8b", data_stats=stats, gpu="H200")
-    assert plan.fit.max_length == 1920 and plan.n_examples == 2000
+    assert plan.fit.max_length == 30016 and plan.n_examples == 2000
     squeezed = make_plan("llama-3.1-8b", data_stats=stats, gpu="RTX 4090", method="lora")
     assert squeezed.fit.max_length == 704  # p95 when the longest does not fit
 
@@ -165,10 +165,10 @@ def test_h200_plan_packs_uses_liger_and_the_config_carries_both(monkeypatch):
     plan = make_plan("llama-3.1-8b", examples=5000, gpu="H200")
     hp = plan.to_dict()["hyperparameters"]
     assert hp["packing"]["value"] is True and hp["use_liger_kernel"]["value"] is True
-    assert "guide's recipe" in hp["use_liger_kernel"]["reason"]
-    assert any("Liger" in a for a in plan.to_dict()["memory_assumptions"])
+    assert any("fused LM head" in a for a in plan.to_dict()["memory_assumptions"])
     config = plan.to_config("train.jsonl")
     assert config.training.packing is True and config.training.use_liger_kernel is True
+    assert config.model.attn_implementation == hp["attn_implementation"]["value"]
 
 
 def test_cpu_plan_has_no_liger_and_no_packing(monkeypatch):

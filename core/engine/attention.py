@@ -19,6 +19,7 @@ demo) the varlen call is replaced by SDPA run example by example: the same arith
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -44,6 +45,10 @@ def register() -> str:
     if VARLEN not in AttentionInterface():
         AttentionInterface.register(VARLEN, varlen_attention_forward)
         ALL_MASK_ATTENTION_FUNCTIONS.register(VARLEN, varlen_mask)
+    if varlen_available():
+        import torch
+
+        _native_gqa(torch.device("cuda", torch.cuda.current_device()))  # decided before any compile
     return VARLEN
 
 
@@ -79,16 +84,38 @@ def cu_dtype():
     return torch.int32
 
 
+@functools.lru_cache(maxsize=None)
+def _native_gqa(device) -> bool:
+    """Whether this torch's varlen_attn (before its enable_gqa argument) takes fewer K/V heads than
+    query heads as FlashAttention does; tried once on a tiny input, outside any compiled graph."""
+    import torch
+    from torch.nn.attention.varlen import varlen_attn
+
+    q = torch.zeros(4, 2, 64, dtype=torch.bfloat16, device=device)
+    kv = torch.zeros(4, 1, 64, dtype=torch.bfloat16, device=device)
+    cu = torch.tensor([0, 4], dtype=torch.int32, device=device)
+    try:
+        out = varlen_attn(q, kv, kv, cu, cu, 4, 4)
+    except (RuntimeError, ValueError):
+        return False
+    return tuple(out.shape) == (4, 2, 64)
+
+
 def _call_varlen(q, k, v, cu, max_len: int, scale: float | None):
     """torch's varlen_attn, causal, across its signatures (is_causal in 2.9-2.10, window_size later)."""
     from torch.nn.attention.varlen import varlen_attn
 
     params = inspect.signature(varlen_attn).parameters
-    kwargs: dict[str, Any] = {"scale": scale}
+    kwargs: dict[str, Any] = {}
+    if scale is not None and "scale" in params:
+        kwargs["scale"] = scale
+    elif scale is not None and abs(scale - q.shape[-1] ** -0.5) > 1e-6:
+        raise ValueError("attn_implementation varlen: this torch's varlen_attn has no scale argument and the "
+                         "model's attention scale is not 1/sqrt(head_dim); use attn_implementation sdpa")
     if q.shape[1] != k.shape[1]:
         if "enable_gqa" in params:
             kwargs["enable_gqa"] = True
-        else:
+        elif not _native_gqa(q.device):  # would keep 4x larger K/V for backward: only where needed
             groups = q.shape[1] // k.shape[1]
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     if "is_causal" in params:

@@ -1,22 +1,25 @@
-"""The pre-flight probe: measure the planned batch on the user's own longest batch, then adjust.
+"""The pre-flight probe: run the Trainer's own step on the longest batches, then adjust.
 
 Estimates can be wrong (a model the estimator has not seen, a GPU shared with another job), and
 an out-of-memory error an hour into a run is the expensive way to find out. So before training,
-the run process runs a few forward+backward passes on the longest examples of the training set
-at the planned micro-batch, on the model it is about to train:
+the run process builds the Trainer it is about to train with and runs its own loss
+(`trainer.compute_loss`: TRL's fused LM head, the real collator's packed rows with their
+`cu_seq_lens`, the attention implementation and compiled layers of the run) forward and
+backward on the longest micro-batches of the training set:
 
-- no optimizer step and the gradients are dropped after each pass, so the weights, the
-  optimizer and the data order are exactly what training would have seen without the probe
-  (the Trainer reseeds every RNG when it is built, after the probe);
+- no optimizer step, gradients dropped after each pass, and the RNG states and the Trainer's
+  token and metric counters put back afterwards, so weights, optimizer, data order and dropout
+  masks are exactly what training would have seen without the probe (tests/test_probe.py);
+- the compiled layers are compiled here, in the warm-up pass, so the first training step does
+  not pay for it again;
 - peak memory is torch's max_memory_allocated over the passes plus the optimizer states the
   probe did not allocate (computed from the trainable parameter count), against the GPU's free
   memory (what other processes leave, plus what this one holds) minus a margin;
 - on an out-of-memory error or a peak over that budget it halves the micro-batch and doubles
   the accumulation (same effective batch) down to 1, then turns gradient checkpointing on and
   starts again from the planned micro-batch;
-- tokens/s are real (non-padding) tokens of the longest batch per second, after one warm-up
-  pass: on the longest batch this is a conservative figure, and it turns the dataset's token
-  count into the run's time and cost, which replace the plan's estimates.
+- tokens/s are the real tokens of the longest batch per second, after one warm-up pass; they
+  turn the dataset's token count into the run's time and cost, which replace the plan's.
 """
 
 from __future__ import annotations
@@ -56,37 +59,59 @@ def candidates(micro: int, accum: int, checkpointing: bool) -> list[tuple[int, i
     return out
 
 
-def longest_rows(train_ds: Any, count: int, config: RunConfig) -> list[tuple[list[int], list[int]]]:
-    """(input_ids, labels) of the `count` longest training examples; packed rows are full length."""
-    ids_column, labels_column = train_ds["input_ids"], train_ds["labels"]
-    order = sorted(range(len(ids_column)), key=lambda i: len(ids_column[i]), reverse=True)
-    order = (order * count)[:count] if order else []
-    rows = []
-    for index in order:
-        ids, labels = list(ids_column[index]), list(labels_column[index])
-        if config.training.packing:
-            reps = -(-config.training.max_length // max(1, len(ids)))
-            ids, labels = (ids * reps)[: config.training.max_length], (labels * reps)[: config.training.max_length]
-        rows.append((ids, labels))
-    return rows
+def longest_batch(trainer: Any, count: int) -> dict[str, Any]:
+    """The `count` longest rows of the Trainer's own (packed) dataset, through its own collator."""
+    dataset = trainer.train_dataset
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+    order = (order * count)[:count]
+    return trainer.data_collator([dataset[i] for i in order])
 
 
-def make_batch(rows: list[tuple[list[int], list[int]]], pad_id: int, device: Any) -> dict[str, Any]:
-    import torch
-
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (ids, row_labels) in enumerate(rows):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        labels[i, : len(ids)] = torch.tensor(row_labels)
-        mask[i, : len(ids)] = 1
-    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+def real_tokens(batch: dict[str, Any]) -> int:
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
 
 
-def _passes(model: Any, batch: dict[str, Any], precision: str, cuda: bool) -> float:
-    """Seconds of the timed passes (all but the first)."""
+class _Untouched:
+    """Puts back what a probe pass changes besides memory: RNG states, TRL's token and metric counters."""
+
+    def __init__(self, trainer: Any):
+        self.trainer = trainer
+
+    def __enter__(self) -> "_Untouched":
+        import copy
+        import random
+
+        import numpy as np
+        import torch
+
+        self.rng = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+                    torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+        self.tokens = getattr(self.trainer, "_total_train_tokens", None)
+        self.metrics = copy.deepcopy(getattr(self.trainer, "_metrics", None))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        py, npy, cpu, cuda = self.rng
+        random.setstate(py)
+        np.random.set_state(npy)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        if self.tokens is not None:
+            self.trainer._total_train_tokens = self.tokens
+        if self.metrics is not None:
+            self.trainer._metrics = self.metrics
+
+
+def _passes(trainer: Any, model: Any, batch: dict[str, Any], precision: str, cuda: bool) -> float:
+    """Seconds of the timed passes (all but the first) of the Trainer's own loss, forward and backward."""
     import contextlib
 
     import torch
@@ -96,13 +121,14 @@ def _passes(model: Any, batch: dict[str, Any], precision: str, cuda: bool) -> fl
         if cuda and precision in ("bf16", "fp16")
         else contextlib.nullcontext()
     )
+    inputs = trainer._prepare_inputs(batch)
     timed = 0.0
     for index in range(PASSES):
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        with autocast:
-            loss = model(**batch).loss
+        with autocast, trainer.compute_loss_context_manager():
+            loss = trainer.compute_loss(model, inputs)
         loss.backward()
         if cuda:
             torch.cuda.synchronize()
@@ -122,7 +148,8 @@ def _cleanup(model: Any, cuda: bool) -> None:
         torch.cuda.empty_cache()
 
 
-def run_probe(model: Any, config: RunConfig, train_ds: Any, pad_id: int, micro: int, accum: int, precision: str, cuda: bool) -> dict[str, Any]:
+def run_probe(trainer: Any, model: Any, config: RunConfig, micro: int, accum: int, precision: str,
+              cuda: bool) -> dict[str, Any]:
     """Probe, adjust, and return the `probe` event's fields (see docs/events.md)."""
     import torch
 
@@ -131,26 +158,29 @@ def run_probe(model: Any, config: RunConfig, train_ds: Any, pad_id: int, micro: 
     states = optimizer_bytes(model, config.training.optim)
     budget = None
     if cuda:
-        free, total = torch.cuda.mem_get_info(device)
-        # What other processes leave us: free memory plus what this process already holds.
-        budget = free + torch.cuda.memory_reserved(device) - max(MARGIN_MIN_BYTES, int(MARGIN_FRACTION * total))
+        free, _ = torch.cuda.mem_get_info(device)
+        # What other processes leave us: free memory plus what this process already holds; the
+        # margin is a share of that, not of the card's total (a GPU shared with another job, or a
+        # simulated smaller card, would otherwise lose 5% of memory it does not have).
+        available = free + torch.cuda.memory_reserved(device)
+        budget = available - max(MARGIN_MIN_BYTES, int(MARGIN_FRACTION * available))
     planned_ckpt = config.training.gradient_checkpointing
-    ckpt_on = planned_ckpt
+    # The Trainer turns checkpointing on inside train(), after the probe: the probe turns it on itself.
+    ckpt_on = False
     attempts: list[dict[str, Any]] = []
     chosen: dict[str, Any] | None = None
     for number, (m, a, ckpt) in enumerate(candidates(micro, accum, planned_ckpt)):
         if ckpt and not ckpt_on:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             ckpt_on = True
-        rows = longest_rows(train_ds, m, config)
-        batch = make_batch(rows, pad_id, device)
-        real_tokens = int(batch["attention_mask"].sum())
+        batch = longest_batch(trainer, m)
         attempt: dict[str, Any] = {"micro_batch": m, "grad_accum": a, "gradient_checkpointing": ckpt}
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         try:
             faults.in_probe(number)
-            seconds = _passes(model, batch, precision, cuda)
+            with _Untouched(trainer):
+                seconds = _passes(trainer, model, batch, precision, cuda)
         except Exception as exc:  # noqa: BLE001 - only OOM is handled, the rest re-raised
             if not faults.is_oom(exc):
                 raise
@@ -160,8 +190,8 @@ def run_probe(model: Any, config: RunConfig, train_ds: Any, pad_id: int, micro: 
         peak = torch.cuda.max_memory_allocated(device) if cuda else None
         predicted = None if peak is None else peak + states
         attempt.update(
-            longest_tokens=max(len(ids) for ids, _ in rows),
-            tokens_per_s=round(real_tokens * (PASSES - 1) / seconds, 1) if seconds > 0 else None,
+            longest_tokens=int(batch["input_ids"].shape[-1]),
+            tokens_per_s=round(real_tokens(batch) * (PASSES - 1) / seconds, 1) if seconds > 0 else None,
             peak_gib=None if peak is None else round(peak / 2**30, 3),
             predicted_peak_gib=None if predicted is None else round(predicted / 2**30, 3),
         )
@@ -186,7 +216,7 @@ def run_probe(model: Any, config: RunConfig, train_ds: Any, pad_id: int, micro: 
         )
     if chosen["gradient_checkpointing"] != planned_ckpt:
         changes.append("gradient checkpointing turned on: without it even micro-batch 1 did not fit")
-    tokens = tokens_to_train(config, train_ds, chosen["micro_batch"] * chosen["grad_accum"])
+    tokens = tokens_to_train(config, trainer.train_dataset, chosen["micro_batch"] * chosen["grad_accum"])
     speed = chosen.get("tokens_per_s")
     seconds = tokens / speed if speed else None
     price = config.limits.price_per_hour
@@ -211,11 +241,12 @@ def run_probe(model: Any, config: RunConfig, train_ds: Any, pad_id: int, micro: 
 
 
 def tokens_to_train(config: RunConfig, train_ds: Any, effective_batch: int) -> int:
-    """Real tokens the whole run trains on: max_steps x effective batch, or epochs x the dataset."""
+    """Real tokens the whole run trains on: max_steps x effective batch x mean row, or epochs x the dataset.
+
+    `train_ds` is the Trainer's dataset: with packing, each row is several examples' real tokens."""
     lengths = [len(ids) for ids in train_ds["input_ids"]]
     if not lengths:
         return 0
-    per_example = config.training.max_length if config.training.packing else sum(lengths) / len(lengths)
     if config.training.max_steps > 0:
-        return int(config.training.max_steps * effective_batch * per_example)
+        return int(config.training.max_steps * effective_batch * sum(lengths) / len(lengths))
     return int(config.training.num_train_epochs * sum(lengths))

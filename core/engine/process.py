@@ -494,11 +494,19 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
     for note in precision_notes:
         hooks.emit("warning", message=note)
     # trust_remote_code / allow_pickle warnings come from checks.preflight, emitted by start_run.
-    if config.training.packing and not config.model.attn_implementation.startswith("flash_attention"):
+    if config.model.attn_implementation == "varlen" and cuda:
+        from ftwiz.core.engine.attention import varlen_available
+
+        if not varlen_available():
+            config.model.attn_implementation = "sdpa"
+            hooks.emit("warning", message="attn_implementation varlen needs torch 2.10+ "
+                       "(torch.nn.attention.varlen); training with sdpa instead (correct, slower on packed rows)")
+    if config.training.packing and cuda and config.model.attn_implementation in ("sdpa", "eager"):
         hooks.emit(
-            "warning",
-            message=f"packing with attn_implementation {config.model.attn_implementation}: examples packed "
-            "together can attend to each other; flash_attention_2 keeps them apart",
+            "info",
+            message=f"packing with attn_implementation {config.model.attn_implementation}: each example still "
+            "attends only to itself (a block-diagonal mask), but attention runs over the whole packed row; "
+            "attn_implementation varlen does the same work per example (2.7x faster on real chat data)",
         )
     removed = checkpoints.remove_partial(run.checkpoints_dir) if is_main else []
     for name in removed:
@@ -537,15 +545,27 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
     )
     model = None
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if config.training.probe and resume_from is None and "probe" not in prior:
-        if world_size > 1:
-            hooks.emit("info", message="pre-flight probe skipped: it measures one GPU, this run uses several")
-        else:
+    probe_pending = config.training.probe and resume_from is None and "probe" not in prior
+    if probe_pending and world_size > 1:
+        probe_pending = False
+        hooks.emit("info", message="pre-flight probe skipped: it measures one GPU, this run uses several")
+    trainer_class = make_trainer_class()
+    while True:
+        if model is None:
+            model = build_model(config, precision, cuda)
+        model.train()
+        hooks.micro_batch, hooks.grad_accum = micro, accum
+        args = training_arguments(config, run, precision, micro, accum, eval_ds is not None)
+        trainer = trainer_class(
+            model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer
+        )
+        if probe_pending:  # the Trainer's own step on the longest batches, before its first step
             from ftwiz.core.engine.probe import run_probe
 
-            model = build_model(config, precision, cuda)
-            model.train()
-            found = run_probe(model, config, train_ds, tokenizer.pad_token_id, micro, accum, precision, cuda)
+            probe_pending = False
+            found = run_probe(trainer, model, config, micro, accum, precision, cuda)
+            changed = (found["micro_batch"], found["grad_accum"]) != (micro, accum) or (
+                found["gradient_checkpointing"] and not config.training.gradient_checkpointing)
             micro, accum = found["micro_batch"], found["grad_accum"]
             if found["gradient_checkpointing"] and not config.training.gradient_checkpointing:
                 config = _with_checkpointing(config)
@@ -560,16 +580,13 @@ def train(run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main:
                 probe={k: found[k] for k in ("tokens_per_s", "estimated_time_s", "estimated_cost_usd", "peak_gib",
                                               "predicted_peak_gib", "changes")},
             )
-    trainer_class = make_trainer_class()
-    while True:
-        if model is None:
-            model = build_model(config, precision, cuda)
-        model.train()
-        hooks.micro_batch, hooks.grad_accum = micro, accum
-        args = training_arguments(config, run, precision, micro, accum, eval_ds is not None)
-        trainer = trainer_class(
-            model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer
-        )
+            if changed:  # a new layout: a fresh model and Trainer, as after an out-of-memory error
+                del trainer
+                model = None
+                gc.collect()
+                if cuda:
+                    torch.cuda.empty_cache()
+                continue
         trainer.ftwiz_hooks = hooks
         trainer.add_callback(make_callback(hooks))
         resume_from = checkpoints.latest_checkpoint(run.checkpoints_dir)
