@@ -16,6 +16,10 @@ NOT_CONFIG_FIELDS = frozenset({"training.precision", "training.effective_batch_s
 batch is micro-batch x accumulation."""
 
 
+SECTION_OF = {"r": "lora", "lora_alpha": "lora", "lora_dropout": "lora", "attn_implementation": "model"}
+"""RunConfig section of a plan's hyperparameter that is not a training field."""
+
+
 def tokenizer_for(model_spec: str | None, trust_remote_code: bool = False) -> Any:
     """The tokenizer the model will train with, when it is on this machine; None: the Data step
     counts words instead."""
@@ -55,7 +59,7 @@ def recommended_values(recommended: dict[str, dict[str, Any]]) -> tuple[dict[str
     values: dict[str, Any] = {}
     reasons: dict[str, str] = {}
     for name, rec in recommended.items():
-        key = ("lora." if name in ("r", "lora_alpha", "lora_dropout") else "training.") + name
+        key = f"{SECTION_OF.get(name, 'training')}.{name}"
         values[key], reasons[key] = rec["value"], rec["reason"]
     values["lora.target_modules"] = "attention"
     reasons["lora.target_modules"] = "q, k, v, o: the usual start; all-linear adds capacity and memory"

@@ -745,3 +745,20 @@ async def test_question_mark_types_into_a_text_field_and_opens_help_elsewhere(tm
         app.set_focus(None)
         await pilot.press("question_mark")
         await wait_for_screen(pilot, "HelpScreen")
+
+
+def test_every_planned_hyperparameter_lands_in_its_config_section():
+    """The plan's hyperparameters (attn_implementation is a model field) make a valid config."""
+    from snapshot_apps import H200
+    from ftwiz.core.hardware import RecordedBackend, detect_hardware
+    from ftwiz.core.models import load_model_info
+    from ftwiz.core.plan import make_plan
+    from ftwiz.core.wizard import recommended_values, settings_config
+
+    info = load_model_info("llama-3.1-8b")
+    plan = make_plan(info, examples=5000, gpu=detect_hardware(RecordedBackend(H200)), method="lora",
+                     targets="attention")
+    values, _ = recommended_values(plan.to_dict()["hyperparameters"])
+    config = settings_config(values, method="lora", model_spec="llama-3.1-8b", data_spec="train.jsonl",
+                             info=info, plan=plan)
+    assert config.model.attn_implementation == plan.to_dict()["hyperparameters"]["attn_implementation"]["value"]
