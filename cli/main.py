@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "attach": "ftwiz.cli.run_cmds:attach",
     "stop": "ftwiz.cli.run_cmds:stop",
     "resume": "ftwiz.cli.run_cmds:resume",
+    "rm": "ftwiz.cli.run_cmds:rm",
     "merge": "ftwiz.cli.run_cmds:merge",
     "sample": "ftwiz.cli.run_cmds:sample",
     "export": "ftwiz.cli.after_cmds:export",

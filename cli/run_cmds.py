@@ -1,4 +1,4 @@
-"""Run commands: train, runs, attach, stop, resume, merge, sample.
+"""Run commands: train, runs, attach, stop, resume, rm, merge, sample.
 
 They read and write run directories only (core.runs); the training itself is always its own
 process (core.engine), so closing this terminal never stops a run.
@@ -209,6 +209,22 @@ def stop(ctx: click.Context, run_ref: str, force: bool) -> None:
         "killed": f"killed {run.name}; `ftwiz resume {run.name}` continues from its last checkpoint",
     }
     click.echo(messages[outcome])
+
+
+@click.command()
+@click.argument("run_ref")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def rm(ctx: click.Context, run_ref: str, yes: bool) -> None:
+    """Delete a run directory (adapter, checkpoints, log); refuses a run that is still live."""
+    from ftwiz.core.runs import delete_run
+
+    run = open_run(run_ref, _runs_dir(ctx))
+    if not yes and not click.confirm(f"Delete {run.path} with its adapter and checkpoints?", default=False):
+        click.echo("not deleted")
+        return
+    delete_run(run)
+    click.echo(f"deleted {run.name}")
 
 
 @click.command()

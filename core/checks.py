@@ -273,3 +273,76 @@ def preflight(config: RunConfig, hardware: Hardware, info: ModelInfo | None) -> 
     warnings = check_model_files(config)
     check_local_model(config)
     return warnings
+
+
+def model_available(name_or_path: str, hub_id: str | None = None, reachable: bool | None = None) -> bool:
+    """The model can be loaded from here: a local directory, already in the Hugging Face cache
+    (under `hub_id`, a catalog model's repository), or the Hub answers (`reachable`, asked when None)."""
+    if Path(name_or_path).expanduser().is_dir():
+        return True
+    source = hub_id or name_or_path
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(source, "config.json"), str):
+            return True
+    except Exception:  # noqa: BLE001 - not a repo id: the Hub would not have it either
+        return False
+    if reachable is None:
+        from ftwiz.core.hub import hub_reachable
+
+        reachable = hub_reachable()
+    return reachable
+
+
+def blocking_problems(
+    config: RunConfig, hardware: Hardware | None, info: ModelInfo | None, *, hub: bool | None = None
+) -> list[str]:
+    """Every reason this run cannot work here, each saying what to do (empty: it can start).
+
+    The same checks as the engine's pre-flight, collected instead of stopping at the first, plus
+    what the pre-flight cannot see from the run process: a model that is neither on this machine
+    nor downloadable (offline), and a model too big for this machine's RAM when there is no GPU.
+    `hub`: whether the Hub answers (asked when None and the model is not here).
+    """
+    from ftwiz.core import demo
+
+    problems: list[str] = []
+
+    def collect(check, *args) -> None:
+        try:
+            check(*args)
+        except UserError as exc:
+            problems.append(str(exc))
+
+    if info is not None:
+        collect(check_against_model, config, info.max_position_embeddings)
+        if config.method != "full":
+            collect(_targets, config, info)
+    if hardware is not None:
+        collect(check_against_hardware, config, hardware)
+        if info is not None and not problems:
+            collect(check_fits, config, info, hardware)
+        if info is not None and hardware.cpu_only and not problems:
+            from ftwiz.core.memory import estimate_for, gib_text
+
+            need = estimate_for(config, info, hardware).peak_bytes
+            if hardware.ram_available_bytes and need > hardware.ram_available_bytes:
+                problems.append(
+                    f"does not fit: {config.method} of {info.name} needs ~{gib_text(need)} "
+                    f"({config.training.precision}, no GPU here) and this machine has "
+                    f"{gib_text(hardware.ram_available_bytes)} of RAM free; train it on a machine with an "
+                    "NVIDIA GPU (save this config, then `ftwiz train FILE` there), or pick the demo model"
+                )
+    collect(check_library_fields, config)
+    collect(check_model_files, config)
+    collect(check_local_model, config)
+    is_demo_model = Path(config.model.name_or_path).name == f"demo-model-v{demo.DEMO_VERSION}"
+    hub_id = getattr(info, "hub_id", None)
+    if not is_demo_model and not model_available(config.model.name_or_path, hub_id, hub):
+        problems.append(
+            f"model not available: {config.model.name_or_path} is not on this machine and the Hugging Face "
+            "Hub cannot be reached (offline); download it where there is network "
+            "(`hf download ID`, then copy the folder here) and give its folder as the model"
+        )
+    return problems

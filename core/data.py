@@ -358,11 +358,11 @@ def _plain_text(example: Example) -> str:
 # -- tokenizer and rendering ---------------------------------------------------------------
 
 
-def prepare_tokenizer(tokenizer: Any) -> list[Note]:
+def prepare_tokenizer(tokenizer: Any, chat: bool = True) -> list[Note]:
     """Give the tokenizer a pad token and a chat template when it lacks them; say what was done.
 
     The pad token chosen is an info note; the fallback chat template a warning (the model
-    learns ftwiz's format, not its own).
+    learns ftwiz's format, not its own) when the rows are chat rows (`chat`).
 
     Pad falls back to eos, then unk. Padding never carries loss: labels are built here, not
     from pad positions, so a pad equal to eos does not stop the model learning to end.
@@ -379,7 +379,8 @@ def prepare_tokenizer(tokenizer: Any) -> list[Note]:
             raise UserError("tokenizer: no pad, eos or unk token to pad with; add a pad token to the tokenizer")
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
-        notes.append(Note.warning("the tokenizer has no chat template: using ftwiz's fallback (### User: / ### Assistant:)"))
+        if chat:  # prompt/completion and text rows never go through the template: nothing to warn about
+            notes.append(Note.warning("the tokenizer has no chat template: using ftwiz's fallback (### User: / ### Assistant:)"))
     return notes
 
 
@@ -534,11 +535,11 @@ def build_dataset(config: RunConfig, tokenizer: Any, notes: list[Note] | None = 
 
     data, training = config.data, config.training
     said = notes if notes is not None else []
-    said += prepare_tokenizer(tokenizer)
     loaded = load_rows(data.path, data.subset, data.split, max_rows=data.max_rows)
     report = validate_rows(loaded, format=data.format, with_stats=False, drop_invalid=data.drop_invalid)
     if not report.ok:
         raise DataError(report.problems, report.problems_total - len(report.problems))
+    said += prepare_tokenizer(tokenizer, chat=report.format not in ("prompt_completion", "text"))
     if found is not None:
         found["data_format"] = report.format
     rows = report.kept if data.drop_invalid else loaded.rows

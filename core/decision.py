@@ -152,6 +152,27 @@ def questions_for(hardware: Any = None) -> list[Question]:
     return [replace(q, default=prefill[q.id]) if q.id in prefill else q for q in QUESTIONS]
 
 
+class AnswerError(UserError):
+    """A bad answer to one question. str() names the CLI option (`--model-params-b: ...`); a form
+    shows `problem` next to the question itself (`question` is its id)."""
+
+    def __init__(self, question: str, problem: str) -> None:
+        super().__init__(f"--{question.replace('_', '-')}: {problem}")
+        self.question = question
+        self.problem = problem
+
+
+def assumed_answers(answers: dict[str, Any], hardware: Any = None) -> list[tuple[str, str]]:
+    """(question in two or three words, default answer as shown) for every choice question left
+    unanswered: what a ranking computed now assumes, to be said beside it."""
+    assumed = []
+    for question in questions_for(hardware):
+        if question.kind == "choice" and answers.get(question.id) in (None, ""):
+            label = dict(question.choices).get(question.default, str(question.default))
+            assumed.append((question.id.replace("_", " "), label))
+    return assumed
+
+
 def normalize_answers(answers: dict[str, Any], hardware: Any = None) -> dict[str, Any]:
     """Answers with defaults filled in and every value checked; UserError names the question."""
     questions = {q.id: q for q in questions_for(hardware)}
@@ -172,12 +193,12 @@ def normalize_answers(answers: dict[str, Any], hardware: Any = None) -> dict[str
             value = str(value).strip().lower()
             allowed = [choice for choice, _ in question.choices]
             if value not in allowed:
-                raise UserError(f"--{qid.replace('_', '-')}: {value!r} is not a choice (allowed: {', '.join(allowed)})")
+                raise AnswerError(qid, f"{value!r} is not a choice (allowed: {', '.join(allowed)})")
             result[qid] = value
     if result["model_params_b"] is not None and result["model_params_b"] <= 0:
-        raise UserError(f"--model-params-b: must be > 0, got {result['model_params_b']}")
+        raise AnswerError("model_params_b", f"must be > 0, got {result['model_params_b']:g}")
     if result["num_gpus"] < 1:
-        raise UserError(f"--num-gpus: must be >= 1, got {result['num_gpus']}")
+        raise AnswerError("num_gpus", f"must be >= 1, got {result['num_gpus']}")
     return result
 
 
@@ -187,16 +208,16 @@ def _examples_count(value: Any) -> int:
         return EXAMPLE_BANDS[text]
     if text.isdigit():
         return int(text)
-    raise UserError(f"--examples: {value!r} is not a count or a band (allowed: a number, {', '.join(EXAMPLE_BANDS)})")
+    raise AnswerError("examples", f"{value!r} is not a count or a band (allowed: a number, {', '.join(EXAMPLE_BANDS)})")
 
 
 def _number(qid: str, value: Any, integer: bool) -> float:
     try:
         number = int(value) if integer else float(value)
     except (TypeError, ValueError):
-        raise UserError(f"--{qid.replace('_', '-')}: {value!r} is not a number") from None
+        raise AnswerError(qid, f"{value!r} is not a number") from None
     if not math.isfinite(number) or number < 0:
-        raise UserError(f"--{qid.replace('_', '-')}: must be >= 0 and finite, got {value}")
+        raise AnswerError(qid, f"must be >= 0 and finite, got {value}")
     return number
 
 

@@ -272,6 +272,16 @@ def default_optim(method: str) -> str:
     return "paged_adamw_8bit" if method == "qlora" else "adamw_torch"
 
 
+FLOOR_ASSUMPTIONS = "micro-batch 1, 1024 tokens, LoRA rank 16 on attention, gradient checkpointing on, bf16"
+"""What minimum_memory's defaults assume: said wherever its figure is shown (Hardware, Model)."""
+
+
+def floor_text(estimate: MemoryEstimate) -> str:
+    """The one figure of a minimum_memory estimate that every step shows: what must fit on the
+    GPU (reserved memory plus the CUDA context), as nvidia-smi would count it before paging."""
+    return gib_text(estimate.required_bytes)
+
+
 def minimum_memory(
     info: Any,
     method: str,
@@ -334,6 +344,14 @@ def estimate_for(config: Any, info: Any, hardware: Any = None, *, liger: bool | 
         fused_head=trl_fuses_lm_head() or t.use_liger_kernel,
         shards=t.shards(len(getattr(hardware, "gpus", None) or [])),
     )
+
+
+def config_assumptions(config: Any) -> str:
+    """What estimate_for assumes of a config, in the words FLOOR_ASSUMPTIONS uses."""
+    t = config.training
+    lora = "" if config.method == "full" else f", LoRA rank {config.lora.r}"
+    return (f"micro-batch {t.per_device_train_batch_size}, {t.max_length} tokens{lora}, "
+            f"gradient checkpointing {'on' if t.gradient_checkpointing else 'off'}, {t.precision}")
 
 
 def estimate_memory(

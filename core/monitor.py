@@ -19,6 +19,7 @@ from typing import Any
 
 from ftwiz.core.events import (
     NOTICE_TYPES,
+    CheckpointEvent,
     EvalEvent,
     Event,
     FinishedEvent,
@@ -37,6 +38,9 @@ LOG_TAIL_BYTES = 64 * 1024
 """On (re)attach, show only the end of train.log: a long run's log can be hundreds of MB."""
 
 log = logging.getLogger("ftwiz.monitor")
+
+OVERFIT_RISE = 0.02
+"""Evaluation loss this far (2%) above its best, with training loss still falling: overfitting."""
 
 
 @dataclass
@@ -115,11 +119,15 @@ def follow_run(
     cancel: threading.Event,
     interval_s: float = 0.25,
     clock: Callable[[], float] = time.time,
+    until_done: bool = True,
+    idle_interval_s: float = 1.0,
 ) -> None:
     """Poll until cancelled or the run is over; one callback per poll that found news.
 
     Batching per poll is the coalescing: however fast the run writes, the UI gets at most
     1/interval_s messages a second. The clock judges heartbeat staleness (tests fix it).
+    until_done=False (a dashboard left open): an ended run is still watched, every
+    idle_interval_s, so that `ftwiz resume` from another shell shows up.
     """
     follower = RunFollower(run_dir, clock=clock)
     while not cancel.is_set():
@@ -127,7 +135,10 @@ def follow_run(
         if update:
             on_update(update)
         elif follower.done:
-            return
+            if until_done:
+                return
+            cancel.wait(max(interval_s, idle_interval_s))
+            continue
         cancel.wait(interval_s)
 
 
@@ -157,6 +168,8 @@ class RunTracker:
     notice: Event | None = None
     finished: FinishedEvent | None = None
     samples_ready: bool = False
+    last_checkpoint_step: int | None = None
+    """The newest checkpoint saved (a resume continues from it); None: a resume starts over."""
     events_seen: int = 0
 
     def add(self, events: Iterable[Event]) -> None:
@@ -183,6 +196,8 @@ class RunTracker:
             self.eval_loss.append((int(event.step if event.step is not None else self.step), float(event.eval_loss)))
         elif isinstance(event, SamplesEvent):
             self.samples_ready = True
+        elif isinstance(event, CheckpointEvent):
+            self.last_checkpoint_step = event.step if event.step is not None else self.step
         elif isinstance(event, FinishedEvent):
             self.finished = event
         if event.type in NOTICE_TYPES:
@@ -214,6 +229,44 @@ class RunTracker:
     @property
     def last_loss(self) -> float | None:
         return self.train_loss[-1][1] if self.train_loss else None
+
+    @property
+    def last_eval_loss(self) -> float | None:
+        return self.eval_loss[-1][1] if self.eval_loss else None
+
+    @property
+    def overfitting(self) -> str | None:
+        """A warning when evaluation loss has risen since its best while training loss kept
+        falling: the model is memorising its examples. None while that is not the case."""
+        if len(self.eval_loss) < 2 or len(self.train_loss) < 2:
+            return None
+        best_step, best = min(self.eval_loss, key=lambda point: point[1])
+        last_step, last = self.eval_loss[-1]
+        if last_step <= best_step or last < best * (1 + OVERFIT_RISE):
+            return None
+        train_then = [loss for step, loss in self.train_loss if step <= best_step]
+        train_now = self.train_loss[-1][1]
+        if not train_then or train_now >= train_then[-1]:
+            return None
+        return (f"Overfitting: evaluation loss rose from {best:.3f} (step {best_step}) to {last:.3f} while "
+                f"training loss fell to {train_now:.3f}. The model is memorising its examples: the "
+                f"checkpoint near step {best_step} is likely the best; next time use fewer epochs, more "
+                "data, or a lower learning rate.")
+
+
+def known_total(max_steps: Any) -> int | None:
+    """The run's total steps, or None while it is not known (the trainer's -1, 0, missing)."""
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, float)) or max_steps <= 0:
+        return None
+    return int(max_steps)
+
+
+def steps_text(step: int | None, max_steps: Any) -> str:
+    """'12/200', or '12/?' while the total is not known yet; '--' before any step."""
+    if step is None:
+        return "--"
+    total = known_total(max_steps)
+    return f"{step}/{total if total else '?'}"
 
 
 def _number(value: Any) -> float | None:
@@ -452,11 +505,13 @@ __all__ = [
     "format_bytes",
     "format_bytes_gib",
     "format_duration",
+    "known_total",
     "last_step_event",
     "machine_ram_bytes",
     "make_gpu_sampler",
     "process_rss_bytes",
     "sample_hardware",
     "scan_runs",
+    "steps_text",
     "watch_runs",
 ]

@@ -429,6 +429,19 @@ class RunDir:
             os.close(fd)
 
 
+def delete_run(run: RunDir, now: float | None = None) -> None:
+    """Remove a run directory and everything in it (adapter, checkpoints, log). A live run is
+    refused (its process would go on writing into nothing): stop it first."""
+    import shutil
+
+    state = run.state(now)
+    if state in ACTIVE_STATES or state == STALLED:
+        raise UserError(f"run {run.name}: still {state}; stop it first (`ftwiz stop {run.name}`)")
+    if run.path.is_symlink() or not run.path.is_dir():
+        raise UserError(f"run {run.name}: {run.path} is not a run directory")
+    shutil.rmtree(run.path)
+
+
 def create_run_dir(runs_dir: str | Path, name: str) -> RunDir:
     """Make a new, empty run directory; an existing name gets a -2, -3, ... suffix, never reused."""
     check_run_name(name)

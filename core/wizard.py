@@ -19,6 +19,10 @@ NOT_CONFIG_FIELDS = frozenset({"training.precision", "training.effective_batch_s
 batch is micro-batch x accumulation."""
 
 
+SECTION_OF = {"r": "lora", "lora_alpha": "lora", "lora_dropout": "lora", "attn_implementation": "model"}
+"""RunConfig section of a plan's hyperparameter that is not a training field."""
+
+
 def tokenizer_for(model_spec: str | None, trust_remote_code: bool = False) -> Any:
     """The tokenizer the model will train with, when it is on this machine; None: the Data step
     counts words instead."""
@@ -33,8 +37,11 @@ def tokenizer_for(model_spec: str | None, trust_remote_code: bool = False) -> An
     return None
 
 
-def demo_values(keys: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The demo's own values for the given field keys, each with the same reason."""
+def demo_values(keys: list[str], data_stats: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The demo's own values for the given field keys, each with the same reason.
+
+    With the user's own data (data_stats of the Data step), max_length follows that data, as it
+    does for any other model: the demo's 64 fits only the demo's dates."""
     from ftwiz.core.demo import demo_config
 
     demo = demo_config()
@@ -43,6 +50,10 @@ def demo_values(keys: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
     why = "the demo's tuned value: a tiny model learns in ~1 minute on the CPU"
     reasons = {key: why for key in keys}
     reasons["training.num_train_epochs"] = f"unused: the demo stops after max_steps {demo.training.max_steps}"
+    suggested = (data_stats or {}).get("suggested_max_length")
+    if suggested and "training.max_length" in keys:
+        values["training.max_length"] = int(suggested)
+        reasons["training.max_length"] = f"from your data: {data_stats.get('suggested_reason', 'fits its rows')}"
     return values, reasons
 
 
@@ -91,9 +102,11 @@ def settings_config(
     `precision_chosen`: the values carry a recommended training.precision (else fp32).
     `drop_invalid`: the Data step's choice to train on the usable rows only."""
     if demo:
-        from ftwiz.core.demo import demo_config_dict, demo_model_dir
+        from ftwiz.core.demo import DEMO_DATA, demo_config_dict, demo_model_dir
 
         data = demo_config_dict(demo_model_dir())
+        if data_spec and data_spec != DEMO_DATA:  # the demo model on the user's own data
+            data["data"] = {"path": data_spec, "eval_fraction": data["data"]["eval_fraction"]}
     else:
         data = {
             "method": method,

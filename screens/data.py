@@ -23,7 +23,7 @@ class DataScreen(StepScreen):
     def compose_body(self) -> ComposeResult:
         yield Static("Your training data", classes="title")
         with Horizontal(id="data-row"):
-            yield Input(placeholder="JSONL/JSON/CSV/Parquet file, Hub dataset id, or demo + enter", id="data-input")
+            yield Input(placeholder="a file, a Hub dataset id, or demo + enter", id="data-input")
             yield Button("Demo data (ctrl+o)", id="demo-data")
         yield Static(
             "Rows like {\"prompt\", \"completion\"}, {\"instruction\", \"input\", \"output\"} (alpaca), "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.widgets import DataTable, Input, Select, Static
 
 from ftwiz.core.errors import UserError
@@ -18,34 +19,44 @@ TRAINABLE = METHOD_NAMES
 class DecideScreen(StepScreen):
     STEP = "decide"
 
+    def compose_top(self) -> ComposeResult:
+        # The ranking stays in view while the questions below it scroll: each answer re-ranks it.
+        yield Static("Should you fine-tune? Answer a few questions; the ranking follows", id="decide-title",
+                     classes="title")
+        yield DataTable(id="ranking", cursor_type="row")
+
     def compose_body(self) -> ComposeResult:
         from ftwiz.core.decision import questions_for
 
         self.questions = questions_for(self.state.hardware)
-        yield Static("Should you fine-tune? A few questions", classes="title")
+        yield Static("", id="assumed", classes="hint")
         with Horizontal(id="decide-cols"):
             with Vertical(id="advice"):
-                yield DataTable(id="ranking", cursor_type="row")
                 yield Static("", id="reasons")
+                yield Static(
+                    "Move to a method with up/down in the table to read why; Next takes the highlighted one. "
+                    "Memory here is rough, from the model size alone; the Model step gives the figure "
+                    "for the model you pick.",
+                    classes="hint",
+                )
             with Vertical(id="questions"):
                 for question in self.questions:
-                    answer = self.state.answers.get(question.id, question.default)
                     yield Static(question.text, classes="question")
                     if question.kind == "number":
+                        answer = self.state.answers.get(question.id, question.default)
                         yield Input(
                             "" if answer is None else str(answer), id=f"q-{question.id}",
                             type="number", compact=True, tooltip=question.help,
                         )
-                    else:
+                    else:  # unanswered until the user answers: no answer is assumed silently
+                        answer = self.state.answers.get(question.id)
                         yield Select(
                             [(label, value) for value, label in question.choices],
-                            value=answer, allow_blank=False, id=f"q-{question.id}",
+                            value=Select.NULL if answer is None else answer, allow_blank=True,
+                            prompt="(not answered)", id=f"q-{question.id}",
                             compact=True, tooltip=question.help,
                         )
-        yield Static(
-            "Move to a method with up/down in the table to read why; Next takes the highlighted one.",
-            classes="hint",
-        )
+                    yield Static("", id=f"e-{question.id}", classes="bad answer-error")
 
     def on_mount(self) -> None:
         self.query_one("#ranking", DataTable).add_columns("method", "verdict", "cost", "time", "quality")
@@ -58,26 +69,44 @@ class DecideScreen(StepScreen):
     def _answers(self) -> dict:
         answers = {}
         for question in self.questions:
-            widget = self.query_one(f"#q-{question.id}")
-            answers[question.id] = widget.value
+            value = self.query_one(f"#q-{question.id}").value
+            answers[question.id] = None if value is Select.NULL or value == "" else value
         return answers
 
     @on(Select.Changed)
     @on(Input.Changed)
     def recommend(self) -> None:
         """Every answer re-ranks the methods at once (core.decision is plain, fast logic)."""
-        from ftwiz.core.decision import recommend_method
+        from ftwiz.core.decision import AnswerError, assumed_answers, recommend_method
 
         table = self.query_one("#ranking", DataTable)
         reasons = self.query_one("#reasons", Static)
         self.state.answers = self._answers()
+        for error in self.query(".answer-error"):
+            error.update("")
+            error.remove_class("-shown")
         try:
             self.ranking = recommend_method(self.state.answers, self.state.hardware)
+        except AnswerError as exc:  # said under its question, in the question's words
+            self.ranking = []
+            table.clear()
+            marked = self.query_one(f"#e-{exc.question}", Static)
+            marked.update(f"↑ {escape(exc.problem)}")
+            marked.add_class("-shown")
+            reasons.update("")
+            self.query_one("#assumed", Static).update(f"[red]Fix the answer marked below: {escape(exc.problem)}[/]")
+            return
         except UserError as exc:
             self.ranking = []
             table.clear()
-            reasons.update(f"[red]{exc}[/]")
+            reasons.update(f"[red]{escape(str(exc))}[/]")
             return
+        assumed = assumed_answers(self.state.answers, self.state.hardware)
+        self.query_one("#assumed", Static).update(
+            "[b]Not answered yet[/b], so the ranking assumes: "
+            + "; ".join(f"{topic}: {escape(label)}" for topic, label in assumed)
+            if assumed else "Ranked on your answers."
+        )
         table.clear()
         for rec in self.ranking:
             quality = rec.quality or ""

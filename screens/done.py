@@ -8,7 +8,7 @@ from typing import Any
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, HorizontalScroll, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Static
 
@@ -19,6 +19,7 @@ from ftwiz.core.engine.results import (
     sample_match,
     usage_snippets,
 )
+from ftwiz.core import demo
 from ftwiz.core.export import export_command
 from ftwiz.core.runs import RunDir, kept_checkpoint_text
 from ftwiz.tui.run_messages import ExportFinished, MergeFinished
@@ -51,6 +52,7 @@ class DoneScreen(Screen):
         self.config = run_dir.read_config()
         self.samples = load_samples(run_dir.samples_path)
         self.merge_argv = merge_argv or merge_command(run_dir)
+        self.demo = demo.is_demo_run(self.config)
         self.merging = False
         self.exporting = False
 
@@ -77,7 +79,10 @@ class DoneScreen(Screen):
             count = self.samples.count or len(self.samples.examples)
             yield Static(f"Before / after on {count or ''} held-out examples".replace("  ", " "),
                          classes="done-heading")
-            if self.samples.metric:
+            if self.demo:
+                yield Static(demo.lesson(self.samples.scores), id="done-lesson", classes="done-lesson",
+                             markup=False)
+            elif self.samples.metric:
                 yield Static(f"Metric: {self.samples.metric}", id="done-metric", markup=False)
             if self.samples.scores:
                 yield Static(
@@ -96,21 +101,26 @@ class DoneScreen(Screen):
             yield Static("Use it from Python", classes="done-heading")
             snippets = usage_snippets(self.run_dir, self.config, self._prompt(),
                                       run_data_format(self.run_dir, self.config))
-            yield Static(snippets["load"], id="done-code-load", classes="done-code", markup=False)
+            # Code never wraps (a wrapped line is not valid Python): a long line scrolls sideways.
+            with HorizontalScroll(classes="done-code-box"):
+                yield Static(snippets["load"], id="done-code-load", classes="done-code", markup=False)
             yield Static("From the shell", classes="done-heading")
-            yield Static(snippets["commands"], id="done-code-commands", classes="done-code", markup=False)
+            with HorizontalScroll(classes="done-code-box"):
+                yield Static(snippets["commands"], id="done-code-commands", classes="done-code", markup=False)
             if "merged" in snippets:
                 yield Static("After merging (no peft needed)", classes="done-heading")
-                yield Static(snippets["merged"], id="done-code-merged", classes="done-code", markup=False)
+                with HorizontalScroll(classes="done-code-box"):
+                    yield Static(snippets["merged"], id="done-code-merged", classes="done-code", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
         if self.samples.examples:
             table = self.query_one("#done-samples", DataTable)
-            table.add_columns("prompt", "before", "after", "expected", "match")
+            # The demo grades the format (an ISO date), not the exact date: its column says so.
+            verdict = (lambda row: demo.row_verdict({"after": row.after})) if self.demo else sample_match
+            table.add_columns("prompt", "before", "after", "expected", "format" if self.demo else "match")
             for row in self.samples.examples[:SHOWN_SAMPLES]:
-                table.add_row(_cut(row.prompt), _cut(row.before), _cut(row.after), _cut(row.reference),
-                              sample_match(row))
+                table.add_row(_cut(row.prompt), _cut(row.before), _cut(row.after), _cut(row.reference), verdict(row))
 
     def _prompt(self) -> str:
         for row in self.samples.examples:
@@ -206,5 +216,8 @@ class DoneScreen(Screen):
             self.notify(message.output or "export failed", severity="error", title="Export failed")
 
     def action_back(self) -> None:
-        if len(self.app.screen_stack) > 1:
+        leave = getattr(self.app, "leave_screen", None)  # the wizard: never down to a blank screen
+        if leave is not None:
+            leave()
+        elif len(self.app.screen_stack) > 1:
             self.app.pop_screen()

@@ -1,4 +1,5 @@
-"""F1 / ?: the words of fine-tuning, explained for a software engineer."""
+"""F1 / ?: what this step decides and what its fields mean, then the words of fine-tuning,
+explained for a software engineer."""
 
 from __future__ import annotations
 
@@ -79,14 +80,121 @@ gradients and optimizer state (an 8B model needs far more than one 80 GB GPU).
 """
 
 
+STEP_HELP: dict[str, str] = {
+    "welcome": """\
+# This step: Hardware
+**What it decides:** whether this machine can train at all, and which model sizes and methods
+fit its GPU. Nothing here is a choice yet; it is what the later steps plan against.
+
+- **GPU table**: every GPU NVML reports, its memory and what is free now, driver and CUDA
+  versions, and **bf16** (Ampere or newer): without it training runs in fp16, which needs loss
+  scaling and is a little less stable.
+- **What this hardware can train**: the smallest memory each method needs for four common model
+  sizes, at micro-batch 1, 1024 tokens, LoRA rank 16 on attention, checkpointing on, bf16. The
+  guide's rule of thumb: full fine-tuning needs ~16 bytes per parameter, LoRA ~2 (the bf16
+  weights), QLoRA ~0.7 (4-bit weights). The Model and Settings steps give the figure for your
+  own model and settings, under the same assumptions where they say so.
+- **Demo (`d`)**: a tiny model trained on the CPU in about a minute: the whole path, no GPU.
+""",
+    "decide": """\
+# This step: Method
+**What it decides:** whether to fine-tune at all, and with which method. The guide's order:
+try prompt engineering, then few-shot prompting; fine-tune when those are not good enough and
+you have examples of the behaviour you want.
+
+- **Questions**: each answer re-ranks the table at once. Unanswered questions are assumed
+  (the line under the table says how), so answer the ones you know.
+- **The ranking**: cost and time bands from the guide; quality against full fine-tuning
+  (LoRA ~98%, QLoRA ~96%). Memory here is rough, from the model size alone.
+- **Next** takes the highlighted method; prompting and continued pre-training need no run from ftwiz.
+""",
+    "model": """\
+# This step: Model
+**What it decides:** the base model you start from. Type to search the catalog (up/down move
+the highlight, enter takes it), or give a Hub id (`org/name`) or a local folder.
+
+- **Memory per method**: what must fit on the GPU for this model, at the assumptions shown
+  under the table; "too big" means pick QLoRA, a smaller model, or a bigger GPU.
+- **LoRA can patch**: the layers each targets preset covers and what it trains at rank 16.
+- **Gated models** need their license accepted on the Hub and `hf auth login` (or `HF_TOKEN`).
+- **trust_remote_code** runs Python shipped with the model on this machine: leave it off unless
+  the model needs it and you trust its author.
+""",
+    "data": """\
+# This step: Data
+**What it decides:** the examples the model learns from. A JSONL/JSON/CSV/Parquet file, a Hub
+dataset id, or `demo` (`ctrl+o`).
+
+- **Formats**: prompt/completion, alpaca (instruction/input/output), chat (`messages`),
+  sharegpt, or plain text. Every problem is listed as file:line.
+- **Lengths**: in tokens of the model's own tokenizer when it is on this machine, else in words.
+  The suggested max length covers 99% of rows; longer rows are cut.
+- **The example**: one row exactly as the model sees it; dimmed text carries no loss (the
+  model is graded on the answer, not on re-typing your prompt).
+""",
+    "settings": """\
+# This step: Settings
+**What it decides:** the hyperparameters. Each starts at the guide's recommendation for your
+data size and GPU; the line under the table gives the focused field's reason in full.
+
+- **learning rate**: LoRA 1e-4 to 2e-4; too high and the loss jumps, too low and nothing changes.
+- **epochs**: more for small datasets (3-5), fewer for big ones (1-2); too many memorise.
+- **micro-batch × grad. accumulation** = the effective batch; the micro-batch sets the memory.
+- **max length**: from your data; longer costs memory and time.
+- **gradient checkpointing**: much less memory for ~30% more time.
+- **LoRA rank, alpha, dropout, targets**: see the glossary below.
+- **Memory**: the bar is this config's estimate on this GPU, with its assumptions in the title.
+""",
+    "review": """\
+# This step: Review
+**What it decides:** nothing new: it shows the whole config and checks that it can work here.
+
+- **Problems listed in red** block the start (does not fit, no GPU for QLoRA, model not
+  available offline): go back (esc) and change what they name. You can still save the config.
+- **Save (`ctrl+s`)**: a YAML file for `ftwiz train FILE` later or on another machine; an
+  existing file is never overwritten without asking.
+- **Start training**: the run gets its own process; quitting ftwiz leaves it training. `ctrl+r`
+  lists runs from any screen.
+""",
+    "train": """\
+# This screen: the training dashboard
+It follows the run's directory; the run is its own process. Closing this screen or ftwiz
+leaves it training.
+
+- **Loss**: training loss should fall; evaluation loss (held-out examples) should fall with it.
+  Evaluation loss rising while training loss falls is overfitting: fewer epochs, more data or
+  a lower learning rate.
+- **s** stops the run gracefully (a checkpoint, then exit); a second **s** asks, then kills.
+  **r** resumes a stopped or failed run from its last checkpoint. **d** opens the results.
+""",
+    "runs": """\
+# This screen: runs
+Every run in the runs directory, newest first. **enter** opens one (the live dashboard, or the
+results when done), **r** resumes a stopped or failed run, **s** stops a live one, **x** deletes
+a run that is not live (after asking). Esc goes back.
+""",
+    "done": """\
+# This screen: results
+Where the adapter is, before/after answers on held-out examples, and the code to use it.
+**m** merges base and adapter into one model for serving.
+""",
+}
+"""What each screen decides and what its fields mean, shown above the glossary."""
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [
         Binding("escape,q,f1,question_mark", "close", "Close help"),
     ]
 
+    def __init__(self, step: str | None = None) -> None:
+        super().__init__()
+        self.step = step
+
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box"):
-            yield Markdown(HELP_TEXT)
+            section = STEP_HELP.get(self.step or "")
+            yield Markdown((section + "\n---\n\n" if section else "") + HELP_TEXT)
 
     def action_close(self) -> None:
         self.dismiss()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Checkbox, DataTable, Input, OptionList, Static
 from textual.widgets.option_list import Option
@@ -13,6 +14,7 @@ from ftwiz.core.methods import Method
 from ftwiz.tui.messages import MethodMemory, ModelInfoLoaded
 from ftwiz.tui.state import DEMO
 from ftwiz.tui.steps import StepScreen
+from ftwiz.tui.widgets.on_off import OnOff
 
 DEMO_DESCRIPTION = (
     "[b]demo[/b]: the built-in tiny Llama (2 layers, hidden 128, character tokenizer), built on "
@@ -22,11 +24,15 @@ DEMO_DESCRIPTION = (
 
 class ModelScreen(StepScreen):
     STEP = "model"
+    BINDINGS = [
+        Binding("down", "move_catalog(1)", "Next match", show=False),
+        Binding("up", "move_catalog(-1)", "Previous match", show=False),
+    ]
 
     def compose_body(self) -> ComposeResult:
         yield Static("Pick a base model", classes="title")
         yield Input(
-            placeholder="search the catalog, or type a Hub id (org/name) or a local directory + enter",
+            placeholder="search the catalog, or a Hub id (org/name) or folder + enter",
             id="model-input",
         )
         with Horizontal(id="model-cols"):
@@ -34,8 +40,9 @@ class ModelScreen(StepScreen):
             with Vertical(id="model-info"):
                 yield Static("", id="model-summary")
                 yield DataTable(id="model-memory", cursor_type="none")
+                yield Static("", id="model-memory-assumes", classes="hint")
                 yield Static("", id="model-targets")
-        yield Checkbox("trust_remote_code (run Python shipped with the model)", id="trust")
+        yield OnOff("trust_remote_code (run Python shipped with the model)", id="trust", compact=True)
         yield Static("", id="trust-warning", classes="warn")
 
     def on_mount(self) -> None:
@@ -44,7 +51,7 @@ class ModelScreen(StepScreen):
         self.names = [DEMO, *catalog_names()]
         memory = self.query_one("#model-memory", DataTable)
         # Fixed widths: auto widths depend on when the worker's rows land, so the layout would too.
-        for label, width in (("method", 6), ("peak memory", 11), ("on this GPU", 22)):
+        for label, width in (("method", 6), ("GPU needs", 11), ("on this GPU", 22)):
             memory.add_column(label, width=width)
         self.query_one("#trust", Checkbox).value = self.state.trust_remote_code
         self._fill_catalog("")
@@ -61,6 +68,18 @@ class ModelScreen(StepScreen):
         catalog.set_options(options)
         if options:
             catalog.highlighted = 0
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "move_catalog":  # only while typing a search; elsewhere up/down keep their job
+            return isinstance(self.focused, Input) and self.focused.id == "model-input"
+        return True
+
+    def action_move_catalog(self, delta: int) -> None:
+        """Up/down in the search field move the highlighted match; enter takes it."""
+        catalog = self.query_one("#catalog", OptionList)
+        if catalog.option_count:
+            current = catalog.highlighted or 0
+            catalog.highlighted = max(0, min(catalog.option_count - 1, current + delta))
 
     @on(Input.Changed, "#model-input")
     def _search(self, event: Input.Changed) -> None:
@@ -144,7 +163,7 @@ class ModelScreen(StepScreen):
         if info.gated:
             lines.append(
                 "[yellow]Gated on the Hub:[/] accept its license on the model page, then run "
-                "`huggingface-cli login` (or set HF_TOKEN) before training."
+                "`hf auth login` (or set HF_TOKEN) before training."
             )
         if info.note:
             lines.append(info.note)
@@ -166,7 +185,7 @@ class ModelScreen(StepScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="model-memory",
           description="Estimating memory per method")
     def estimate_methods(self, info) -> None:
-        from ftwiz.core.memory import minimum_memory
+        from ftwiz.core.memory import floor_text, minimum_memory
 
         free = self.state.gpu_free_bytes
         count = self.state.gpu_count
@@ -181,10 +200,14 @@ class ModelScreen(StepScreen):
                 verdict = f"[green]fits with FSDP over {count} GPUs[/] ({free / GIB:.0f} GiB free on each)"
             else:
                 verdict = f"[red]too big[/] ({free / GIB:.0f} GiB free)"
-            rows.append((method.label, f"{estimate.peak_gib:.1f} GiB", verdict))
+            rows.append((method.label, floor_text(estimate), verdict))
         self.post_message(MethodMemory(info.name, rows))
 
     def on_method_memory(self, message: MethodMemory) -> None:
+        from ftwiz.core.memory import FLOOR_ASSUMPTIONS
+
+        self.query_one("#model-memory-assumes", Static).update(
+            f"at {FLOOR_ASSUMPTIONS}; Settings shows it for your own settings")
         info = self.state.model_info
         if info is None or info.name != message.model:
             return

@@ -8,13 +8,14 @@ from rich.syntax import Syntax
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.markup import escape
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Static
 from textual.worker import Worker, WorkerState
 
 from ftwiz.core.config import RunConfig
 from ftwiz.core.demo import demo_config
-from ftwiz.tui.messages import RunStarted
+from ftwiz.tui.messages import BlockersChecked, RunStarted
 from ftwiz.tui.steps import StepScreen
 from ftwiz.tui.widgets.confirm import ConfirmScreen
 
@@ -30,15 +31,19 @@ class ReviewScreen(StepScreen):
     def __init__(self) -> None:
         super().__init__()
         self.config: RunConfig | None = None
+        self.problems: list[str] | None = None
+        """core.checks.blocking_problems of the config; None until checked."""
 
     def compose_body(self) -> ComposeResult:
         yield Static("Your run, as a config file", classes="title")
         yield Static("", id="summary", classes="hint")
+        yield Static("Checking that this run can work here…", id="blockers", classes="hint")
         with VerticalScroll(id="yaml-box"):  # the YAML scrolls; summary, save and start stay in view
             yield Static("", id="yaml")
         with Horizontal(id="save-row"):
-            yield Input(placeholder="file to save to", id="save-path")
-            yield Button("Save (ctrl+s)", id="save")
+            yield Static("Save as ", classes="hint")
+            yield Input(placeholder="file to save to", id="save-path", compact=True)
+            yield Button("Save (ctrl+s)", id="save", compact=True)
         yield Static("", id="reuse", classes="hint")
 
     def on_mount(self) -> None:
@@ -63,6 +68,8 @@ class ReviewScreen(StepScreen):
         self.query_one("#yaml", Static).update(
             Syntax(self.config.to_yaml(), "yaml", theme="monokai", background_color="default")
         )
+        self.query_one("#next", Button).disabled = True  # until the checks below answer
+        self.check_blockers(self.config)
         save_path = self.query_one("#save-path", Input)
         save_path.value = f"{name}.yaml"
         self.query_one("#reuse", Static).update(
@@ -95,9 +102,37 @@ class ReviewScreen(StepScreen):
         self.query_one("#reuse", Static).update(f"Saved. Reuse it later: ftwiz train {path}")
         self.notify(f"Saved {path}", title="Config saved")
 
+    # -- can it work? ------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, exit_on_error=False, group="blockers",
+          description="Checking that the run can work here")
+    def check_blockers(self, config: RunConfig) -> None:
+        from ftwiz.core.checks import blocking_problems
+
+        self.post_message(BlockersChecked(blocking_problems(config, self.state.hardware, self.state.model_info)))
+
+    def on_blockers_checked(self, message: BlockersChecked) -> None:
+        self.problems = message.problems
+        box = self.query_one("#blockers", Static)
+        if message.problems:
+            lines = "\n".join(f"✗ {escape(problem)}" for problem in message.problems)
+            box.update(f"[b]This run cannot work here; Start is off until these are fixed:[/b]\n{lines}\n"
+                       "Esc goes back to change them; the config can still be saved for another machine.")
+            box.set_classes("bad")
+        else:
+            box.update("✓ Checked: the model is available and the run fits this machine.")
+            box.set_classes("good")
+        self.query_one("#next", Button).disabled = bool(message.problems)
+
     # -- start ------------------------------------------------------------------------------
     def commit(self) -> bool:
         """Next on the last planning step starts the run."""
+        if self.problems is None:
+            self.notify("Still checking that the run can work here…", severity="warning")
+            return False
+        if self.problems:
+            self.notify("This run cannot work here: see the problems listed above the config.",
+                        title="Not started", severity="error")
+            return False
         if self.config is not None:
             self.query_one("#next", Button).disabled = True
             self.notify("Checking the config and starting the run in its own process"
@@ -124,4 +159,10 @@ class ReviewScreen(StepScreen):
             self.query_one("#next", Button).disabled = False
 
     def on_run_started(self, message: RunStarted) -> None:
+        name = message.run_dir.name
+        summary = self.query_one("#summary", Static)
+        summary.update(f"[b]Run {name} started[/b] in its own process. ctrl+r lists it with the other runs "
+                       "(reattach, stop, resume); Start training again starts another run.")
+        summary.set_classes("hint")
+        self.query_one("#next", Button).disabled = False
         self.wizard.show_run(message.run_dir)

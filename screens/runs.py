@@ -19,7 +19,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 
-from ftwiz.core.monitor import RunRow, format_duration, watch_runs
+from ftwiz.core.monitor import RunRow, format_duration, steps_text, watch_runs
 from ftwiz.tui.run_messages import RunsListed
 
 STATE_LABELS = {
@@ -35,7 +35,7 @@ COLUMNS = (("run", "name"), ("state", "state"), ("step", "step"), ("last loss", 
 
 
 def row_cells(row: RunRow) -> tuple[str, ...]:
-    steps = "--" if row.step is None else f"{row.step}/{row.max_steps or '?'}"
+    steps = steps_text(row.step, row.max_steps)
     loss = "--" if row.last_loss is None else f"{row.last_loss:.4f}"
     age = "--" if row.age_s is None else f"{format_duration(max(0.0, row.age_s))} ago"
     return (row.name, STATE_LABELS.get(row.state, row.state), steps, loss, age)
@@ -47,7 +47,10 @@ class RunsScreen(Screen):
     CSS_PATH = "../tui/run.tcss"
     BINDINGS = [
         Binding("enter", "open", "Open", show=True),
-        Binding("escape", "back", "New fine-tune"),  # the list sits over the wizard's first step
+        Binding("r", "resume", "Resume"),
+        Binding("s", "stop", "Stop"),
+        Binding("x,delete", "delete", "Delete"),
+        Binding("escape", "back", "Back"),  # to the screen below: the wizard's step, or a dashboard
     ]
 
     def __init__(
@@ -78,8 +81,7 @@ class RunsScreen(Screen):
             markup=False,
         )
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-        yield Static("Enter opens a run: the live dashboard while it trains, its results when done. "
-                     "Esc starts a new fine-tune.",
+        yield Static("Enter opens a run: its live dashboard, or its results when done. Esc goes back.",
                      classes="run-hint", markup=False)
         yield Footer()
 
@@ -142,6 +144,80 @@ class RunsScreen(Screen):
 
             self.app.push_screen(TrainScreen(row.run_dir, **self._train_options))
 
+    # -- resume, stop, delete: core does it, the list shows the outcome on its next scan ------
+    def _selected_row(self) -> RunRow | None:
+        row = self.rows.get(self._selected_name() or "")
+        if row is None:
+            self.notify("No run selected", severity="warning")
+        return row
+
+    def action_resume(self) -> None:
+        row = self._selected_row()
+        if row is not None:
+            self.notify(f"Resuming {row.name} from its newest checkpoint…", title="Resume")
+            self._resume(row)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="run-resume",
+          description="Resuming the run")
+    def _resume(self, row: RunRow) -> None:
+        from ftwiz.core.engine.launch import resume_run
+
+        resume_run(row.run_dir)
+        self.app.call_from_thread(self._open_dashboard, row)
+
+    def _open_dashboard(self, row: RunRow) -> None:
+        from ftwiz.screens.train import TrainScreen
+
+        if self.is_attached:
+            self.app.push_screen(TrainScreen(row.run_dir, **self._train_options))
+
+    def action_stop(self) -> None:
+        row = self._selected_row()
+        if row is None:
+            return
+        try:
+            result = row.run_dir.stop()
+        except OSError as exc:
+            self.notify(f"Could not stop {row.name}: {exc}", severity="error")
+            return
+        messages = {
+            "not-running": f"{row.name} is not running ({row.state}).",
+            "stopping": f"Stopping {row.name}: it saves a checkpoint, then exits (s again kills it).",
+            "killed": f"Killed {row.name}: `r` resumes it from its last checkpoint.",
+        }
+        self.notify(messages.get(result, result), title="Stop")
+
+    def action_delete(self) -> None:
+        from ftwiz.core.runs import ACTIVE_STATES, STALLED
+        from ftwiz.tui.widgets.confirm import ConfirmScreen
+
+        row = self._selected_row()
+        if row is None:
+            return
+        if row.state in ACTIVE_STATES or row.state == STALLED:
+            self.notify(f"{row.name} is {row.state}: stop it first (s).", severity="warning")
+            return
+        self.app.push_screen(
+            ConfirmScreen(f"Delete {row.run_dir.path} with its adapter, checkpoints and log? "
+                          "This cannot be undone."),
+            lambda yes: self._delete(row) if yes else None,
+        )
+
+    def _delete(self, row: RunRow) -> None:
+        from ftwiz.core.errors import UserError
+        from ftwiz.core.runs import delete_run
+
+        try:
+            delete_run(row.run_dir, self.clock())
+        except (UserError, OSError) as exc:
+            self.notify(str(exc), severity="error", title="Not deleted")
+            return
+        self.notify(f"Deleted {row.name}", title="Deleted")
+        self.post_message(RunsListed([r for r in self.rows.values() if r.name != row.name]))
+
     def action_back(self) -> None:
-        if len(self.app.screen_stack) > 1:
+        leave = getattr(self.app, "leave_screen", None)  # the wizard: never down to a blank screen
+        if leave is not None:
+            leave()
+        elif len(self.app.screen_stack) > 1:
             self.app.pop_screen()

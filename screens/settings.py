@@ -8,11 +8,13 @@ from typing import Any
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Grid
+from textual.markup import escape
 from textual.widgets import Checkbox, DataTable, Input, Select, Static
 
 from ftwiz.core.errors import UserError
 from ftwiz.tui.steps import StepScreen
 from ftwiz.tui.widgets.memory_bar import MemoryBar
+from ftwiz.tui.widgets.on_off import OnOff
 
 PRESETS = ("minimal", "attention", "all-linear")
 # (section.field, label, kind); kind: "float", "int", "bool", "preset"
@@ -49,7 +51,7 @@ class SettingsScreen(StepScreen):
                 yield Static(label, classes="field-label")
                 value = values.get(key)
                 if kind == "bool":
-                    yield Checkbox("on" if value else "off", bool(value), id=_widget_id(key), compact=True)
+                    yield OnOff("on" if value else "off", bool(value), id=_widget_id(key), compact=True)
                 elif kind == "preset":
                     yield Select([(p, p) for p in PRESETS], value=value if value in PRESETS else "all-linear",
                                  allow_blank=False, id=_widget_id(key), compact=True)
@@ -57,14 +59,25 @@ class SettingsScreen(StepScreen):
                     yield Input(str(value), id=_widget_id(key), compact=True,
                                 type="integer" if kind == "int" else "text")
                 yield Static(self.reasons.get(key, ""), id=_widget_id(key) + "-why", classes="reason")
+        yield Static("", id="field-detail", classes="hint")
         yield Static("", id="settings-error", classes="bad")
         yield Static("", id="plan-warning", classes="warn")
         yield Static("Memory on this GPU", id="memory-title", classes="title")
         yield MemoryBar(id="memory")
         yield Static("", id="time-cost")
         if self.state.method != "full" and self.state.model_info is not None:
-            yield Static("Rank x targets: trainable parameters (adapter size in bf16)", classes="title")
+            yield Static("Rank x targets: trainable parameters (adapter file, fp32 as peft saves it)",
+                         classes="title")
             yield DataTable(id="explorer", cursor_type="none")
+
+    def on_descendant_focus(self, event) -> None:
+        """The focused field's reason in full under the table (its column is cut at 80 columns)."""
+        widget_id = getattr(event.widget, "id", None) or ""
+        detail = self.query_one("#field-detail", Static)
+        for key, label, _ in FIELDS:
+            if widget_id == _widget_id(key):
+                detail.update(f"[b]{label}[/b]: {escape(self.reasons.get(key, ''))}")
+                return
 
     # -- recommended values ---------------------------------------------------------------
     def _recommended(self) -> tuple[dict[str, Any], dict[str, str]]:
@@ -73,7 +86,7 @@ class SettingsScreen(StepScreen):
 
         state = self.state
         if state.demo:
-            return demo_values([key for key, _, _ in FIELDS])
+            return demo_values([key for key, _, _ in FIELDS], state.data_stats)
         if state.model_info is None:  # the model did not load: hyperparameters without a memory fit
             from ftwiz.core.recommend import recommend_hyperparams
 
@@ -105,6 +118,7 @@ class SettingsScreen(StepScreen):
         if self.query("#explorer"):
             self._fill_explorer()
         self.update_plan()
+        self.query_one(f"#{_widget_id(FIELDS[0][0])}").focus()  # its reason shows in full below
 
     def _fill_explorer(self) -> None:
         from ftwiz.core.parameters import explore_table
@@ -114,7 +128,7 @@ class SettingsScreen(StepScreen):
         rows: dict[int, list[str]] = {}
         for row in explore_table(self.state.model_info):
             rows.setdefault(row["rank"], []).append(
-                f"{row['trainable'] / 1e6:.1f}M {row['percent']:.2f}% ({row['adapter_mb_bf16']:.0f} MB)"
+                f"{row['trainable'] / 1e6:.1f}M {row['percent']:.2f}% ({row['adapter_mb_fp32']:,.1f} MB)"
             )
         for rank, cells in rows.items():
             table.add_row(str(rank), *cells)
@@ -187,9 +201,12 @@ class SettingsScreen(StepScreen):
             bar.update("The demo's tiny model trains on the CPU: a few hundred MB of RAM, about a minute.")
             cost.update("")
             return
-        from ftwiz.core.memory import estimate_for
+        from ftwiz.core.memory import config_assumptions, estimate_for
 
         count = state.gpu_count
+        title = self.query_one("#memory-title", Static)
+        where = "this GPU" if state.gpu_free_bytes else "a GPU (none here)"
+        title.update(f"Memory on {where} [dim]({config_assumptions(config)})[/dim]")
         if count > 1:
             self.query_one("#memory-title", Static).update(
                 f"Memory on each GPU: FSDP over {count} GPUs (weights, gradients, optimizer states sharded)"

@@ -37,25 +37,30 @@ from ftwiz.tui.widgets.run_log import RunLog
 from ftwiz.tui.widgets.run_progress import RunProgress, first_number
 from ftwiz.tui.widgets.vram import VramPane
 
+RESUMABLE_STATES = frozenset({"stopped", "failed", "killed", "crashed"})
+"""States `ftwiz resume` (r on the dashboard and the runs list) continues from."""
+
 AUTO = "auto"
 """gpu_sampler=AUTO: sample NVML through the app's hardware backend (or the real one)."""
 
 
-def state_notice(state: str, name: str, last_error: str | None) -> tuple[str, str] | None:
-    """(text, severity) for a run that is no longer training, telling what to do next."""
+def state_notice(state: str, name: str, last_error: str | None,
+                 checkpoint_step: int | None = None) -> tuple[str, str] | None:
+    """(text, severity) for a run that is no longer training, telling what to do next (a resume
+    continues from the last checkpoint, or starts over when none was saved)."""
+    resume = (f"r (or `ftwiz resume {name}`) continues from the checkpoint at step {checkpoint_step}"
+              if checkpoint_step is not None else
+              f"no checkpoint was saved, so r (or `ftwiz resume {name}`) starts it over")
     if state == "finished":
         return "Run finished. Press d for the adapter, samples and how to use it.", "success"
     if state == "stalled":
         return (f"Run stalled: its process is alive but has not reported for minutes (hung?). "
                 f"See the log; s stops it (press twice to kill), then `ftwiz resume {name}`.", "warning")
     if state == "stopped":
-        return (f"Run stopped after saving a checkpoint. `ftwiz resume {name}` continues it.", "warning")
+        return f"Run stopped; {resume}.", "warning"
     if state in ("failed", "killed", "crashed"):
         reason = f": {last_error}" if last_error else ""
-        return (
-            f"Run {state}{reason}. See the log; `ftwiz resume {name}` restarts from the last checkpoint.",
-            "error",
-        )
+        return f"Run {state}{reason}. See the log; {resume}.", "error"
     return None
 
 
@@ -92,6 +97,7 @@ class TrainScreen(Screen):
     CSS_PATH = "../tui/run.tcss"
     BINDINGS = [
         Binding("s", "stop", "Stop run"),
+        Binding("r", "resume", "Resume"),
         Binding("d", "done", "Results"),
         Binding("escape", "back", "Back"),
     ]
@@ -182,7 +188,7 @@ class TrainScreen(Screen):
           description="follow events.jsonl, status.json and train.log")
     def _follow(self) -> None:
         follow_run(self.run_dir, lambda update: self.post_message(RunUpdated(update)),
-                   self._cancel, self._poll_interval_s, self.clock)
+                   self._cancel, self._poll_interval_s, self.clock, until_done=False)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="gpu-poll",
           description="sample GPU memory, utilization, temperature and power")
@@ -216,6 +222,9 @@ class TrainScreen(Screen):
             self.status = update.status
             self.tracker.apply_status(update.status)
         if update.state is not None and update.state != self.state:
+            if update.state in ACTIVE_STATES and self.state not in ACTIVE_STATES:
+                self._stop_requested = False  # resumed (here or from another shell)
+                self.tracker.finished = None
             self.state = update.state
             self.query_one("#run-title", Static).update(self._title())
             self.query_one("#run-quit-hint", Static).update(self._quit_hint())
@@ -252,18 +261,21 @@ class TrainScreen(Screen):
             estimated_cost_usd=self.tracker.estimated_cost_usd,
             budget_usd=first_number(limits.get("max_cost")),
             cpu=self.status.gpus == 0,
+            active=self.state in ACTIVE_STATES or self.state in ("unknown", "stalled"),
         )
 
     def _render_notice(self) -> None:
         notice = self.query_one("#run-notice", Static)
         event = self.tracker.notice
         error = event.message if isinstance(event, ErrorEvent) else None
-        final = state_notice(self.state, self.run_dir.name, error)
+        final = state_notice(self.state, self.run_dir.name, error, self.tracker.last_checkpoint_step)
         if final is not None:
             text, severity = final
         elif event is not None:
             text = f"{event.type}: {notice_text(event)}".rstrip(": ")
             severity = "error" if event.type in ("error", "killed") else "warning"
+        elif self.tracker.overfitting:
+            text, severity = self.tracker.overfitting, "warning"
         elif self.state in ACTIVE_STATES and not self.tracker.step:
             # A CPU box spends up to a minute importing torch and loading before step 1.
             text = ("Getting ready: loading the model and the data." if self.tracker.started_t
@@ -298,7 +310,22 @@ class TrainScreen(Screen):
             return self.state == "finished" or self.tracker.finished is not None
         if action == "stop":
             return self.state in ACTIVE_STATES or self.state in ("unknown", "stalled")
+        if action == "resume":
+            return self.state in RESUMABLE_STATES
         return True
+
+    def action_resume(self) -> None:
+        """Continue a stopped, failed, killed or crashed run in a new process; this dashboard
+        follows it (it keeps watching the run directory)."""
+        self.notify(f"Resuming {self.run_dir.name} from its newest complete checkpoint…", title="Resume")
+        self._resume()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="run-resume",
+          description="Resuming the run")
+    def _resume(self) -> None:
+        from ftwiz.core.engine.launch import resume_run
+
+        resume_run(self.run_dir)
 
     def action_stop(self) -> None:
         """First press: graceful (checkpoint, then exit). Second press: force, after asking."""
@@ -340,5 +367,8 @@ class TrainScreen(Screen):
         self.app.push_screen(DoneScreen(self.run_dir))
 
     def action_back(self) -> None:
-        if len(self.app.screen_stack) > 1:
+        leave = getattr(self.app, "leave_screen", None)  # the wizard: never down to a blank screen
+        if leave is not None:
+            leave()
+        elif len(self.app.screen_stack) > 1:
             self.app.pop_screen()

@@ -9,7 +9,7 @@ from textual.markup import escape
 from textual.containers import Horizontal
 from textual.widgets import Button, DataTable, Static
 
-from ftwiz.core.memory import GIB, gib_text
+from ftwiz.core.memory import FLOOR_ASSUMPTIONS, GIB, gib_text
 from ftwiz.core.methods import METHOD_NAMES
 from ftwiz.tui.messages import CapabilitiesEstimated
 from ftwiz.tui.steps import StepScreen
@@ -32,10 +32,7 @@ class WelcomeScreen(StepScreen):
         yield DataTable(id="gpus", cursor_type="row", zebra_stripes=True)
         yield Static("", id="host")
         yield Static("What this hardware can train", classes="title")
-        yield Static(
-            "GPU memory needed at micro-batch 1, 1024 tokens, rank 16 on attention, checkpointing on",
-            classes="hint",
-        )
+        yield Static(f"GPU memory needed at {FLOOR_ASSUMPTIONS}", classes="hint")
         yield DataTable(id="capabilities", cursor_type="none")
         with Horizontal(id="demo-row"):
             yield Static("", id="demo-text")
@@ -76,7 +73,7 @@ class WelcomeScreen(StepScreen):
             status.set_classes("hint")
             gpus.display = True
         self.query_one("#host", Static).update(
-            f"CPU: {hardware.cpu_name or '?'} ({hardware.cpu_count} cores)   "
+            f"CPU: {hardware.cpu_name or '?'} ({hardware.cpu_count} threads)   "
             f"RAM: {gib_text(hardware.ram_total_bytes)} ({gib_text(hardware.ram_available_bytes)} free)   "
             f"Disk free: {gib_text(hardware.disk_free_bytes)}"
         )
@@ -91,7 +88,7 @@ class WelcomeScreen(StepScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="capabilities",
           description="Estimating what this hardware can train")
     def estimate_capabilities(self, hardware) -> None:
-        from ftwiz.core.memory import minimum_memory
+        from ftwiz.core.memory import floor_text, minimum_memory
         from ftwiz.core.models import load_model_info
 
         free = hardware.gpus[0].memory_free_bytes if hardware.gpus else 0
@@ -102,8 +99,8 @@ class WelcomeScreen(StepScreen):
             for method in CAPABILITY_METHODS:
                 estimate = minimum_memory(info, method)
                 fits = free and estimate.required_bytes < free
-                need = estimate.required_bytes / GIB
-                cells.append(f"[green]yes[/] {need:.0f} GiB" if fits else f"[red]no[/]  {need:.0f} GiB")
+                need = floor_text(estimate)
+                cells.append(f"[green]yes[/] {need}" if fits else f"[red]no[/]  {need}")
             rows.append((name, f"{info.total_params / 1e9:.1f}B", *cells))
         self.post_message(CapabilitiesEstimated(rows))
 

@@ -142,6 +142,8 @@ def make_run(
     pid: int | None = None,
     heartbeat: float | None = None,
     upto_step: int | None = -1,
+    step: int | None = None,
+    max_steps: int | None = None,
 ) -> RunDir:
     """The recorded run as the engine left it after the step event of `upto_step` (-1: just
     started, no events yet; 0: loaded, before its first step; None: finished). An active one
@@ -158,8 +160,24 @@ def make_run(
         pid=pid if pid is not None else (shared_engine_pid() if active else None),
         heartbeat=heartbeat if heartbeat is not None else time.time(),
     )
+    if step is not None:
+        status["step"] = step
+    if max_steps is not None:
+        status["max_steps"] = max_steps
     write_json(run.status_path, status)
     return run
+
+
+def step_event(step: int, max_steps: int, t: float, **fields: Any) -> dict[str, Any]:
+    """A step event for what the recording lacks (a loss curve of a chosen shape), built through
+    core.events.StepEvent so it has exactly the fields the engine writes."""
+    from ftwiz.core.events import StepEvent
+
+    values = dict(epoch=round(step / 20, 2), loss=round(2.5 * 0.93**step + 0.4, 4),
+                  learning_rate=2e-4 * (1 - step / max_steps), grad_norm=1.1, tokens_per_s=1234.5, micro_batch=4,
+                  grad_accum=1, eta_s=(max_steps - step) * 3.0, spend_usd=round(step * 0.01, 4))
+    values.update(fields)
+    return StepEvent(step=step, max_steps=max_steps, **values).to_record(t=t)
 
 
 class RunReplayer(threading.Thread):

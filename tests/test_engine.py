@@ -97,7 +97,7 @@ def test_facts_are_info_events_and_problems_warnings(finished_run):
     warnings = [e["message"] for e in events(run, "warning")]
     assert any("training and" in m and "evaluation examples" in m for m in infos)
     assert not any("evaluation examples" in m for m in warnings)
-    assert any("chat template" in m for m in warnings)  # the fallback template is a real caveat
+    assert not any("chat template" in m for m in warnings)  # prompt/completion rows never use the template
 
 
 def test_engine_sends_each_note_as_the_kind_it_was_made_with(tmp_path, monkeypatch):

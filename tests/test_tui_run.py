@@ -14,6 +14,7 @@ from textual import events
 from textual.containers import Vertical
 from textual.widgets import DataTable, ProgressBar, Static
 
+from ftwiz.core import demo
 from ftwiz.core.engine.results import merge_command
 from ftwiz.core.events import ErrorEvent, OomEvent
 from ftwiz.core.hardware import GpuSample
@@ -283,13 +284,13 @@ async def test_done_screen_shows_samples_scores_and_code_with_real_paths(tmp_pat
         adapter = str(run.adapter_dir.resolve())
         assert text_of(screen, "#done-adapter") == f"Adapter: {adapter}"
         assert "format_match: 0% → 100%" in text_of(screen, "#done-score")
-        assert text_of(screen, "#done-metric").startswith("Metric: demo: format_match")
+        assert "What the demo teaches" in text_of(screen, "#done-lesson")  # a demo run: its lesson, not a metric line
         table = screen.query_one("#done-samples", DataTable)
         rows = [table.get_row_at(i) for i in range(table.row_count)]
+        # A demo run grades the ISO format it teaches (the recorded run's fine-tuned answers).
         examples = recorded_samples()["examples"]
-        assert len(rows) == 8 and [row[4] for row in rows] == ["✗"] * 8  # the demo's dates: format right, digits not
-        assert rows[0] == ["Date: 18 April 1951…", examples[0]["before"], examples[0]["after"],
-                           examples[0]["reference"], "✗"]
+        assert len(rows) == 8 and [row[4] for row in rows] == [demo.row_verdict(e) for e in examples[:8]]
+        assert rows[0][:4] == ["Date: 18 April 1951…", examples[0]["before"], examples[0]["after"], examples[0]["reference"]]
         code = text_of(screen, "#done-code-load")
         assert f'PeftModel.from_pretrained(base, "{adapter}")' in code
         assert 'AutoModelForCausalLM.from_pretrained("ftwiz-demo-tiny", dtype="auto")' in code

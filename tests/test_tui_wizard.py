@@ -58,7 +58,7 @@ async def test_welcome_shows_recorded_gpu_and_what_it_can_train(tmp_path):
         assert gpus.row_count == 1
         assert gpus.get_row_at(0)[1] == "NVIDIA H200"
         host = str(app.screen.query_one("#host", Static).content)
-        assert "16 cores" in host and "128.0 GiB" in host
+        assert "16 threads" in host and "128.0 GiB" in host  # as `ftwiz gpus` says it
 
 
 async def test_without_gpu_welcome_says_so_and_offers_the_demo(tmp_path):

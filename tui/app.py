@@ -67,6 +67,7 @@ class FtwizApp(App):
     BINDINGS = [
         Binding("f1", "help", "Help"),
         Binding("question_mark", "help", "Help", show=False),
+        Binding("ctrl+r", "runs", "Runs"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -116,10 +117,13 @@ class FtwizApp(App):
         self.post_message(HardwareDetected(hardware))
 
     def on_hardware_detected(self, message: HardwareDetected) -> None:
+        """Every screen in the stack that shows hardware fills in, not only the top one: the
+        runs list may sit over the Hardware step while detection finishes."""
         self.state.hardware = message.hardware
-        show = getattr(self.screen, "show_hardware", None)
-        if show is not None:
-            show()
+        for screen in self.screen_stack:
+            show = getattr(screen, "show_hardware", None)
+            if show is not None:
+                show()
 
     # -- steps --------------------------------------------------------------------------
     def goto_step(self, key: str) -> None:
@@ -143,21 +147,33 @@ class FtwizApp(App):
             self.goto_step(STEPS[self.step_index - 1][0])
 
     def show_run(self, run_dir: Any) -> None:
-        """Follow a run: the live dashboard (the run itself is its own process)."""
+        """Follow a run: the live dashboard (the run itself is its own process), pushed over the
+        step that started it, so that Esc comes back to that step rather than to nothing."""
         from ftwiz.screens.train import TrainScreen
 
-        self.step_index = len(STEPS) - 1
-        if isinstance(self.screen, StepScreen):
-            self.switch_screen(TrainScreen(run_dir))
+        self.push_screen(TrainScreen(run_dir))
+
+    def leave_screen(self) -> None:
+        """Esc on a screen over the wizard: back to the one below it; never down to the app's
+        empty default screen (the wizard's current step takes its place)."""
+        if len(self.screen_stack) > 2:
+            self.pop_screen()
         else:
-            self.push_screen(TrainScreen(run_dir))
+            self.switch_screen(_step_screen(STEPS[min(self.step_index, len(STEPS) - 2)][0]))
+
+    def action_runs(self) -> None:
+        """The runs list, from any screen: reattach, resume, stop or delete a run."""
+        from ftwiz.screens.runs import RunsScreen
+
+        if not isinstance(self.screen, RunsScreen):
+            self.push_screen(RunsScreen(self.runs_dir, clock=self.clock))
 
     # -- help, palette, failures --------------------------------------------------------
     def action_help(self) -> None:
         from ftwiz.screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(help_topic(self.screen)))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -167,6 +183,7 @@ class FtwizApp(App):
                 f"Go to step {number}: {title}", f"Jump to the {title} step of the wizard",
                 lambda key=key: self.goto_step(key),
             )
+        yield SystemCommand("Runs", "Every run: reattach, resume, stop or delete (ctrl+r)", self.action_runs)
         yield SystemCommand(
             "Demo", "The built-in demo: tiny model and dataset, trains on the CPU", self.start_demo
         )
@@ -184,6 +201,14 @@ class FtwizApp(App):
         error = event.worker.error
         what = event.worker.description or event.worker.name
         self.notify(f"{what}: {error}", title="Failed", severity="error", timeout=10)
+
+
+def help_topic(screen: Screen) -> str | None:
+    """The help section for a screen: its wizard step, or the run screen it is."""
+    step = getattr(screen, "STEP", None)
+    if step:
+        return step
+    return {"TrainScreen": "train", "RunsScreen": "runs", "DoneScreen": "done"}.get(type(screen).__name__)
 
 
 def make_app(

@@ -62,3 +62,10 @@ class MethodMemory(Message):
 
     model: str
     rows: list[tuple[str, str, str]]
+
+
+@dataclass
+class BlockersChecked(Message):
+    """core.checks.blocking_problems answered for the Review step's config (empty: it can start)."""
+
+    problems: list[str]

@@ -39,11 +39,13 @@ class StepScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield StepHeader(self.STEP)
+        yield from self.compose_top()
         with VerticalScroll(id="body"):
             yield from self.compose_body()
         with Horizontal(id="nav"):
-            yield Button("◂ Back (esc)", id="back", disabled=self.STEP == STEPS[0][0])
-            yield Button(f"{self.NEXT_LABEL} (ctrl+n) ▸", id="next", variant="primary")
+            # Compact: one line instead of three, so that 80x24 keeps room for the step itself.
+            yield Button("◂ Back (esc)", id="back", disabled=self.STEP == STEPS[0][0], compact=True)
+            yield Button(f"{self.NEXT_LABEL} (ctrl+n) ▸", id="next", variant="primary", compact=True)
         yield Footer()
 
     NARROW_BELOW: ClassVar[int] = 110
@@ -51,6 +53,10 @@ class StepScreen(Screen):
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < self.NARROW_BELOW, "narrow")
+
+    def compose_top(self) -> ComposeResult:
+        """What stays in view above the scrolling body (the Method step's ranking)."""
+        yield from ()
 
     def compose_body(self) -> ComposeResult:
         yield from ()

@@ -63,6 +63,8 @@ class RunLog(Log):
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(max_lines=MAX_LINES, id=id, classes=classes)
+        self.following = True
+        """Keep the newest line in view; off while the user has scrolled up to read."""
 
     def add(self, log_lines: list[str], events: list[Event]) -> None:
         lines = list(log_lines)
@@ -71,7 +73,17 @@ class RunLog(Log):
             return
         # Follow the tail unless the user scrolled up to read; Log's own check misfires when a
         # batch lands before the first layout, leaving the pane stuck above the newest lines.
-        following = self.scroll_y >= self.max_scroll_y - 1
         self.write_lines(lines, scroll_end=False)
-        if following:
+        if self.following:
             self.scroll_end(animate=False, x_axis=False)
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        # Scrolled up by the user: stop following until they come back to the end. (A pane made
+        # smaller moves its bottom without moving scroll_y; on_resize catches that.)
+        self.following = new >= self.max_scroll_y - 1
+
+    def on_resize(self) -> None:
+        """A resized pane has a new bottom: a log that followed the tail goes on following it."""
+        if self.following:
+            self.call_after_refresh(self.scroll_end, animate=False, x_axis=False)

@@ -8,15 +8,21 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import ProgressBar, Static
 
-from ftwiz.core.monitor import RunTracker, format_duration
+from ftwiz.core.monitor import RunTracker, format_duration, known_total, steps_text
 
 
-def progress_line(tracker: RunTracker, elapsed_s: float | None) -> str:
-    steps = f"step {tracker.step}/{tracker.max_steps or '?'}"  # max_steps is None until known
-    parts = [steps]
+def progress_line(tracker: RunTracker, elapsed_s: float | None, active: bool = True) -> str:
+    """How far the run is; an ETA only while it trains (a stopped run has none)."""
+    parts = [f"step {steps_text(tracker.step, tracker.max_steps)}"]
     if tracker.epoch is not None:
         parts.append(f"epoch {tracker.epoch:.2f}")
-    parts.append(f"ETA {format_duration(tracker.eta_s)}")
+    if tracker.last_loss is not None:
+        loss = f"loss {tracker.last_loss:.4f}"
+        if tracker.last_eval_loss is not None:
+            loss += f" (eval {tracker.last_eval_loss:.4f})"
+        parts.append(loss)
+    if active:
+        parts.append(f"ETA {format_duration(tracker.eta_s)}")
     if elapsed_s is not None:
         parts.append(f"elapsed {format_duration(elapsed_s)}")
     if tracker.tokens_per_s is not None:
@@ -69,11 +75,15 @@ class RunProgress(Vertical):
         estimated_cost_usd: float | None = None,
         budget_usd: float | None = None,
         cpu: bool = False,
+        active: bool = True,
     ) -> None:
         bar = self.query_one("#run-progress-bar", ProgressBar)
-        if tracker.max_steps:
-            bar.update(total=tracker.max_steps, progress=min(tracker.step, tracker.max_steps))
-        self._set("#run-progress-line", progress_line(tracker, elapsed_s))
+        total = known_total(tracker.max_steps)
+        if total:
+            bar.update(total=total, progress=min(tracker.step, total))
+        else:  # not known yet: the indeterminate bar, never a full one
+            bar.update(total=None)
+        self._set("#run-progress-line", progress_line(tracker, elapsed_s, active))
         self._set("#run-progress-spend", spend_line(tracker.spend_usd, estimated_cost_usd, budget_usd, cpu))
 
     def _set(self, selector: str, text: str) -> None:
