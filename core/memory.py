@@ -272,7 +272,7 @@ def default_optim(method: str) -> str:
     return "paged_adamw_8bit" if method == "qlora" else "adamw_torch"
 
 
-FLOOR_ASSUMPTIONS = "micro-batch 1, 1024 tokens, LoRA rank 16 on attention, gradient checkpointing on, bf16"
+FLOOR_ASSUMPTIONS = "micro-batch 1, 1024 tokens, LoRA rank 16 on every linear layer, gradient checkpointing on, bf16"
 """What minimum_memory's defaults assume: said wherever its figure is shown (Hardware, Model)."""
 
 
