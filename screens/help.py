@@ -90,7 +90,7 @@ fit its GPU. Nothing here is a choice yet; it is what the later steps plan again
   versions, and **bf16** (Ampere or newer): without it training runs in fp16, which needs loss
   scaling and is a little less stable.
 - **What this hardware can train**: the smallest memory each method needs for four common model
-  sizes, at micro-batch 1, 1024 tokens, LoRA rank 16 on attention, checkpointing on, bf16. The
+  sizes, at micro-batch 1, 1024 tokens, LoRA rank 16 on every linear layer, checkpointing on, bf16. The
   guide's rule of thumb: full fine-tuning needs ~16 bytes per parameter, LoRA ~2 (the bf16
   weights), QLoRA ~0.7 (4-bit weights). The Model and Settings steps give the figure for your
   own model and settings, under the same assumptions where they say so.
