@@ -149,3 +149,21 @@ def test_measured_package_data_is_what_report_writes_from_the_results():
     written = json.loads(report.MEASURED.read_text())
     assert written == report.measured_summary(report._read("speed-h200.json"), report._read("peer-h200-round2.json"),
                                               report._read(report.REAL_DIAG), report._read(report.REAL))
+
+
+def test_real_chat_results_hold_the_readmes_figures():
+    """What the README says of `ftwiz train` on real chat data, read back from bench/results."""
+    doc = json.loads((RESULTS / "real-chat-h200.json").read_text())
+    arms, targets = doc["arms"], doc["targets"]
+    assert doc["gpu"] == "NVIDIA H200" and doc["data"]["conversations"] == 400
+    assert all(a["status"] == "ok" for a in arms.values())
+    assert {"guide", "unsloth_matched", "unsloth_notebook", "ftwiz_plan", "ftwiz_qlora"} <= set(arms)
+    assert targets["plan_vs_guide_steady"] >= 2.0 and targets["qlora_vs_guide_steady"] >= 1.3
+    assert targets["plan_vs_unsloth_matched_steady"] >= 1.0
+    readme = (RESULTS.parent.parent / "README.md").read_text()
+    plan, guide, matched = arms["ftwiz_plan"], arms["guide"], arms["unsloth_matched"]
+    for figure in (f"{plan['steady_tokens_per_s']:,.0f}", f"{guide['steady_tokens_per_s']:,.0f}",
+                   f"{matched['steady_tokens_per_s']:,.0f}", f"{targets['plan_vs_guide_steady']:.2f}x",
+                   f"{targets['plan_vs_unsloth_matched_steady']:.2f}x"):
+        assert figure in readme, figure
+    assert doc == json.loads(json.dumps(report.real_summary()))  # the merged file is what report.py makes of the calls' files
