@@ -157,8 +157,9 @@ def unsloth(args) -> dict:
 
     if args.arm == "unsloth_matched":
         plan = json.loads(Path(args.plan).read_text())
-        c = {"method": plan["method"], "r": plan["r"], "alpha": plan["lora_alpha"], "dropout": 0.0,
-             "targets": plan["target_modules"], "micro_batch": plan["micro_batch"], "grad_accum": plan["grad_accum"],
+        targets = ALL_SEVEN if plan["target_modules"] == "all-linear" else plan["target_modules"]  # the same modules
+        c = {"method": plan["method"], "r": plan["r"], "alpha": plan["lora_alpha"],
+             "dropout": plan.get("lora_dropout", 0.0), "targets": targets, "micro_batch": plan["micro_batch"], "grad_accum": plan["grad_accum"],
              "max_length": plan["max_length"], "packing": plan["packing"],
              "gradient_checkpointing": plan["gradient_checkpointing"], "optim": plan["optim"],
              "lr": plan["learning_rate"], "scheduler": "cosine"}

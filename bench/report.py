@@ -53,6 +53,7 @@ def estimate_row(r: dict, liger: bool = False) -> dict[str, Any]:
         load_model_info(r["model"]), method=r["method"], micro_batch=r["micro_batch"], seq_len=r["seq_len"],
         rank=r["rank"], targets=r["targets"], grad_ckpt=r["grad_ckpt"], optim=r["optim"],
         qlora_upcast=r.get("qlora_upcast", False), lora_dropout=r.get("lora_dropout", 0.05), liger=liger,
+        input_cast=True,  # hand loops: peft's own input cast (the engine turns it off under autocast)
     )
     out = {
         "est_peak_allocated_gib": round(est.peak_gib, 3),
@@ -366,7 +367,11 @@ def real_summary() -> dict | None:
                     "run": f"{call}/{name}", "card_gib": arm.get("simulated_card_gib") or 140.4,
                     "method": cfg["method"], "packing": cfg["packing"], "gradient_checkpointing": cfg["gradient_checkpointing"],
                     "planned_micro_batch": cfg["per_device_train_batch_size"], "trained_micro_batch": arm.get("micro_batch_used"),
-                    "max_length": cfg["max_length"], "measured_peak_gib": measured, "plan_estimate_gib": est,
+                    "max_length": cfg["max_length"], "r": cfg.get("r"), "target_modules": cfg.get("target_modules"),
+                    "lora_dropout": cfg.get("lora_dropout", 0.05), "optim": cfg.get("optim"),
+                    "grad_accum": cfg.get("gradient_accumulation_steps"), "use_liger_kernel": cfg.get("use_liger_kernel"),
+                    "regional_compile": cfg.get("regional_compile"),
+                    "measured_peak_gib": measured, "plan_estimate_gib": est,
                     "plan_error_pct": _pct(est, measured),
                     "probe_predicted_gib": probe.get("predicted_peak_gib"),
                     "probe_error_pct": _pct(probe.get("predicted_peak_gib"), measured),

@@ -136,6 +136,8 @@ def _on_off(value: str | None) -> bool | None:
 @click.option("--rank", type=int, default=None, help="LoRA rank.")
 @click.option("--targets", type=str, default=None, help="minimal | attention | all-linear | q_proj,v_proj,...")
 @click.option("--grad-ckpt", type=click.Choice(["on", "off"]), default=None, help="Force gradient checkpointing.")
+@click.option("--packing", type=click.Choice(["on", "off"]), default=None,
+              help="Padding-free packing of examples into rows (default: on for a GPU).")
 @click.option("--qlora-upcast", type=click.Choice(["on", "off"]), default="off", show_default=True,
               help="QLoRA: peft's fp32 upcast of embeddings, head and norms (off: base only frozen, as TRL).")
 @click.option("--optim", type=str, default=None, help="adamw_torch, adamw_8bit, paged_adamw_8bit, ...")
@@ -146,8 +148,8 @@ def _on_off(value: str | None) -> bool | None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--write", "write", type=click.Path(dir_okay=False), default=None, help="Write the run config YAML here.")
 @click.option("--force", is_flag=True, help="Let --write replace an existing file.")
-def plan(model, data, examples, gpu, vram, gpus, method, batch, seq, rank, targets, grad_ckpt, qlora_upcast, optim,
-         drop_invalid, patience, as_json, write, force):
+def plan(model, data, examples, gpu, vram, gpus, method, batch, seq, rank, targets, grad_ckpt, packing, qlora_upcast,
+         optim, drop_invalid, patience, as_json, write, force):
     """Plan a fine-tune: method, hyperparameters, memory, fit, time and cost."""
     from ftwiz.core.plan import make_plan
 
@@ -173,7 +175,7 @@ def plan(model, data, examples, gpu, vram, gpus, method, batch, seq, rank, targe
     result = make_plan(
         model, examples=examples, data_stats=data_stats, gpu=target, method=method, batch=batch, seq=seq,
         rank=rank, targets=targets, grad_ckpt=_on_off(grad_ckpt), qlora_upcast=qlora_upcast == "on", optim=optim,
-        gpus=gpus, data_format=data_format,
+        gpus=gpus, data_format=data_format, packing=_on_off(packing),
     )
     d = result.to_dict()
     d["evaluation"] = _evaluation(d, patience)

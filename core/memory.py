@@ -10,9 +10,10 @@ calibrated on its own (issue 5):
   autocast_adapter_dtype).
 * activations autograd saves for backward, per layer and per token: RMSNorm keeps its fp32 input,
   SDPA keeps q, k, v, its output (GQA runs natively, no repeated k/v), the gated MLP keeps gate,
-  act(gate) and up; frozen linear layers keep no input; each LoRA module keeps its own copy of its
-  input plus a dropout mask. With gradient checkpointing only each layer's input is kept, plus one
-  layer recomputed at a time during backward.
+  act(gate) and up (Liger's SwiGLU: gate and up); frozen linear layers keep no input; a LoRA
+  module keeps its input: its own copy plus a dropout mask with dropout, the base layer's very
+  tensor without (shared by q, k, v and by gate, up). With gradient checkpointing only each
+  layer's input is kept, plus one layer recomputed at a time during backward.
 * logits and loss: transformers upcasts the logits to fp32 for the cross-entropy.
 * framework overhead: cuBLAS workspaces, ids/labels, rotary tables.
 * FSDP FULL_SHARD over N GPUs (`shards`): each GPU keeps 1/N of the weights, trainable
@@ -256,6 +257,35 @@ def _selected_groups(shapes: _Shapes, targets: Iterable[Any]) -> list[Any]:
     return list(selected)
 
 
+OUT_PROJECTIONS = frozenset({"o_proj", "out_proj", "dense", "down_proj", "c_proj", "fc2", "w2", "wo", "dense_4h_to_h"})
+"""Leaf names of the linear layers that read a block's own result (attention output, MLP product)
+rather than the normed residual stream: each has an input of its own."""
+
+
+def _lora_saved_per_layer(groups: list[Any], layers: int, act: int, dropout: float, mask_bytes: float,
+                          input_cast: bool) -> float:
+    """Bytes per token per layer that LoRA modules keep for backward (lora_A's input).
+
+    With dropout, or with peft's cast of the input to the adapters' fp32, every module keeps its
+    own half-precision copy (+ a dropout mask). Without either, lora_A keeps the very tensor the
+    base layer read: modules reading the same normed stream (q, k, v; gate, up) share one; the
+    attention's out projection reads the attention output, which attention keeps anyway (the
+    kernels write it token-major, so transformers' reshape is a view: measured on the CPU in
+    tests/test_speed.py); the MLP's reads the gate x up product, kept once.
+    """
+    if dropout > 0 or input_cast:
+        keep = act + (mask_bytes if dropout > 0 else 0)
+        return keep * sum(g.count * g.in_features for g in groups) / layers
+    inputs: dict[tuple, float] = {}
+    for g in groups:
+        block = "attention" if _is_attention(g) else "mlp"
+        if block == "attention" and g.name in OUT_PROJECTIONS:
+            continue
+        key = (block, g.name) if g.name in OUT_PROJECTIONS else (block, "stream", g.in_features)
+        inputs[key] = max(inputs.get(key, 0.0), g.count * g.in_features / layers)
+    return act * sum(inputs.values())
+
+
 def _positive_int(value: Any, option: str, hint: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise UserError(f"{option}: {value!r}: must be a whole number above 0 ({hint})")
@@ -365,12 +395,13 @@ def estimate_memory(
     optim: str | None = None,
     qlora_upcast: bool = False,
     dtype: str = "bf16",
-    lora_dropout: float = 0.05,
+    lora_dropout: float = 0.0,
     grad_accum: int = 1,
     liger: bool = False,
     calibration: Calibration = CALIBRATION,
     shards: int = 1,
     fused_head: bool | None = None,
+    input_cast: bool | None = None,
 ) -> MemoryEstimate:
     """Peak memory allocated by PyTorch during a training step (after the first optimizer step).
 
@@ -381,7 +412,9 @@ def estimate_memory(
     compiled, see liger_norms). `fused_head` = the loss never materialises the full logits (Liger's
     fused linear cross-entropy, or TRL 1.16+'s own chunked LM head); defaults to `liger`.
     `shards`: the memory of one GPU under FSDP FULL_SHARD over that many GPUs (1: a whole
-    replica, as on one GPU or under DDP).
+    replica, as on one GPU or under DDP). `input_cast`: peft casts each LoRA module's input to
+    the adapters' fp32 (a copy per module); ftwiz's engine turns that off under autocast
+    (core/engine/process.py), so by default it is on only without autocast (fp32).
     """
     if method not in METHODS:
         raise UserError(f"--method: {method!r}: unknown (allowed: {', '.join(METHODS)})")
@@ -402,6 +435,8 @@ def estimate_memory(
         raise UserError(f"--lora-dropout: {lora_dropout}: must be in [0, 1)")
     c = calibration
     s = _Shapes.of(info)
+    if input_cast is None:
+        input_cast = dtype == "fp32"
     tokens = micro_batch * seq_len
     h, inter, vocab, layers = s.hidden, s.intermediate, s.vocab, s.layers
     autocast = dtype != "fp32"
@@ -486,15 +521,17 @@ def estimate_memory(
     if s.qk_norm:
         per_layer += c.norm_saved_bytes * (q_dim + kv_dim)
     per_layer += act * (2 * q_dim + 2 * kv_dim)  # SDPA keeps q, k, v and its output (+ tiny logsumexp)
-    mlp_saved = 3 if s.gated_mlp else 1  # act(gate) keeps gate; gate*up keeps act(gate) and up
+    # act(gate) keeps gate; gate*up keeps act(gate) and up. Liger's SwiGLU recomputes act(gate) in
+    # its backward and keeps gate and up only: the 8B LoRA and QLoRA runs of
+    # bench/results/real-chat-h200.json (varlen attention, packed rows of 10,816 tokens, no
+    # checkpointing) are matched within 1% with 2, over-estimated by 15-18% with 3.
+    mlp_saved = (2 if liger else 3) if s.gated_mlp else 1
     per_layer += mlp_saved * inter * mlp_bytes
     if method == "full":
         # Every linear keeps its (autocast-cast) input for the weight gradient.
         per_layer += act * sum(g.count * g.in_features for g in s.groups) / layers
     else:
-        lora_in = sum(g.count * g.in_features for g in lora_groups) / layers
-        keep = act + (c.dropout_mask_bytes if lora_dropout > 0 else 0)
-        per_layer += keep * lora_in  # each LoRA module: its own half-precision input + dropout mask
+        per_layer += _lora_saved_per_layer(lora_groups, layers, act, lora_dropout, c.dropout_mask_bytes, input_cast)
     per_layer *= c.activation_scale
     layer_activations = per_layer * tokens
     checkpoint_per_layer = res * h * tokens  # the layer's input, kept by checkpointing

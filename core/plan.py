@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ftwiz.core.errors import UserError
-from ftwiz.core.memory import GIB, default_optim, estimate_memory, liger_norms, trl_fuses_lm_head
+from ftwiz.core.memory import GIB, default_optim, estimate_for, estimate_memory, gib_text, liger_norms, trl_fuses_lm_head
 from ftwiz.core.methods import METHOD_NAMES
 from ftwiz.core.recommend import (Fit, Hyperparams, Recommendation, examples_per_row, fit_to_gpu,
                                   recommend_hyperparams, rows_per_step)
@@ -338,6 +338,7 @@ def make_plan(
     optim: str | None = None,
     gpus: int | None = None,
     data_format: str | None = None,
+    packing: bool | None = None,
 ) -> Plan:
     """Plan a fine-tune of `model` (ModelInfo or spec) on `gpu`; overrides are kept as given.
 
@@ -379,6 +380,8 @@ def make_plan(
 
     def plan_for(m: str, free: int = free, shards: int = 1) -> tuple[Hyperparams, Fit]:
         hp = recommend_hyperparams(n_examples, m, target.bf16, target.cpu_only, info.total_params)
+        if packing is not None and packing != hp["packing"]:
+            _packing_as_asked(hp, packing)
         r = rank or (hp["r"] if "r" in hp.items else 16)
 
         def fit_rows(lengths: list[int]) -> Fit:
@@ -388,11 +391,13 @@ def make_plan(
             return fit_to_gpu(
                 info, m, free, rows, lengths, r, resolved_targets,
                 micro_batch=batch, grad_ckpt=grad_ckpt, optim=optim, qlora_upcast=qlora_upcast,
-                dtype=dtype if not (m == "qlora" and dtype == "fp32") else "bf16", lora_dropout=0.05,
+                dtype=dtype if not (m == "qlora" and dtype == "fp32") else "bf16",
+                lora_dropout=hp["lora_dropout"] if "lora_dropout" in hp.items else 0.0,
                 # Compiled layers are decided after the time estimate (_compile_only_if_it_pays): plan
                 # memory as if they were on (Liger's bf16 RMSNorm then off), the larger of the two.
                 liger=liger_norms(hp["use_liger_kernel"], hp["regional_compile"]),
                 fused_head=hp["use_liger_kernel"] or (not target.cpu_only and trl_fuses_lm_head()), shards=shards,
+                batch_unit="packed row(s)" if hp["packing"] else "example(s)",
             )
 
         fit = fit_rows(seqs)
@@ -482,6 +487,7 @@ def make_plan(
     plan.time_cost = _time_cost(plan, data_stats)
     plan.disk = _disk_plan(plan, getattr(gpu, "disk_free_bytes", None))
     _compile_only_if_it_pays(plan)
+    _dropout_cost(plan)
     return plan
 
 
@@ -506,17 +512,48 @@ def _compile_only_if_it_pays(plan: Plan) -> None:
     hp, tc = plan.hyperparams, plan.time_cost
     if not hp["regional_compile"] or tc is None or tc.hours * 3600 >= COMPILE_PAYBACK_S:
         return
-    # Liger's bf16 RMSNorm now runs (compiled layers would have replaced it): the estimate follows.
-    t = plan.to_config("data.jsonl").training
-    plan.fit.estimate = estimate_memory(
-        plan.model, plan.method, t.per_device_train_batch_size, t.max_length, plan.rank, plan.targets,
-        t.gradient_checkpointing, t.optim, plan.qlora_upcast, "bf16" if t.bf16 else "fp16" if t.fp16 else "fp32",
-        lora_dropout=0.05, grad_accum=t.gradient_accumulation_steps,
-        liger=liger_norms(hp["use_liger_kernel"], False), fused_head=True)
     hp.items["regional_compile"] = Recommendation(
         "regional_compile", False,
         f"off: this run trains ~{max(1, round(tc.hours * 60))} min, too short to repay the compile "
         f"(on for runs over {COMPILE_PAYBACK_S // 60} min: {_compile_evidence()})")
+    # Liger's bf16 RMSNorm and SwiGLU now run (compiled layers would have replaced them): the estimate follows.
+    plan.fit.estimate = estimate_for(plan.to_config("data.jsonl"), plan.model)
+
+
+def _packing_as_asked(hp: Hyperparams, packing: bool) -> None:
+    """--packing on|off over the recommendation; the attention follows (varlen is for packed rows)."""
+    from ftwiz.core.recommend import Recommendation
+
+    if packing:
+        hp.items["packing"] = Recommendation("packing", True, "as asked (--packing on): examples share rows")
+    else:
+        hp.items["packing"] = Recommendation(
+            "packing", False, "off, as asked (--packing off): each example its own row, padded to the longest of "
+            "its micro-batch")
+        if hp["attn_implementation"] == "varlen":
+            hp.items["attn_implementation"] = Recommendation(
+                "attn_implementation", "sdpa", "PyTorch's SDPA (its FlashAttention kernel): rows are not packed")
+
+
+def _dropout_cost(plan: Plan) -> None:
+    """The departure from the guide's LoRA dropout says what following the guide would cost here."""
+    from ftwiz.core.recommend import DROPOUT_REASON, Recommendation
+
+    hp = plan.hyperparams
+    item = hp.items.get("lora_dropout")
+    if item is None or item.reason != DROPOUT_REASON or plan.fit.estimate is None or not plan.fit.fits:
+        return
+    try:
+        config = plan.to_config("data.jsonl")
+    except UserError:  # a plan no run config can hold (the CLI says why when it is written)
+        return
+    config.lora.lora_dropout = 0.05
+    extra = estimate_for(config, plan.model).peak_bytes - plan.fit.estimate.peak_bytes
+    if extra >= 0.05 * GIB:
+        hp.items["lora_dropout"] = Recommendation(
+            "lora_dropout", 0.0, DROPOUT_REASON.replace(
+                "without it they share the layer's", f"without it they share the layer's ({gib_text(extra)} less "
+                "at this plan's batch)"), item.guide)
 
 
 def _fsdp_fit(info: Any, target: GpuTarget, replica: Fit, sharded_plan: Any, optim: str | None, dtype: str,

@@ -34,7 +34,9 @@ def llama8b():
 
 
 def estimate(info, **kw):
-    args = dict(method="lora", micro_batch=4, seq_len=512, rank=16, targets=QKVO, grad_ckpt=True, optim="adamw_torch")
+    # The hand-loop runs these tests check (bench/matrix.py, bench/speed.py) used the guide's dropout 0.05.
+    args = dict(method="lora", micro_batch=4, seq_len=512, rank=16, targets=QKVO, grad_ckpt=True, optim="adamw_torch",
+                lora_dropout=0.05)
     args.update(kw)
     return estimate_memory(info, **args)
 
@@ -105,46 +107,30 @@ def test_reserved_keeps_a_logits_block_and_nvidia_smi_the_measured_context():
     assert contexts == {round(CALIBRATION.cuda_context_bytes / GIB, 2)}
 
 
-SPEED = json.loads((RESULTS / "speed-h200.json").read_text())
-LIGER_ARMS = {r["arm"]: r for r in SPEED["runs"] if r.get("status") == "ok" and r.get("liger")}
+REAL = json.loads((RESULTS / "real-chat-h200.json").read_text())
 
 
-def _longest_packed_row(run: dict) -> int:
-    """The speed run packs each step's sequences into rows of at most token_budget tokens
-    (as bench/speed_worker.packed_rows does, without torch)."""
-    import sys
-
-    sys.path.insert(0, str(RESULTS.parent))
-    from speed_worker import lengths_for
-
-    steps = run["warmup_steps"] + run["timed_steps"]
-    per_step = run["effective_batch"]
-    lengths = lengths_for(per_step * steps, run["data_seed"], cap=run["max_length"])
-    return max(sum(row) for i in range(steps)
-               for row in _rows(lengths[i * per_step:(i + 1) * per_step], run["token_budget"]))
+def _real_chat_estimate(row: dict, info):
+    """The estimate for a run of bench/real.py as ftwiz planned it, from the config it recorded."""
+    liger = row.get("use_liger_kernel", True) and not row.get("regional_compile", False)
+    return estimate_memory(
+        info, row["method"], row["trained_micro_batch"], row["max_length"], row.get("r", 16),
+        row.get("target_modules") or QKVO, row["gradient_checkpointing"],
+        row.get("optim") or ("paged_adamw_8bit" if row["method"] == "qlora" else "adamw_torch"),
+        lora_dropout=row.get("lora_dropout", 0.05), grad_accum=row.get("grad_accum", 2), liger=liger, fused_head=True)
 
 
-def _rows(lengths, budget):
-    rows: list[list[int]] = [[]]
-    for n in lengths:
-        if rows[-1] and sum(rows[-1]) + n > budget:
-            rows.append([])
-        rows[-1].append(n)
-    return rows
+@pytest.mark.parametrize("row", REAL["memory"], ids=[r["run"] for r in REAL["memory"]])
+def test_product_runs_on_real_chat_within_15_percent_and_never_5_percent_under(llama8b, row):
+    """`ftwiz train` on real chat data (bench/results/real-chat-h200.json), every memory
+    configuration: today's estimator, at the micro-batch that trained, against the measured peak."""
+    from ftwiz.core.models import resolve_targets
 
-
-@pytest.mark.parametrize("arm", sorted(LIGER_ARMS))
-def test_liger_runs_measured_on_the_h200_within_10_percent(llama8b, arm):
-    """Fused linear cross-entropy: no full logits; checked on speed arms b2 (LoRA) and c (QLoRA)."""
-    run = LIGER_ARMS[arm]
-    tokens = _longest_packed_row(run)
-    kw = dict(method=run["method"], micro_batch=1, seq_len=tokens, rank=run["rank"], targets=run["targets"],
-              grad_ckpt=run["grad_ckpt"], optim=run["optim"], qlora_upcast=run["qlora_upcast"])
-    est = estimate(llama8b, liger=True, **kw)
-    error = (est.peak_gib - run["peak_allocated_gib"]) / run["peak_allocated_gib"]
-    assert -0.05 <= error <= 0.10, (arm, tokens, est.peak_gib, run["peak_allocated_gib"], est.breakdown)
-    without = estimate(llama8b, **kw)
-    assert without.breakdown["logits_loss"] > 50 * est.breakdown["logits_loss"]
+    targets = row.get("target_modules") or QKVO
+    row = {**row, "target_modules": resolve_targets(llama8b, targets) if isinstance(targets, str) else targets}
+    est = _real_chat_estimate(row, llama8b)
+    error = (est.peak_gib - row["measured_peak_gib"]) / row["measured_peak_gib"]
+    assert -0.05 <= error <= 0.15, (row["run"], est.peak_gib, row["measured_peak_gib"], est.breakdown)
 
 
 def test_checkpointing_keeps_two_bytes_per_hidden_per_layer(llama8b):
@@ -166,12 +152,16 @@ def test_checkpointing_trades_memory_and_upcast_costs_memory(llama8b):
 def test_each_lora_module_keeps_its_own_input(llama8b):
     two = estimate(llama8b, grad_ckpt=False, targets=["q_proj", "v_proj"])
     four = estimate(llama8b, grad_ckpt=False)
-    no_dropout = estimate(llama8b, grad_ckpt=False, lora_dropout=0.0)
+    no_dropout_cast = estimate(llama8b, grad_ckpt=False, lora_dropout=0.0, input_cast=True)
+    no_dropout = estimate(llama8b, grad_ckpt=False, lora_dropout=0.0)  # the engine: no cast under autocast
     tokens = 4 * 512
     h, layers = llama8b.hidden_size, llama8b.num_layers
     # two more modules of width h: a bf16 input and a bool dropout mask each
     assert four.breakdown["activations"] - two.breakdown["activations"] == pytest.approx(2 * 3 * h * layers * tokens, rel=0.01)
-    assert four.breakdown["activations"] - no_dropout.breakdown["activations"] == pytest.approx(4 * h * layers * tokens, rel=0.01)
+    assert four.breakdown["activations"] - no_dropout_cast.breakdown["activations"] == pytest.approx(4 * h * layers * tokens, rel=0.01)
+    # without dropout or cast, q, k and v keep one bf16 input between them and o_proj reads the
+    # attention output attention keeps anyway: 2h instead of 4 x 2h
+    assert no_dropout_cast.breakdown["activations"] - no_dropout.breakdown["activations"] == pytest.approx(6 * h * layers * tokens, rel=0.01)
 
 
 def test_memory_grows_with_batch_sequence_and_rank(llama8b):

@@ -114,3 +114,79 @@ def test_no_compiled_layers_where_unmeasured_or_on_cpu():
     assert recommend_hyperparams(5000, "qlora", bf16_ok=True)["regional_compile"] is False
     assert recommend_hyperparams(5000, "full", bf16_ok=True)["regional_compile"] is False
     assert recommend_hyperparams(5000, "lora", bf16_ok=False, cpu_only=True)["regional_compile"] is False
+
+
+def _bf16_lora(dropout: float):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=128))
+    model.config.use_cache = False
+    model.to(torch.bfloat16)
+    torch.manual_seed(1)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=targets, lora_dropout=dropout, task_type="CAUSAL_LM",
+                                             init_lora_weights=False))
+    assert next(p for n, p in model.named_parameters() if "lora_A" in n).dtype == torch.float32  # peft's fp32 adapters
+    return model
+
+
+def _step_under_autocast(model, shared: bool):
+    """Loss, LoRA gradients and the bytes autograd keeps for backward (distinct storages)."""
+    import contextlib
+
+    import torch
+
+    ids = torch.randint(3, 128, (2, 24), generator=torch.Generator().manual_seed(0))
+    kept: dict[int, int] = {}
+
+    def pack(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    context = speed.lora_inputs_shared(model, "bf16") if shared else contextlib.nullcontext()
+    with context, torch.autocast("cpu", dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return loss.item(), grads, sum(kept.values())
+
+
+def test_lora_inputs_shared_changes_no_number_and_keeps_one_input_per_stream():
+    """peft's fp32 cast of LoRA inputs is a round trip under autocast: turning it off gives the
+    same loss and gradients, and q/k/v (gate/up) then keep one input between them. The bytes
+    saved are what the estimator's _lora_saved_per_layer says they are."""
+    import torch
+
+    from ftwiz.core.memory import _lora_saved_per_layer
+    from ftwiz.core.models import _info_from_manifest, compute_manifest
+
+    model = _bf16_lora(dropout=0.0)
+    loss_cast, grads_cast, kept_cast = _step_under_autocast(model, shared=False)
+    loss_shared, grads_shared, kept_shared = _step_under_autocast(model, shared=True)
+    assert loss_shared == loss_cast
+    assert grads_shared.keys() == grads_cast.keys() and grads_cast
+    for name in grads_cast:
+        assert torch.equal(grads_shared[name], grads_cast[name]), name
+    # After the context, peft casts again (the samples after training run without autocast).
+    assert all(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled"))
+
+    info = _info_from_manifest(compute_manifest(model.config.to_dict()), "tiny", "local")
+    layers, tokens = info.num_layers, 2 * 24
+    groups = info.linear_groups
+    predicted = tokens * layers * (_lora_saved_per_layer(groups, layers, 2, 0.0, 1.0, input_cast=True)
+                                   - _lora_saved_per_layer(groups, layers, 2, 0.0, 1.0, input_cast=False))
+    assert kept_cast - kept_shared == predicted
+
+
+def test_lora_inputs_shared_only_under_autocast():
+    """fp32 training (the CPU) needs peft's cast: the context leaves it on."""
+    model = _bf16_lora(dropout=0.0)
+    with speed.lora_inputs_shared(model, "fp32"):
+        assert all(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled"))
+    with speed.lora_inputs_shared(model, "bf16"):
+        assert not any(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled"))

@@ -34,6 +34,7 @@ from ftwiz.core.config import RunConfig, load_config
 from ftwiz.core.data import Note
 from ftwiz.core.engine import checkpoints, faults
 from ftwiz.core.engine.model_source import model_source
+from ftwiz.core.engine.speed import lora_inputs_shared
 from ftwiz.core.errors import UserError
 from ftwiz.core.events import (
     CheckpointEvent,
@@ -705,7 +706,8 @@ class RunRecipe:
                 trainer.add_callback(EarlyStoppingCallback(self.config.training.early_stopping_patience))
             resume_from = checkpoints.usable_checkpoint(run.checkpoints_dir, set_aside=False)[0]
             try:
-                trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+                with lora_inputs_shared(self.model, self.precision):
+                    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
                 return trainer
             except Exception as exc:  # noqa: BLE001 - only OOM is handled here, the rest re-raised
                 if not faults.is_oom(exc):
@@ -719,7 +721,8 @@ class RunRecipe:
         from ftwiz.core.engine.probe import run_probe
 
         config, micro, accum, hooks = self.config, self.micro, self.accum, self.hooks
-        found = run_probe(trainer, self.model, config, micro, accum, self.precision, self.cuda)
+        with lora_inputs_shared(self.model, self.precision):  # measured as trained
+            found = run_probe(trainer, self.model, config, micro, accum, self.precision, self.cuda)
         changed = (found["micro_batch"], found["grad_accum"]) != (micro, accum) or (
             found["gradient_checkpointing"] and not config.training.gradient_checkpointing)
         micro, accum = found["micro_batch"], found["grad_accum"]

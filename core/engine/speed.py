@@ -65,3 +65,25 @@ def compile_layers(model: Any, dynamic: bool | None = None, **compile_kwargs: An
     for layer in layers:
         layer.compile(dynamic=dynamic, **compile_kwargs)
     return len(layers)
+
+
+def lora_inputs_shared(model: Any, precision: str):
+    """peft's cast of each LoRA module's input to the adapters' fp32, turned off under autocast.
+
+    peft keeps LoRA adapters in fp32 (autocast_adapter_dtype) and casts every module's
+    half-precision input up to fp32 before lora_A, which autocast then casts back down: the
+    same numbers, but each module keeps its own copy for backward. Without the cast, lora_A
+    reads the very tensor the base layer read, so q, k and v (and gate and up) keep one input
+    between them: with all-linear targets and no dropout that is about half of what LoRA keeps
+    (core/memory.py's _lora_saved_per_layer). peft's own switch (peft.helpers.
+    disable_input_dtype_casting) does it; only with autocast on (bf16/fp16 training), where the
+    cast is a round trip: without autocast the fp32 adapters need it. A context manager: the
+    samples and chat after training run without autocast and get the cast back.
+    """
+    import contextlib
+
+    if precision not in ("bf16", "fp16"):
+        return contextlib.nullcontext()
+    from peft.helpers import disable_input_dtype_casting
+
+    return disable_input_dtype_casting(model)
