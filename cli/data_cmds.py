@@ -22,6 +22,17 @@ def _tokenizer_source(model: str) -> str:
         return model
 
 
+def local_tokenizer(model: str):
+    """The model's tokenizer when it is on this machine (a model directory, or the Hub cache), else
+    None: `ftwiz plan` then counts words x1.3 and says so. Never reaches the network."""
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(_tokenizer_source(model), local_files_only=True)
+    except Exception:  # noqa: BLE001 - no tokenizer here: the word-count estimate, labelled as one
+        return None
+
+
 def _load_tokenizer(model: str):
     """The tokenizer of a local model directory, or of a Hub model (cache first, then the Hub)."""
     from transformers import AutoTokenizer

@@ -163,9 +163,12 @@ def plan(model, data, examples, gpu, vram, gpus, method, batch, seq, rank, targe
     if drop_invalid and data is None:
         raise UserError("--drop-invalid: needs --data FILE")
     if data is not None:
+        from ftwiz.cli.data_cmds import local_tokenizer
         from ftwiz.core.data import validate
 
-        report = validate(data, drop_invalid=drop_invalid)
+        # Token counts from the model's own tokenizer when it is here (lengths set max_length and
+        # the memory plan); a word count x1.3 otherwise, labelled as such in the plan.
+        report = validate(data, drop_invalid=drop_invalid, tokenizer=local_tokenizer(model))
         if not report.ok:
             first = report.problem_lines()[0] if report.problems else "no usable rows"
             hint = "" if drop_invalid else "; --drop-invalid leaves bad rows out"

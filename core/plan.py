@@ -317,7 +317,7 @@ def _seq_candidates(seq: int | None, data_stats: dict | None) -> tuple[list[int]
         scale = TOKENS_PER_WORD if data_stats.get("estimate") else 1.0
         up64 = lambda n: max(64, -(-int(n * scale) // 64) * 64)  # noqa: E731
         longest, p95 = up64(data_stats["max"]), up64(data_stats.get("p95") or data_stats["max"])
-        counted = " (from a word count x1.3: no tokenizer)" if scale != 1.0 else ""
+        counted = " (from a word count x1.3: the model's tokenizer is not on this machine)" if scale != 1.0 else ""
         return [longest, p95], f"longest example {longest} tokens{counted}; p95 {p95} if memory is short"
     return [DEFAULT_SEQ], DEFAULT_SEQ_REASON
 
