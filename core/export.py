@@ -301,6 +301,11 @@ class ExportEstimate:
     def fits(self) -> bool:
         return self.need_bytes <= self.free_bytes
 
+    def refusal(self) -> str:
+        """Why the export does not start (one line), when it does not fit."""
+        return (f"not enough disk: needs about {size_text(self.need_bytes)}, "
+                f"{size_text(self.free_bytes)} free on {self.where}")
+
     def line(self) -> str:
         extra = []
         if self.merge:
@@ -454,8 +459,7 @@ def export_gguf(run: RunDir, quant: str = "f16", ollama: bool = False, *, merge_
     check = _Stage("check", progress, clock)
     estimate = estimate_export(run, quant, merge)
     if not estimate.fits:
-        raise UserError(f"export: not enough disk: needs about {size_text(estimate.need_bytes)}, "
-                        f"{size_text(estimate.free_bytes)} free on {estimate.where}")
+        raise UserError(f"export: {estimate.refusal()}")
     check.say(estimate.line(), end=True)
     script = fetch_converter(lambda line: check.say(line))
     if merge:

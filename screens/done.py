@@ -214,8 +214,7 @@ class DoneScreen(Screen):
             status.update(f"Export: {exc}")
             return
         if not estimate.fits:
-            status.update(f"Export refused: not enough disk: needs about {core_export.size_text(estimate.need_bytes)}, "
-                          f"{core_export.size_text(estimate.free_bytes)} free on {estimate.where}")
+            status.update(f"Export refused: {estimate.refusal()}")
             return
         status.update(f"Export: {estimate.line()}")
         existing = core_export.existing_outputs(self.run_dir, quant, ollama=True)
@@ -261,11 +260,11 @@ class DoneScreen(Screen):
                 try:
                     step = core_export.ExportProgress.from_dict(json.loads(line))
                 except (ValueError, KeyError, TypeError):
-                    other.append(line)
+                    other = (other + [line])[-20:]
                 else:
                     self.post_message(ExportProgressed(step))
             elif line:
-                other.append(line)
+                other = (other + [line])[-20:]
         ok = process.wait() == 0
         errors = [line for line in other if line.startswith("ftwiz:")] or other[-1:]
         self.post_message(ExportFinished(ok=ok, output="" if ok else (errors[-1] if errors else "no output")))
