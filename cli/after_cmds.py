@@ -17,13 +17,6 @@ def _runs_dir(ctx: click.Context) -> str:
     return (ctx.obj or {}).get("runs_dir", "runs")
 
 
-def size_text(size: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
-
-
 @click.command()
 @click.argument("run_ref", required=False)
 @click.option("--gguf", "as_gguf", is_flag=True, help="Write a GGUF file (llama.cpp, Ollama, LM Studio).")
@@ -32,16 +25,22 @@ def size_text(size: int) -> str:
 @click.option("--ollama", is_flag=True, help="Also write a Modelfile with the chat template and stop tokens.")
 @click.option("--merge/--no-merge", "merge_first", default=True, show_default=True,
               help="Merge the adapter first when merged/ is missing.")
+@click.option("--force", is_flag=True, help="Overwrite the GGUF file (and Modelfile) if they exist.")
 @click.option("--fetch-converter", is_flag=True, help="Only download llama.cpp's pinned converter into the cache.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="The result as one JSON object (progress still on stderr).")
+@click.option("--progress-json", is_flag=True,
+              help="Progress as one JSON object a line on stdout, sizes in the last (for scripts and the wizard).")
 @click.option("-v", "--verbose", is_flag=True, help="Show the converter's own output.")
 @click.pass_context
 def export(ctx: click.Context, run_ref: str | None, as_gguf: bool, quant: str, ollama: bool, merge_first: bool,
-           fetch_converter: bool, as_json: bool, verbose: bool) -> None:
-    """Export a finished run's model: --gguf [--quant TYPE] [--ollama]."""
+           force: bool, fetch_converter: bool, as_json: bool, progress_json: bool, verbose: bool) -> None:
+    """Export a finished run's model: --gguf [--quant TYPE] [--ollama].
+
+    Prints each stage as it goes (size and free disk, merge, convert with its tensors, quantise,
+    Modelfile) with its seconds, then the files and their sizes.
+    """
     from ftwiz.core import export as core_export
 
-    log = (lambda line: click.echo(line, err=True)) if verbose else (lambda line: None)
     if fetch_converter:
         click.echo(f"llama.cpp's converter: {core_export.fetch_converter(lambda line: click.echo(line, err=True))}")
         return
@@ -51,22 +50,25 @@ def export(ctx: click.Context, run_ref: str | None, as_gguf: bool, quant: str, o
         raise UserError("export: choose a format: --gguf (the one ftwiz writes)")
     quant = core_export.check_quant(quant)
     run = open_run(run_ref, _runs_dir(ctx))
-    missing = core_export.gguf_extra_missing()
-    if missing:
-        raise UserError(f"export --gguf: {missing} not installed; pip install 'ftwiz[gguf]'")
-    if merge_first and run.read_config().get("method") != "full" and not (run.merged_dir / "config.json").exists():
-        from ftwiz.core.engine.results import merge
 
-        click.echo(f"merging {run.name} first (merged/ is what GGUF holds) ...", err=True)
-        merge(run)
-    result = core_export.export_gguf(run, quant, ollama=ollama,
-                                     log=lambda line: log(line) if verbose or "downloading" in line else None)
+    def progress(step: core_export.ExportProgress) -> None:
+        if progress_json:
+            click.echo(json.dumps(step.to_dict()))
+        else:
+            click.echo(step.line(), err=True)
+
+    result = core_export.export_gguf(run, quant, ollama=ollama, merge_first=merge_first, force=force,
+                                     progress=progress,
+                                     log=(lambda line: click.echo(line, err=True)) if verbose else (lambda line: None))
+    if progress_json:
+        return
     if as_json:
         click.echo(json.dumps({"gguf": str(result.gguf), "size_bytes": result.size_bytes, "quant": result.quant,
                                "modelfile": str(result.modelfile) if result.modelfile else None,
+                               "files": {str(path): size for path, size in result.files},
                                "note": result.template_note}))
         return
-    click.echo(f"GGUF ({result.quant}, {size_text(result.size_bytes)}): {result.gguf}")
+    click.echo(f"GGUF ({result.quant}, {core_export.size_text(result.size_bytes)}): {result.gguf}")
     if result.modelfile:
         click.echo(f"Ollama Modelfile: {result.modelfile}")
         if result.template_note:

@@ -25,12 +25,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import struct
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +156,11 @@ def check_quant(quant: str) -> str:
     return quant
 
 
+def available_quants() -> tuple[str, ...]:
+    """The quant types this machine can write: the converter's, and the k-quants when llama-quantize is here."""
+    return CONVERTER_TYPES + (QUANTIZE_TYPES if quantize_tool() else ())
+
+
 def gguf_extra_missing() -> str | None:
     """What `pip install 'ftwiz[gguf]'` would add that is not installed (None: all there)."""
     import importlib.util
@@ -161,6 +169,180 @@ def gguf_extra_missing() -> str | None:
     return ", ".join(missing) or None
 
 
+def size_text(size: int | float) -> str:
+    """Bytes as a file manager shows them (decimal units): every export and push size shown."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{int(size)} B"
+
+
+# -- progress -----------------------------------------------------------------------------------
+STAGES = ("check", "merge", "convert", "quantize", "modelfile", "done")
+"""In this order; merge, quantize and modelfile only when they apply."""
+STAGE_TITLES = {
+    "check": "size and free disk",
+    "merge": "merging the adapter into the base",
+    "convert": "converting to GGUF (llama.cpp's convert_hf_to_gguf.py)",
+    "quantize": "quantising (llama.cpp's llama-quantize)",
+    "modelfile": "writing the Ollama Modelfile",
+    "done": "done",
+}
+
+
+@dataclass(frozen=True)
+class ExportProgress:
+    """One line of an export's progress. The CLI prints `line()`; `ftwiz export --progress-json`
+    writes `to_dict()` as a JSON line, which the Done screen reads back with `from_dict`."""
+
+    stage: str
+    text: str
+    elapsed_s: float = 0.0
+    """Seconds since this stage began."""
+    done: int | None = None
+    total: int | None = None
+    """Tensors (convert), or percent of the bytes written (convert's writing, quantize)."""
+    end: bool = False
+    """The stage finished."""
+    files: tuple[tuple[str, int], ...] = ()
+    """Stage "done": every file written, with its size in bytes (as on disk)."""
+
+    def line(self) -> str:
+        return f"[{self.stage} {self.elapsed_s:5.1f}s] {self.text}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "files": [list(f) for f in self.files]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExportProgress:
+        return cls(stage=str(data["stage"]), text=str(data["text"]), elapsed_s=float(data.get("elapsed_s", 0.0)),
+                   done=data.get("done"), total=data.get("total"), end=bool(data.get("end", False)),
+                   files=tuple((str(p), int(n)) for p, n in data.get("files") or ()))
+
+
+Progress = Callable[[ExportProgress], None]
+
+
+class _Stage:
+    """Reports a stage's start, its progress and its end, each with the seconds since it began."""
+
+    def __init__(self, stage: str, progress: Progress, clock: Callable[[], float]) -> None:
+        self.stage, self.progress, self.clock = stage, progress, clock
+        self.started = clock()
+
+    def say(self, text: str, done: int | None = None, total: int | None = None, end: bool = False,
+            files: tuple[tuple[str, int], ...] = ()) -> None:
+        self.progress(ExportProgress(self.stage, text, round(self.clock() - self.started, 2), done, total, end, files))
+
+
+# -- the size before starting -------------------------------------------------------------------
+QUANT_BITS = {"f32": 32.0, "f16": 16.0, "bf16": 16.0, "q8_0": 8.5, "q6_k": 6.56, "q5_k_m": 5.69, "q5_k_s": 5.54,
+              "q5_1": 6.0, "q5_0": 5.5, "q4_k_m": 4.89, "q4_k_s": 4.58, "q4_1": 5.0, "q4_0": 4.5, "iq4_nl": 4.5,
+              "iq4_xs": 4.25, "q3_k_l": 4.27, "q3_k_m": 3.91, "q3_k_s": 3.5, "q2_k": 3.35}
+"""Bits per weight of each type as llama.cpp stores it (block scales included; k-quant mixes as
+llama.cpp reports them for 7B-8B models). Norms stay f32 and the vocabulary adds a little: an estimate."""
+MERGED_BYTES = 4
+"""Bytes per weight of merged/ as `ftwiz merge` may write it: fp32 on a CPU (16-bit on a GPU)."""
+
+
+def _safetensors_params(folder: Path) -> int | None:
+    """Weights in a folder's safetensors files, from their headers (no tensor is read)."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for path in files:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                count = 1
+                for dim in entry["shape"]:
+                    count *= dim
+                total += count
+    return total
+
+
+def model_parameters(run: RunDir) -> int:
+    """The exported model's weights: merged/ (or a full run's adapter/) if written, else the base's."""
+    config = run.read_config()
+    for folder in (run.merged_dir, run.adapter_dir if config.get("method") == "full" else None):
+        if folder is not None and (folder / "config.json").exists():
+            found = _safetensors_params(folder)
+            if found:
+                return found
+    from ftwiz.core.engine.model_source import model_source
+
+    base = model_source(str((config.get("model") or {}).get("name_or_path", "")))
+    if Path(base).expanduser().is_dir():
+        found = _safetensors_params(Path(base).expanduser())
+        if found:
+            return found
+    from ftwiz.core.models import load_model_info
+
+    return load_model_info(base).total_params
+
+
+@dataclass
+class ExportEstimate:
+    """The export's files before it starts: parameters x bits of the quant, against the free disk."""
+
+    parameters: int
+    quant: str
+    gguf_bytes: int
+    need_bytes: int
+    """The GGUF, plus merged/ when the export merges first, plus the f16 file a k-quant is made from."""
+    free_bytes: int
+    where: Path
+    merge: bool
+
+    @property
+    def fits(self) -> bool:
+        return self.need_bytes <= self.free_bytes
+
+    def refusal(self) -> str:
+        """Why the export does not start (one line), when it does not fit."""
+        return (f"not enough disk: needs about {size_text(self.need_bytes)}, "
+                f"{size_text(self.free_bytes)} free on {self.where}")
+
+    def line(self) -> str:
+        extra = []
+        if self.merge:
+            extra.append("the merged model")
+        if self.quant in QUANTIZE_TYPES:
+            extra.append("an f16 file while quantising")
+        needs = f"; needs {size_text(self.need_bytes)} with {' and '.join(extra)}" if extra else ""
+        return (f"expected GGUF: about {size_text(self.gguf_bytes)} ({self.parameters / 1e6:,.1f}M parameters x "
+                f"{QUANT_BITS[self.quant]:g} bits, {self.quant}){needs}; {size_text(self.free_bytes)} free on {self.where}")
+
+
+def needs_merge(run: RunDir) -> bool:
+    """An adapter run without merged/: GGUF holds a whole model, so export merges first."""
+    return run.read_config().get("method") != "full" and not (run.merged_dir / "config.json").exists()
+
+
+def estimate_export(run: RunDir, quant: str, merge: bool | None = None) -> ExportEstimate:
+    quant = quant.lower()
+    merge = needs_merge(run) if merge is None else merge
+    parameters = model_parameters(run)
+    gguf_bytes = int(parameters * QUANT_BITS[quant] / 8)
+    need = gguf_bytes + (parameters * MERGED_BYTES if merge else 0) + (parameters * 2 if quant in QUANTIZE_TYPES else 0)
+    where = run.path.resolve()
+    return ExportEstimate(parameters, quant, gguf_bytes, need, shutil.disk_usage(where).free, where, merge)
+
+
+def outputs(run: RunDir, quant: str, ollama: bool) -> list[Path]:
+    """The files an export writes (and would overwrite)."""
+    target = gguf_path(run, quant.lower())
+    return [target] + ([target.parent / "Modelfile"] if ollama else [])
+
+
+def existing_outputs(run: RunDir, quant: str, ollama: bool) -> list[Path]:
+    return [path for path in outputs(run, quant, ollama) if path.exists()]
+
+
+# -- the export ---------------------------------------------------------------------------------
 @dataclass
 class Exported:
     gguf: Path
@@ -168,6 +350,8 @@ class Exported:
     quant: str
     modelfile: Path | None = None
     template_note: str | None = None
+    files: list[tuple[Path, int]] = field(default_factory=list)
+    """Every file written, with its size on disk."""
 
 
 def model_dir_for_export(run: RunDir) -> Path:
@@ -186,32 +370,106 @@ def gguf_path(run: RunDir, quant: str) -> Path:
     return run.path / "gguf" / f"{run.name}-{quant}.gguf"
 
 
-def _run_tool(argv: list[str], log: Callable[[str], None], what: str) -> None:
+def _tool_lines(argv: list[str], what: str) -> Iterator[str]:
+    """The tool's output lines as they come (tqdm's carriage returns end lines too); a failure is
+    one line with the tool's last error."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
     env.pop("NO_LOCAL_GGUF", None)  # the converter must use the gguf-py of its own commit
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                stdin=subprocess.DEVNULL, env=env)
     tail: list[str] = []
     assert process.stdout is not None
-    for line in process.stdout:
-        line = line.rstrip()
-        if line:
-            tail = (tail + [line])[-20:]
-            log(line)
+    try:
+        for line in process.stdout:
+            line = line.rstrip()
+            if line:
+                tail = (tail + [line])[-20:]
+                yield line
+    except BaseException:  # the caller stopped reading (an error, or the generator closed): no orphan
+        process.kill()
+        process.wait()
+        raise
     if process.wait() != 0:
         last = next((t for t in reversed(tail) if "Error" in t or "error" in t), tail[-1] if tail else "no output")
         raise UserError(f"export: {what} failed (exit {process.returncode}): {last[:300]}")
 
 
-def export_gguf(run: RunDir, quant: str = "f16", ollama: bool = False,
-                log: Callable[[str], None] = lambda line: None) -> Exported:
-    """gguf/<run>-<quant>.gguf from the merged model, and gguf/Modelfile with ollama."""
+_TENSOR_LINE = re.compile(r"^INFO:hf-to-gguf:(\S+),\s+\S+\s+-->\s+(\w+), shape")
+_WRITING = re.compile(r"^Writing:\s*(\d+)%")
+_QUANTIZE_LINE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
+
+
+def _convert(script: Path, source: Path, staged: Path, outtype: str, stage: _Stage,
+             log: Callable[[str], None]) -> None:
+    """convert_hf_to_gguf.py, its tensor lines counted against the safetensors' tensors, its
+    "Writing" bar read in tenths."""
+    total = _tensor_count(source)
+    seen, shown_tenth, written_tenth = 0, -1, -1
+    argv = [sys.executable, str(script), str(source), "--outfile", str(staged), "--outtype", outtype]
+    for line in _tool_lines(argv, "llama.cpp's convert_hf_to_gguf.py"):
+        log(line)
+        tensor = _TENSOR_LINE.match(line)
+        if tensor:
+            seen += 1
+            tenth = seen * 10 // total if total else 0
+            if total and tenth != shown_tenth:
+                shown_tenth = tenth
+                stage.say(f"tensors {min(seen, total)}/{total} planned ({tensor.group(1)} -> {tensor.group(2)})",
+                          min(seen, total), total)
+            continue
+        writing = _WRITING.match(line)
+        if writing:
+            percent = int(writing.group(1))
+            if percent // 10 != written_tenth:
+                written_tenth = percent // 10
+                stage.say(f"writing tensors: {percent}%", percent, 100)
+
+
+def _tensor_count(folder: Path) -> int | None:
+    total = 0
+    for path in sorted(folder.glob("*.safetensors")):
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            total += sum(1 for name in json.loads(f.read(length)) if name != "__metadata__")
+    return total or None
+
+
+def export_gguf(run: RunDir, quant: str = "f16", ollama: bool = False, *, merge_first: bool = True,
+                force: bool = False, progress: Progress = lambda p: None,
+                log: Callable[[str], None] = lambda line: None,
+                clock: Callable[[], float] = time.monotonic) -> Exported:
+    """gguf/<run>-<quant>.gguf from the merged model (merged first if needed), and gguf/Modelfile
+    with ollama; each stage reported through `progress`, the converter's raw lines through `log`."""
     quant = check_quant(quant)
     missing = gguf_extra_missing()
     if missing:
         raise UserError(f"export --gguf: {missing} not installed; pip install 'ftwiz[gguf]'")
+    merge = needs_merge(run)
+    if merge and not merge_first:
+        model_dir_for_export(run)  # raises: no merged model
+    if run.read_config().get("method") == "full":
+        model_dir_for_export(run)  # raises: no model yet
+    if merge:
+        from ftwiz.core.engine.results import _adapter_ready
+
+        _adapter_ready(run)
+    existing = existing_outputs(run, quant, ollama)
+    if existing and not force:
+        raise UserError(f"export: {existing[0]} exists; add --force to overwrite it")
+    check = _Stage("check", progress, clock)
+    estimate = estimate_export(run, quant, merge)
+    if not estimate.fits:
+        raise UserError(f"export: {estimate.refusal()}")
+    check.say(estimate.line(), end=True)
+    script = fetch_converter(lambda line: check.say(line))
+    if merge:
+        from ftwiz.core.engine.results import merge as merge_run
+
+        stage = _Stage("merge", progress, clock)
+        stage.say(f"{STAGE_TITLES['merge']}: loading the base and the adapter")
+        merged = merge_run(run)
+        stage.say(f"merged: {merged} ({size_text(_folder_bytes(merged))})", end=True)
     source = model_dir_for_export(run)
-    script = fetch_converter(log)
     target = gguf_path(run, quant)
     with private_files():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -219,26 +477,51 @@ def export_gguf(run: RunDir, quant: str = "f16", ollama: bool = False,
     staged = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         with private_files():
-            _run_tool([sys.executable, str(script), str(source), "--outfile", str(staged), "--outtype", outtype],
-                      log, "llama.cpp's convert_hf_to_gguf.py")
+            stage = _Stage("convert", progress, clock)
+            stage.say(f"{STAGE_TITLES['convert']}: {source} -> {outtype}")
+            _convert(script, source, staged, outtype, stage, log)
+            stage.say(f"converted: {outtype}, {size_text(staged.stat().st_size)}", end=True)
             if quant in QUANTIZE_TYPES:
+                stage = _Stage("quantize", progress, clock)
+                stage.say(f"quantising to {quant.upper()} with llama-quantize")
                 quantized = staged.with_name(staged.name + ".q")
-                _run_tool([str(quantize_tool()), str(staged), str(quantized), quant.upper()], log, "llama-quantize")
+                shown = -1
+                for line in _tool_lines([str(quantize_tool()), str(staged), str(quantized), quant.upper()],
+                                        "llama-quantize"):
+                    log(line)
+                    tensor = _QUANTIZE_LINE.match(line)
+                    if tensor and int(tensor.group(1)) * 10 // int(tensor.group(2)) != shown:
+                        shown = int(tensor.group(1)) * 10 // int(tensor.group(2))
+                        stage.say(f"tensors {tensor.group(1)}/{tensor.group(2)}", int(tensor.group(1)),
+                                  int(tensor.group(2)))
                 os.replace(quantized, staged)
+                stage.say(f"quantised: {quant}, {size_text(staged.stat().st_size)}", end=True)
         os.replace(staged, target)
     finally:
         staged.unlink(missing_ok=True)
+        staged.with_name(staged.name + ".q").unlink(missing_ok=True)
     result = Exported(gguf=target, size_bytes=target.stat().st_size, quant=quant)
     if ollama:
         from ftwiz.core.engine.results import run_data_format
 
+        stage = _Stage("modelfile", progress, clock)
+        stage.say(STAGE_TITLES["modelfile"])
         tokenizer = _load_tokenizer(source)
         text, note = modelfile(tokenizer, f"./{target.name}", run_data_format(run, run.read_config()))
         path = target.parent / "Modelfile"
         with private_files():
             path.write_text(text, encoding="utf-8")
         result.modelfile, result.template_note = path, note
+        stage.say(f"Modelfile: {path}" + (f" (note: {note})" if note else ""), end=True)
+    result.files = [(path, path.stat().st_size) for path in (result.gguf, result.modelfile) if path is not None]
+    _Stage("done", progress, clock).say(
+        "; ".join(f"{path.name} {size_text(size)}" for path, size in result.files), end=True,
+        files=tuple((str(path), size) for path, size in result.files))
     return result
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def _load_tokenizer(model_dir: Path) -> Any:
@@ -401,7 +684,8 @@ def modelfile(tokenizer: Any, from_path: str, data_format: str | None) -> tuple[
     return "\n".join(lines) + "\n", note
 
 
-def export_command(run: RunDir, quant: str = "f16") -> list[str]:
-    """`ftwiz export RUN --gguf --ollama` in a fresh interpreter (it loads the model, minutes)."""
+def export_command(run: RunDir, quant: str = "f16", force: bool = False) -> list[str]:
+    """`ftwiz export RUN --gguf --ollama --progress-json` in a fresh interpreter (it loads the model,
+    minutes): one ExportProgress a line on stdout, for the Done screen."""
     return [sys.executable, "-m", "ftwiz.cli", "--runs-dir", str(run.path.parent.resolve()), "export",
-            run.name, "--gguf", "--quant", quant, "--ollama"]
+            run.name, "--gguf", "--quant", quant, "--ollama", "--progress-json"] + (["--force"] if force else [])

@@ -9,6 +9,7 @@ final losses, the before/after score, the command to reproduce).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,60 @@ from ftwiz.core.runs import RunDir
 
 SKIP_FILES = frozenset({"training_args.bin", "README.md"})
 """Left out of the upload: the Trainer's pickled arguments, peft's placeholder card (ours replaces it)."""
+
+
+REPO_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+"""One side of ORG/NAME as the Hub accepts it: letters, digits, '-', '_', '.' (96 characters at most)."""
+CARD_PREVIEW_LINES = 8
+
+
+def check_repo_id(repo_id: str, field: str = "push --repo") -> str:
+    """ORG/NAME, stripped; otherwise a one-line error naming the field."""
+    repo_id = (repo_id or "").strip()
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(REPO_PART.match(part) for part in parts):
+        shown = repo_id or "(empty)"
+        raise UserError(f"{field} {shown}: use ORG/NAME (your user name or an organisation, then the model name; "
+                        "letters, digits, - _ .)")
+    return repo_id
+
+
+@dataclass
+class UploadPlan:
+    """What a push sends: the model files (path in the repo, local path, bytes) and the card."""
+
+    repo_id: str
+    merged: bool
+    folder: Path
+    files: list[tuple[str, Path, int]]
+    card: str
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(size for _, _, size in self.files) + len(self.card.encode("utf-8"))
+
+    def card_preview(self, lines: int = CARD_PREVIEW_LINES) -> list[str]:
+        """The card's first lines after its metadata header: the title and the table's start."""
+        body = self.card.split("\n---\n", 1)[-1] if self.card.startswith("---") else self.card
+        return [line for line in body.splitlines() if line.strip()][:lines]
+
+    def summary_lines(self) -> list[str]:
+        from ftwiz.core.export import size_text
+
+        what = "merged model" if self.merged else f"{self.folder.name}/"
+        rows = [f"{len(self.files) + 1} files, {size_text(self.total_bytes)}, from {what} ({self.folder}):"]
+        rows += [f"  {name}  {size_text(size)}" for name, _, size in self.files]
+        rows.append(f"  README.md (model card)  {size_text(len(self.card.encode('utf-8')))}")
+        return rows
+
+
+def upload_plan(run: RunDir, repo_id: str, merged: bool = False) -> UploadPlan:
+    """The files and card push() would send to repo_id, without contacting the Hub."""
+    folder = model_folder(run, merged)
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in SKIP_FILES)
+    files = [(str(p.relative_to(folder)), p, p.stat().st_size) for p in paths]
+    return UploadPlan(repo_id=repo_id, merged=merged, folder=folder, files=files,
+                      card=model_card(run, repo_id, merged))
 
 
 @dataclass
@@ -128,9 +183,8 @@ def push(run: RunDir, repo_id: str, merged: bool = False, private: bool = False,
     """Create the repo (if needed) and upload the model files and the card in one commit."""
     from ftwiz.core.hub import hub_reachable
 
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise UserError(f"push --repo {repo_id}: use ORG/NAME (your user name or an organisation, then the model name)")
-    folder = model_folder(run, merged)
+    repo_id = check_repo_id(repo_id)
+    plan = upload_plan(run, repo_id, merged)
     if not hub_reachable():
         raise UserError("push: the Hugging Face Hub is not reachable (offline, or HF_HUB_OFFLINE=1); try again online")
     from huggingface_hub import CommitOperationAdd, HfApi, get_token
@@ -139,15 +193,15 @@ def push(run: RunDir, repo_id: str, merged: bool = False, private: bool = False,
     if not token:
         raise UserError("push: no Hugging Face token; set HF_TOKEN or run `hf auth login` (ftwiz never stores it)")
     api = api or HfApi()
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in SKIP_FILES)
-    operations = [CommitOperationAdd(path_in_repo=str(p.relative_to(folder)), path_or_fileobj=str(p)) for p in files]
-    operations.append(CommitOperationAdd(path_in_repo="README.md",
-                                         path_or_fileobj=model_card(run, repo_id, merged).encode("utf-8")))
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path, _ in plan.files]
+    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=plan.card.encode("utf-8")))
+    folder = plan.folder
     try:
         repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model", token=token)
         api.create_commit(repo_id, operations=operations, repo_type="model", token=token,
                           commit_message=f"ftwiz: {'merged model' if merged else folder.name} of run {run.name}")
     except Exception as exc:  # noqa: BLE001 - HfHubHTTPError, network errors: one line for the user
-        raise UserError(f"push to {repo_id}: {str(exc).splitlines()[0][:300]}") from None
+        first = (str(exc).splitlines() or [type(exc).__name__])[0].replace(token, "***")
+        raise UserError(f"push to {repo_id}: {first[:300]}") from None
     url = str(getattr(repo, "url", None) or f"https://huggingface.co/{repo_id}")
     return Pushed(repo_id=repo_id, url=url, files=[op.path_in_repo for op in operations], private=private)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from typing import Any
 
@@ -10,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, HorizontalScroll, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Static
+from textual.widgets import Button, DataTable, Footer, Log, Select, Static
 
 from ftwiz.core.engine.results import (
     load_samples,
@@ -20,9 +21,12 @@ from ftwiz.core.engine.results import (
     usage_snippets,
 )
 from ftwiz.core import demo
-from ftwiz.core.export import export_command
+from ftwiz.core import export as core_export
+from ftwiz.core.errors import UserError
 from ftwiz.core.runs import RunDir, kept_checkpoint_text
-from ftwiz.tui.run_messages import ExportFinished, MergeFinished
+from ftwiz.tui.run_messages import ExportFinished, ExportProgressed, MergeFinished, PushFinished
+from ftwiz.tui.widgets.confirm import ConfirmScreen
+from ftwiz.tui.widgets.push_dialog import PushDialog, PushRequest
 
 CELL_WIDTH = 20
 """Sample texts are cut to this many characters in the table; samples.json has them whole."""
@@ -44,7 +48,7 @@ class DoneScreen(Screen):
 
     CSS_PATH = "../tui/run.tcss"
     BINDINGS = [Binding("m", "merge", "Merge"), Binding("c", "chat", "Chat"), Binding("g", "export", "GGUF"),
-                Binding("escape", "back", "Back")]
+                Binding("p", "push", "Push"), Binding("escape", "back", "Back")]
 
     def __init__(self, run_dir: RunDir, *, merge_argv: list[str] | None = None) -> None:
         super().__init__()
@@ -55,6 +59,8 @@ class DoneScreen(Screen):
         self.demo = demo.is_demo_run(self.config)
         self.merging = False
         self.exporting = False
+        self.pushing = False
+        self.export_files: list[tuple[str, int]] = []
 
     def compose(self) -> ComposeResult:
         full = self.config.get("method") == "full"
@@ -74,8 +80,14 @@ class DoneScreen(Screen):
                 yield Static("", id="done-merge-status", markup=False)
             with Horizontal(id="done-after"):
                 yield Button("Chat with it (c)", id="done-chat")
-                yield Button("Export GGUF + Ollama (g)", id="done-export")
-                yield Static("", id="done-export-status", markup=False)
+                yield Button("GGUF + Ollama (g)", id="done-export")
+                yield Select([(q, q) for q in core_export.available_quants()], value="f16", allow_blank=False,
+                             id="done-quant", compact=True,
+                             tooltip="GGUF type: f16 keeps the trained weights; q8_0 is half the size")
+                yield Button("Push to Hub (p)", id="done-push")
+            yield Static("", id="done-export-status", markup=False)
+            yield Log(id="done-export-log", max_lines=200, auto_scroll=True)
+            yield Static("", id="done-push-status", markup=False)
             count = self.samples.count or len(self.samples.examples)
             yield Static(f"Before / after on {count or ''} held-out examples".replace("  ", " "),
                          classes="done-heading")
@@ -186,34 +198,144 @@ class DoneScreen(Screen):
 
         self.app.push_screen(ChatScreen(self.run_dir))
 
+    def _quant(self) -> str:
+        return str(self.query_one("#done-quant", Select).value)
+
     @on(Button.Pressed, "#done-export")
     def action_export(self) -> None:
+        """Size and free disk first (core), a confirmation before overwriting, then the export."""
         if self.exporting:
             return
+        status = self.query_one("#done-export-status", Static)
+        quant = self._quant()
+        try:
+            estimate = core_export.estimate_export(self.run_dir, quant)
+        except UserError as exc:
+            status.update(f"Export: {exc}")
+            return
+        if not estimate.fits:
+            status.update(f"Export refused: {estimate.refusal()}")
+            return
+        status.update(f"Export: {estimate.line()}")
+        existing = core_export.existing_outputs(self.run_dir, quant, ollama=True)
+        if not existing:
+            self._start_export(quant, force=False)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._start_export(quant, force=True)
+            else:
+                status.update("Export: not started (the existing files are kept).")
+
+        names = " and ".join(path.name for path in existing)
+        self.app.push_screen(ConfirmScreen(f"{names} already exist{'s' if len(existing) == 1 else ''} in "
+                                           f"{existing[0].parent}. Overwrite?"), answered)
+
+    def _start_export(self, quant: str, force: bool) -> None:
         self.exporting = True
+        self.export_files = []
         self.query_one("#done-export", Button).disabled = True
-        self.query_one("#done-export-status", Static).update(
-            "Exporting: merge if needed, then llama.cpp's converter (f16)… the UI stays usable.")
-        self._export(export_command(self.run_dir))
+        log = self.query_one("#done-export-log", Log)
+        log.clear()
+        log.add_class("-visible")
+        log.write_line(str(self.query_one("#done-export-status", Static).content))
+        self._export(core_export.export_command(self.run_dir, quant, force=force))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="export", description="ftwiz export --gguf")
     def _export(self, argv: list[str]) -> None:
+        """`ftwiz export ... --progress-json` in its own process (it loads the model); each JSON line
+        is a core.export.ExportProgress, posted to the screen as it comes."""
+        other: list[str] = []
         try:
-            done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       stdin=subprocess.DEVNULL)
         except OSError as exc:
             self.post_message(ExportFinished(ok=False, output=str(exc)))
             return
-        lines = done.stdout.strip().splitlines() if done.returncode == 0 else done.stderr.strip().splitlines()
-        self.post_message(ExportFinished(ok=done.returncode == 0, output="\n".join(lines[-4:])))
+        assert process.stdout is not None
+        for line in process.stdout:
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    step = core_export.ExportProgress.from_dict(json.loads(line))
+                except (ValueError, KeyError, TypeError):
+                    other = (other + [line])[-20:]
+                else:
+                    self.post_message(ExportProgressed(step))
+            elif line:
+                other = (other + [line])[-20:]
+        ok = process.wait() == 0
+        errors = [line for line in other if line.startswith("ftwiz:")] or other[-1:]
+        self.post_message(ExportFinished(ok=ok, output="" if ok else (errors[-1] if errors else "no output")))
+
+    def on_export_progressed(self, message: ExportProgressed) -> None:
+        step = message.progress
+        self.query_one("#done-export-log", Log).write_line(step.line())
+        if step.stage == "done":
+            self.export_files = list(step.files)
+        elif not step.end:
+            self.query_one("#done-export-status", Static).update(
+                f"Export: {core_export.STAGE_TITLES.get(step.stage, step.stage)}… {step.text}")
 
     def on_export_finished(self, message: ExportFinished) -> None:
         self.exporting = False
         self.query_one("#done-export", Button).disabled = False
         self.query_one("#done-merged", Static).update(self._merged_text())
-        self.query_one("#done-export-status", Static).update(
-            message.output if message.ok else f"Export failed: {message.output}")
-        if not message.ok:
+        status = self.query_one("#done-export-status", Static)
+        if message.ok:
+            sizes = "; ".join(f"{path} ({core_export.size_text(size)})" for path, size in self.export_files)
+            status.update(f"Exported: {sizes}. ollama create {self.run_dir.name} -f "
+                          f"{self.run_dir.path.resolve() / 'gguf' / 'Modelfile'}")
+        else:
+            status.update(f"Export failed: {message.output}")
             self.notify(message.output or "export failed", severity="error", title="Export failed")
+
+    # -- push (issue 15) ------------------------------------------------------------------------
+    @on(Button.Pressed, "#done-push")
+    def action_push(self) -> None:
+        if self.pushing:
+            return
+        full = self.config.get("method") == "full"
+        can_merge = (self.run_dir.merged_dir / "config.json").exists()
+        self.app.push_screen(PushDialog(self.run_dir, can_merge=can_merge, full=full), self._push_answered)
+
+    def _push_answered(self, request: PushRequest | None) -> None:
+        if request is None:
+            return
+        self.pushing = True
+        self.query_one("#done-push", Button).disabled = True
+        what = "merged model" if request.merged else "adapter"
+        self.query_one("#done-push-status", Static).update(
+            f"Pushing the {what} to {request.repo_id} ({'private' if request.private else 'public'})… "
+            "the UI stays usable.")
+        self._push(request)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="push", description="push to the Hub")
+    def _push(self, request: PushRequest) -> None:
+        from ftwiz.core.push import push
+
+        try:
+            result = push(self.run_dir, request.repo_id, merged=request.merged, private=request.private)
+        except UserError as exc:
+            self.post_message(PushFinished(ok=False, output=str(exc)))
+            return
+        except Exception as exc:  # noqa: BLE001 - one line on screen, never a traceback
+            self.post_message(PushFinished(ok=False, output=f"push: {type(exc).__name__}: {str(exc)[:200]}"))
+            return
+        self.post_message(PushFinished(ok=True, output=f"Pushed {len(result.files)} files to {result.url}"
+                                                      f"{' (private)' if result.private else ''}"))
+
+    def on_push_finished(self, message: PushFinished) -> None:
+        self.pushing = False
+        self.query_one("#done-push", Button).disabled = False
+        status = self.query_one("#done-push-status", Static)
+        if message.ok:
+            status.update(message.output)
+            self.notify(message.output, title="Pushed")
+        else:
+            status.update(f"Push failed: {message.output}")
+            self.notify(message.output, severity="error", title="Push failed")
 
     def action_back(self) -> None:
         leave = getattr(self.app, "leave_screen", None)  # the wizard: never down to a blank screen

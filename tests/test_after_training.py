@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import gotemplate
-from helpers_after import trained_run
+from helpers_after import stub_hub, trained_run
 from helpers_engine import tiny_model_dir
 from helpers_tokenizer import make_tiny_tokenizer
 
@@ -63,10 +63,14 @@ def test_gguf_loads_back_and_continues_like_the_merged_model(run, converter, qua
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     runs_dir = str(run.path.parent)
-    assert main(["--runs-dir", runs_dir, "export", run.name, "--gguf", "--quant", quant, "--ollama"]) == 0
-    out = capsys.readouterr().out
+    # --force: the other quant's run wrote the Modelfile already
+    assert main(["--runs-dir", runs_dir, "export", run.name, "--gguf", "--quant", quant, "--ollama", "--force"]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
     path = run.path / "gguf" / f"{run.name}-{quant}.gguf"
-    assert f"GGUF ({quant}, " in out and str(path) in out
+    assert f"GGUF ({quant}, {export.size_text(path.stat().st_size)}): {path}" in out
+    stages = [line.split()[0].strip("[") for line in captured.err.splitlines() if line.startswith("[")]
+    assert list(dict.fromkeys(stages)) == ["check", "convert", "modelfile", "done"]  # printed as they came
     assert (run.path / "gguf" / "Modelfile").read_text().startswith(f"FROM ./{path.name}\n")
     merged = AutoModelForCausalLM.from_pretrained(str(run.merged_dir))
     loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -74,6 +78,110 @@ def test_gguf_loads_back_and_continues_like_the_merged_model(run, converter, qua
     for row in demo.heldout_rows(3):
         ids = tokenizer(row["prompt"], return_tensors="pt").input_ids
         assert _greedy(loaded, ids) == _greedy(merged, ids), row["prompt"]
+
+
+@pytest.mark.slow
+def test_export_reports_its_stages_in_order_and_the_files_sizes(run, converter, tmp_path):
+    from ftwiz.core.runs import RunDir
+
+    copy = RunDir(tmp_path / run.name)  # without merged/: the export merges first
+    shutil.copytree(run.path, copy.path, ignore=shutil.ignore_patterns("merged", "gguf", "checkpoints"))
+    seen: list[export.ExportProgress] = []
+    result = export.export_gguf(copy, "f16", ollama=True, progress=seen.append)
+    stages = list(dict.fromkeys(step.stage for step in seen))
+    assert stages == ["check", "merge", "convert", "modelfile", "done"]
+    assert [step.stage for step in seen if step.end] == stages  # every stage says when it ended
+    assert all(step.elapsed_s >= 0 for step in seen)
+    check = seen[0]
+    parameters = export.model_parameters(copy)
+    assert check.text.startswith(f"expected GGUF: about {export.size_text(parameters * 2)} ")
+    assert "free on" in check.text
+    tensors = [step for step in seen if step.stage == "convert" and step.text.startswith("tensors ")]
+    assert tensors and tensors[-1].done == tensors[-1].total == 21  # the converter's own tensor lines
+    assert [step.done for step in tensors] == sorted(step.done for step in tensors)
+    assert any(step.text == "writing tensors: 100%" for step in seen)  # its "Writing" bar
+    written = {str(path): path.stat().st_size for path in (result.gguf, result.modelfile)}
+    assert dict(seen[-1].files) == written and {str(p): n for p, n in result.files} == written
+    assert result.size_bytes == result.gguf.stat().st_size
+    assert export.ExportProgress.from_dict(json.loads(json.dumps(seen[-1].to_dict()))) == seen[-1]
+
+
+@pytest.mark.slow
+async def test_done_screen_exports_with_progress_lines_and_the_sizes(run, converter, tmp_path):
+    from textual.widgets import Log
+
+    from helpers_runs import HostApp, wait_for
+
+    from ftwiz.core.runs import RunDir
+    from ftwiz.screens.done import DoneScreen
+    from ftwiz.tui.widgets.confirm import ConfirmScreen
+
+    copy = RunDir(tmp_path / "runs" / run.name)  # merged/ kept: this one converts at once
+    shutil.copytree(run.path, copy.path, ignore=shutil.ignore_patterns("gguf", "checkpoints"))
+    screen = DoneScreen(copy)
+    async with HostApp(screen).run_test(size=(100, 34)) as pilot:
+        await pilot.press("g")
+        assert screen.exporting
+        await wait_for(pilot, lambda: not screen.exporting, timeout_s=240)
+        lines = list(screen.query_one("#done-export-log", Log).lines)
+        status = str(screen.query_one("#done-export-status").content)
+        gguf = copy.path / "gguf" / f"{copy.name}-f16.gguf"
+        modelfile = copy.path / "gguf" / "Modelfile"
+        assert lines[0].startswith("Export: expected GGUF: about ")
+        assert any(line.startswith("[convert") and "tensors 21/21" in line for line in lines)
+        assert any(line.startswith("[modelfile") for line in lines)
+        assert lines[-1].startswith("[done") and export.size_text(gguf.stat().st_size) in lines[-1]
+        assert status.startswith(f"Exported: {gguf} ({export.size_text(gguf.stat().st_size)}); "
+                                 f"{modelfile} ({export.size_text(modelfile.stat().st_size)})")
+        assert dict(screen.export_files) == {str(gguf): gguf.stat().st_size, str(modelfile): modelfile.stat().st_size}
+        before = gguf.stat().st_mtime_ns
+        await pilot.press("g")  # the files exist now: asks before overwriting
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, ConfirmScreen))
+        await pilot.press("n")
+        await wait_for(pilot, lambda: pilot.app.screen is screen)
+        assert not screen.exporting and "not started" in str(screen.query_one("#done-export-status").content)
+        assert gguf.stat().st_mtime_ns == before
+
+
+def _merged_run(tmp_path, parameters=1000):
+    from helpers_after import fake_merged
+    from helpers_runs import make_run
+
+    run = make_run(tmp_path, "r", state="finished")
+    run.adapter_dir.mkdir()
+    (run.adapter_dir / "adapter_config.json").write_text("{}")
+    fake_merged(run, parameters)
+    return run
+
+
+def test_export_never_overwrites_without_force(tmp_path, capsys):
+    run = _merged_run(tmp_path)
+    target = export.gguf_path(run, "f16")
+    target.parent.mkdir()
+    target.write_bytes(b"mine")
+    assert main(["--runs-dir", str(tmp_path), "export", "r", "--gguf"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(target) in err and "--force" in err
+    assert target.read_bytes() == b"mine"
+    (target.parent / "Modelfile").write_text("FROM mine")
+    target.unlink()
+    assert main(["--runs-dir", str(tmp_path), "export", "r", "--gguf", "--ollama"]) == 2  # the Modelfile too
+    assert "Modelfile exists" in capsys.readouterr().err
+
+
+def test_export_refuses_a_disk_too_small_before_starting(tmp_path, monkeypatch, capsys):
+    import shutil as shutil_module
+    from collections import namedtuple
+
+    run = _merged_run(tmp_path, parameters=4000)
+    estimate = export.estimate_export(run, "q8_0")
+    assert estimate.parameters == 4000 and estimate.gguf_bytes == 4000 * 8.5 / 8 and not estimate.merge
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    assert main(["--runs-dir", str(tmp_path), "export", "r", "--gguf", "--quant", "q8_0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"ftwiz: export: not enough disk: needs about 4.2 kB, 1.0 kB free on {run.path.resolve()}"
+    assert not (run.path / "gguf").exists()
 
 
 def test_k_quant_without_llama_quantize_is_one_line(tmp_path, monkeypatch, capsys):
@@ -237,34 +345,9 @@ def test_chat_settings_are_checked_in_one_line():
 
 
 # -- push -------------------------------------------------------------------------------------
-class HubStandIn:
-    """HfApi's two calls that reach the Hub over HTTP, recorded instead of sent."""
-
-    def __init__(self):
-        self.calls = []
-
-    def create_repo(self, repo_id, **kwargs):
-        self.calls.append(("create_repo", repo_id, kwargs))
-        return f"https://huggingface.co/{repo_id}"
-
-    def create_commit(self, repo_id, operations, **kwargs):
-        payload = {op.path_in_repo: (op.path_or_fileobj if isinstance(op.path_or_fileobj, (bytes, str)) else None)
-                   for op in operations}
-        self.calls.append(("create_commit", repo_id, {**kwargs, "files": payload}))
-
-
 @pytest.fixture
 def hub(monkeypatch):
-    from huggingface_hub import HfApi
-
-    import ftwiz.core.hub
-
-    stand_in = HubStandIn()
-    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: stand_in.create_repo(repo_id, **kw))
-    monkeypatch.setattr(HfApi, "create_commit", lambda self, repo_id, operations, **kw:
-                        stand_in.create_commit(repo_id, operations, **kw))
-    monkeypatch.setattr(ftwiz.core.hub, "hub_reachable", lambda: True)
-    return stand_in
+    return stub_hub(monkeypatch)
 
 
 @pytest.mark.slow

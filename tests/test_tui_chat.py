@@ -6,6 +6,7 @@ import threading
 
 from textual.widgets import Button, Input, Log
 
+from helpers_after import fake_merged
 from helpers_runs import HostApp, wait_for, write_fixed_run
 
 from ftwiz.screens.chat import ChatScreen
@@ -68,13 +69,35 @@ async def test_done_screen_offers_chat_and_export(tmp_path, monkeypatch):
     from ftwiz.screens.done import DoneScreen
 
     run = write_fixed_run(tmp_path / "runs").run
+    fake_merged(run)
     screen = DoneScreen(run)
     started = []
     monkeypatch.setattr(DoneScreen, "_export", lambda self, argv: started.append(argv))
     async with HostApp(screen).run_test(size=(120, 40)) as pilot:
         assert screen.query_one("#done-chat", Button) and screen.query_one("#done-export", Button)
         await pilot.press("g")
-        assert len(started) == 1 and started[0][-4:] == ["--gguf", "--quant", "f16", "--ollama"]
+        assert len(started) == 1 and started[0][-5:] == ["--gguf", "--quant", "f16", "--ollama", "--progress-json"]
         assert "export" in started[0] and run.name in started[0]
         await pilot.press("c")
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, ChatScreen))
+
+
+async def test_done_screen_refuses_an_export_the_disk_cannot_hold(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from ftwiz.screens.done import DoneScreen
+
+    run = write_fixed_run(tmp_path / "runs").run
+    fake_merged(run, parameters=4000)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    screen = DoneScreen(run)
+    started = []
+    monkeypatch.setattr(DoneScreen, "_export", lambda self, argv: started.append(argv))
+    async with HostApp(screen).run_test(size=(120, 40)) as pilot:
+        await pilot.press("g")
+        await pilot.pause()
+        status = str(screen.query_one("#done-export-status").content)
+        assert status == f"Export refused: not enough disk: needs about 8.0 kB, 1.0 kB free on {run.path.resolve()}"
+        assert started == [] and not screen.exporting

@@ -69,3 +69,18 @@ class ExportFinished(Message):
 
     ok: bool
     output: str
+
+
+@dataclass
+class ExportProgressed(Message):
+    """A line of the export's progress (a core.export.ExportProgress), read from its JSON line."""
+
+    progress: Any
+
+
+@dataclass
+class PushFinished(Message):
+    """core.push.push ended: ok, and one line (the URL and file count, or the error)."""
+
+    ok: bool
+    output: str
