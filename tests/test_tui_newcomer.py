@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import pytest
@@ -772,3 +773,49 @@ def test_every_planned_hyperparameter_lands_in_its_config_section():
     config = settings_config(values, method="lora", model_spec="llama-3.1-8b", data_spec="train.jsonl",
                              info=info, plan=plan)
     assert config.model.attn_implementation == plan.to_dict()["hyperparameters"]["attn_implementation"]["value"]
+
+
+# -- the model download shows progress (files, bytes, speed) before training ---------------------
+
+async def test_dashboard_shows_the_model_download_before_training(tmp_path, monkeypatch):
+    """The run process's own download code (core/engine/download.py) fetches from a Hub on
+    127.0.0.1 and writes its events into a run directory the dashboard follows."""
+    import threading
+
+    from textual.widgets import ProgressBar
+
+    from fake_hub import FakeHub, hub_client
+    from helpers_runs import HostApp, make_run, wait_for
+    from test_download import FILES, REPO, WANTED
+    from ftwiz.core.engine.download import fetch_model
+    from ftwiz.screens.train import TrainScreen
+
+    run = make_run(tmp_path / "runs")
+    hold = "model-00001-of-00002.safetensors"
+    with FakeHub({REPO: FILES}, chunk=16 * 1024, pause_s=0.01, hold=hold) as hub, \
+            hub_client(monkeypatch, hub, tmp_path / "cache"):
+        download = threading.Thread(target=fetch_model, args=(REPO, run.emit), kwargs={"interval_s": 0.1})
+        screen = TrainScreen(run, **FAST)
+        async with HostApp(screen).run_test(size=(80, 24)) as pilot:
+            download.start()
+            await wait_for(pilot, lambda: hub.holding.is_set() and screen.tracker.download is not None
+                           and screen.tracker.download.bytes_done > 0)
+            await pilot.pause(0.3)
+            line = str(screen.query_one("#run-progress-line", Static).render())
+            total_kib = sum(len(FILES[name]) for name in WANTED) / 1024
+            assert re.fullmatch(rf"Downloading {REPO}: [1-4]/5 files, \d+ of {total_kib:.0f} KiB, \d+ kB/s, ~\d+ s left",
+                                line), line
+            bar = screen.query_one(ProgressBar)
+            assert bar.total == screen.tracker.download.bytes_total and 0 < bar.progress < bar.total
+            notice = str(screen.query_one("#run-notice", Static).render())
+            assert "downloading the model from the Hugging Face Hub" in notice
+            hub.release()
+            await wait_for(pilot, lambda: not download.is_alive() and screen.tracker.download.done)
+            await pilot.pause(0.3)
+            line = str(screen.query_one("#run-progress-line", Static).render())
+            assert line.startswith("step 0/"), line  # the download is over: the step line is back
+            log = "\n".join(screen.query_one("#run-log").lines)
+            assert f"✓ Downloaded {REPO}: 5 files" in log
+            notice = str(screen.query_one("#run-notice", Static).render())
+            assert "downloading" not in notice
+        download.join(10)
