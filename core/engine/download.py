@@ -38,6 +38,7 @@ MAX_WORKERS = 8
 ALWAYS = ("*.json", "*.safetensors", "*.model", "*.tiktoken", "*.txt", "*.jinja")
 """Top-level files from_pretrained may read: config, tokenizer, chat template, weights."""
 PICKLE = ("*.bin", "*.pt", "*.pth")
+PICKLE_SUFFIXES = tuple(p.lstrip("*") for p in PICKLE)
 CODE = ("*.py",)
 
 
@@ -69,9 +70,6 @@ def files_to_fetch(names: Iterable[str], allow_pickle: bool = False, trust_remot
     if safetensors:
         top = [n for n in top if not n.endswith(PICKLE_SUFFIXES)]
     return sorted(top)
-
-
-PICKLE_SUFFIXES = tuple(p.lstrip("*") for p in PICKLE)
 
 
 class Progress:
@@ -208,7 +206,10 @@ def fetch_model(
 
     def tick() -> None:
         while not stop.wait(interval_s):
-            emit(progress.event())
+            try:
+                emit(progress.event())
+            except OSError:
+                pass  # events.jsonl unwritable for now (disk full): the download goes on; the main thread reports
 
     ticker = threading.Thread(target=tick, name="ftwiz-download-progress", daemon=True)
     ticker.start()
