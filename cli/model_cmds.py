@@ -7,7 +7,7 @@ import json
 import click
 
 from ftwiz.core.models import DEFAULT_TARGETS, TARGET_PRESETS, ModelInfo, load_model_info
-from ftwiz.core.parameters import EXPLORE_RANKS, check_rank, count_summary, explore_table
+from ftwiz.core.parameters import EXPLORE_RANKS, adapter_text, check_rank, count_summary, explore_table
 
 TARGETS_HELP = f"{' | '.join(TARGET_PRESETS)} or module names, comma separated (q_proj,v_proj)"
 
@@ -40,7 +40,7 @@ def params(model: str, rank: int, targets: str, as_json: bool) -> None:
         f"trainable params: {summary['trainable']:,} || all params: {summary['total']:,} "
         f"|| trainable%: {summary['percent']:.4f}"
     )
-    click.echo(f"adapter file: {summary['adapter_bytes'] / 1e6:,.1f} MB (fp32, as peft saves it)")
+    click.echo(f"adapter file: {adapter_text(summary['adapter_bytes'])} (fp32, as peft saves it)")
 
 
 @click.command()

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from ftwiz.core.errors import UserError
-from ftwiz.core.events import ErrorEvent, Event, FinishedEvent, StepEvent, parse_event, parse_events
+from ftwiz.core.events import DownloadEvent, ErrorEvent, Event, FinishedEvent, StepEvent, parse_event, parse_events
 from ftwiz.core.runs import STALLED, RunDir, kept_checkpoint_text, list_runs, open_run
 
 
@@ -157,6 +157,10 @@ def format_event(record: dict) -> str:
     """One line of `ftwiz attach`: steps in words, other events with every field as written (a
     step whose fields are damaged is shown as written too)."""
     event = parse_event(record)
+    if isinstance(event, DownloadEvent):
+        from ftwiz.core.monitor import download_text
+
+        return download_text(event)
     if isinstance(event, StepEvent) and _number(event.loss) is not None:
         parts = [f"step {event.step}/{event.max_steps if event.max_steps not in (None, -1) else '?'}",
                  f"loss {event.loss:.4f}"]

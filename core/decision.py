@@ -118,6 +118,12 @@ _WORKING_GIB = {"full": 2.0, "lora": 1.8, "qlora": 1.8}
 """Activations, LoRA states and overhead at micro-batch 1 x 512 tokens with checkpointing."""
 
 
+ROUGH_MEMORY_NOTE = ("GiB here: a rule of thumb from the model's size alone (micro-batch 1, 512 tokens, gradient "
+                     "checkpointing on, bf16); the Model step computes the chosen model's own figure.")
+"""Said wherever min_memory_gib's figures are shown: they assume other things than the floor the
+Hardware and Model steps show (core.memory.FLOOR_ASSUMPTIONS)."""
+
+
 def min_memory_gib(method: str, params_b: float) -> float:
     """Rough smallest memory to train `params_b` billion parameters with `method`."""
     return params_b * 1e9 * _BYTES_PER_PARAM[method] / GIB + _WORKING_GIB[method]

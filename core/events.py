@@ -68,6 +68,18 @@ def _event(name: str):
     return register
 
 
+@_event("download")
+class DownloadEvent(Event):
+    model: str  # the Hub id the files come from
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int | None
+    bytes_per_s: float | None
+    eta_s: float | None
+    done: bool
+
+
 @_event("started")
 class StartedEvent(Event):
     method: str
@@ -432,6 +444,7 @@ __all__ = [
     "EVENT_TYPES",
     "NOTICE_TYPES",
     "CheckpointEvent",
+    "DownloadEvent",
     "ErrorEvent",
     "EvalEvent",
     "Event",

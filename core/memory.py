@@ -302,13 +302,110 @@ def default_optim(method: str) -> str:
     return "paged_adamw_8bit" if method == "qlora" else "adamw_torch"
 
 
+@dataclass(frozen=True)
+class Assumptions:
+    """Everything a memory figure assumes besides the model: estimate_memory's inputs. The floor
+    (minimum_memory) and a config's figure (estimate_for) are both `estimate`s of one of these, so
+    two figures with equal Assumptions are one figure; `differences` says in words what two
+    figures do not share, so a step showing a figure under other assumptions can say which."""
+
+    method: str
+    micro_batch: int = 1
+    seq_len: int = 1024
+    rank: int = 16
+    targets: tuple[str, ...] = ()
+    targets_words: str = field(default="every linear layer", compare=False)
+    grad_ckpt: bool = True
+    optim: str | None = None
+    qlora_upcast: bool = False
+    dtype: str = "bf16"
+    lora_dropout: float = 0.05
+    grad_accum: int = 1
+    liger: bool = False
+    fused_head: bool = False
+    shards: int = 1
+
+    def estimate(self, info: Any) -> MemoryEstimate:
+        return estimate_memory(
+            info, self.method, self.micro_batch, self.seq_len, self.rank, self.targets, self.grad_ckpt,
+            self.optim, self.qlora_upcast, self.dtype, lora_dropout=self.lora_dropout, grad_accum=self.grad_accum,
+            liger=self.liger, fused_head=self.fused_head, shards=self.shards,
+        )
+
+    def words(self) -> dict[str, str]:
+        """Each assumption in words, keyed by what it is about (the keys two figures compare)."""
+        lora = self.method != "full"
+        # A fused loss never holds the full logits (Liger's fused linear cross-entropy, or TRL 1.16+'s
+        # chunked LM head): on an 8B model that is 1.5 GiB of the floor.
+        kernels = "Liger kernels" if self.liger else "fused loss" if self.fused_head else "unfused loss"
+        return {
+            "micro_batch": f"micro-batch {self.micro_batch}",
+            "seq_len": f"{self.seq_len} tokens",
+            **({"lora": f"LoRA rank {self.rank} on {self.targets_words}"} if lora else {}),
+            "grad_ckpt": f"gradient checkpointing {'on' if self.grad_ckpt else 'off'}",
+            "dtype": self.dtype,
+            "kernels": kernels,
+            "grad_accum": f"gradient accumulation {self.grad_accum}",
+            **({"lora_dropout": f"LoRA dropout {self.lora_dropout:g}"} if lora else {}),
+            "optim": f"optimizer {self.optim or default_optim(self.method)}",
+            **({"qlora_upcast": f"QLoRA upcast {'on' if self.qlora_upcast else 'off'}"}
+               if self.method == "qlora" else {}),
+            "shards": f"sharded over {self.shards} GPUs" if self.shards > 1 else "a whole copy on each GPU",
+        }
+
+    def text(self) -> str:
+        """The assumptions every step states (FLOOR_ASSUMPTIONS's words), and the kernels when on."""
+        words = self.words()
+        shown = ["micro_batch", "seq_len", "lora", "grad_ckpt", "dtype"]
+        if self.liger or self.fused_head:
+            shown.append("kernels")
+        return ", ".join(words[key] for key in shown if key in words)
+
+    def differences(self, other: Assumptions) -> list[str]:
+        """What this figure assumes that `other` does not: 'micro-batch 8 (there: 1)'."""
+        mine, theirs = self.words(), other.words()
+        out = []
+        for key in mine:
+            if key in theirs and mine[key] != theirs[key]:
+                a, b = mine[key].split(" "), theirs[key].split(" ")
+                same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                out.append(f"{mine[key]} (there: {' '.join(b[same:]) or theirs[key]})")
+        return out
+
+
+def floor_assumptions(info: Any, method: str, seq_len: int = 1024, rank: int = 16,
+                      targets: str | Iterable[str] = "all-linear", optim: str | None = None,
+                      qlora_upcast: bool = False, dtype: str = "bf16", shards: int = 1) -> Assumptions:
+    """minimum_memory's assumptions: micro-batch 1 with gradient checkpointing, no fused kernels."""
+    from ftwiz.core.models import resolve_targets
+
+    names = tuple(resolve_targets(info, targets)) if method != "full" else ()
+    return Assumptions(
+        method, micro_batch=1, seq_len=seq_len, rank=rank, targets=names,
+        targets_words="" if method == "full" else targets_words(info, targets), grad_ckpt=True, optim=optim or default_optim(method),
+        qlora_upcast=qlora_upcast, dtype=dtype, shards=shards,
+    )
+
+
+def targets_words(info: Any, targets: str | Iterable[str]) -> str:
+    """LoRA targets as the steps say them: 'every linear layer' (all-linear), or their names."""
+    from ftwiz.core.models import resolve_targets
+
+    if targets == "all-linear":
+        return "every linear layer"
+    names = list(resolve_targets(info, targets))
+    return "every linear layer" if names == list(resolve_targets(info, "all-linear")) else ", ".join(names)
+
+
 FLOOR_ASSUMPTIONS = "micro-batch 1, 1024 tokens, LoRA rank 16 on every linear layer, gradient checkpointing on, bf16"
-"""What minimum_memory's defaults assume: said wherever its figure is shown (Hardware, Model)."""
+"""What minimum_memory's defaults assume (floor_assumptions(info, "lora").text()): said wherever
+its figure is shown (Hardware, Model); Settings and Review name what their own figure assumes
+differently (Assumptions.differences)."""
 
 
 def floor_text(estimate: MemoryEstimate) -> str:
-    """The one figure of a minimum_memory estimate that every step shows: what must fit on the
-    GPU (reserved memory plus the CUDA context), as nvidia-smi would count it before paging."""
+    """The one figure of a memory estimate that every step shows: what must fit on the GPU
+    (reserved memory plus the CUDA context), as nvidia-smi would count it before paging."""
     return gib_text(estimate.required_bytes)
 
 
@@ -330,13 +427,7 @@ def minimum_memory(
     `targets` is a preset (default ftwiz's, "all-linear") or module names; full fine-tuning ignores it.
     `shards`: FSDP over that many GPUs (see estimate_memory).
     """
-    from ftwiz.core.models import resolve_targets
-
-    names = resolve_targets(info, targets) if method != "full" else ()
-    return estimate_memory(
-        info, method, micro_batch=1, seq_len=seq_len, rank=rank, targets=names, grad_ckpt=True,
-        optim=optim, qlora_upcast=qlora_upcast, dtype=dtype, shards=shards,
-    )
+    return floor_assumptions(info, method, seq_len, rank, targets, optim, qlora_upcast, dtype, shards).estimate(info)
 
 
 def trl_fuses_lm_head() -> bool:
@@ -356,19 +447,21 @@ def liger_norms(use_liger_kernel: bool, regional_compile: bool) -> bool:
     return use_liger_kernel and not regional_compile
 
 
-def estimate_for(config: Any, info: Any, hardware: Any = None, *, liger: bool | None = None) -> MemoryEstimate:
-    """The estimate for a RunConfig on `info`'s model: one GPU's memory when the run spreads over
-    every GPU of `hardware` (DDP: a replica each; FSDP: 1/N each). The one place that reads the
-    estimator's arguments off a config; Liger and TRL's fused head as the engine will apply them
-    on a GPU (`liger` overrides)."""
+def config_assumptions_of(config: Any, info: Any, hardware: Any = None, *, liger: bool | None = None) -> Assumptions:
+    """What estimate_for assumes of a RunConfig on `info`'s model: the one place that reads the
+    estimator's arguments off a config. One GPU's memory when the run spreads over every GPU of
+    `hardware` (DDP: a replica each; FSDP: 1/N each); Liger and TRL's fused head as the engine will
+    apply them on a GPU (`liger` overrides)."""
     from ftwiz.core.models import resolve_targets
 
     t = config.training
     targets = config.lora.target_modules
-    names = resolve_targets(info, targets) if isinstance(targets, str) else list(targets)
-    return estimate_memory(
-        info, config.method, t.per_device_train_batch_size, t.max_length, config.lora.r, names,
-        t.gradient_checkpointing, t.optim, config.quantization.upcast, t.precision,
+    full = config.method == "full"
+    names = () if full else tuple(resolve_targets(info, targets) if isinstance(targets, str) else targets)
+    return Assumptions(
+        config.method, micro_batch=t.per_device_train_batch_size, seq_len=t.max_length, rank=config.lora.r,
+        targets=names, targets_words="" if full else targets_words(info, targets), grad_ckpt=t.gradient_checkpointing,
+        optim=t.optim or default_optim(config.method), qlora_upcast=config.quantization.upcast, dtype=t.precision,
         lora_dropout=config.lora.lora_dropout, grad_accum=t.gradient_accumulation_steps,
         liger=liger_norms(t.use_liger_kernel, t.regional_compile) if liger is None else liger,
         fused_head=trl_fuses_lm_head() or t.use_liger_kernel,
@@ -376,12 +469,55 @@ def estimate_for(config: Any, info: Any, hardware: Any = None, *, liger: bool | 
     )
 
 
-def config_assumptions(config: Any) -> str:
+def estimate_for(config: Any, info: Any, hardware: Any = None, *, liger: bool | None = None) -> MemoryEstimate:
+    """The estimate for a RunConfig on `info`'s model (config_assumptions_of says what it assumes)."""
+    return config_assumptions_of(config, info, hardware, liger=liger).estimate(info)
+
+
+def config_assumptions(config: Any, info: Any = None) -> str:
     """What estimate_for assumes of a config, in the words FLOOR_ASSUMPTIONS uses."""
-    t = config.training
-    lora = "" if config.method == "full" else f", LoRA rank {config.lora.r}"
-    return (f"micro-batch {t.per_device_train_batch_size}, {t.max_length} tokens{lora}, "
-            f"gradient checkpointing {'on' if t.gradient_checkpointing else 'off'}, {t.precision}")
+    if info is None:  # no model to resolve the targets on: the five the floor states
+        t = config.training
+        lora = "" if config.method == "full" else f", LoRA rank {config.lora.r}"
+        return (f"micro-batch {t.per_device_train_batch_size}, {t.max_length} tokens{lora}, "
+                f"gradient checkpointing {'on' if t.gradient_checkpointing else 'off'}, {t.precision}")
+    return config_assumptions_of(config, info).text()
+
+
+@dataclass(frozen=True)
+class MemoryFigure:
+    """What Settings and Review show of a config's memory, from one place: its figure and what it
+    assumes, and the Hardware and Model steps' floor with what the figure assumes differently."""
+
+    figure: str
+    assumptions: str
+    estimate: MemoryEstimate
+    floor: str
+    floor_assumptions: str
+    differences: list[str]
+
+    @property
+    def comparison(self) -> str:
+        """One sentence relating this figure to the floor the earlier steps showed."""
+        if not self.differences:
+            return f"The same {self.figure} as the Hardware and Model steps: the same assumptions."
+        return (f"The Hardware and Model steps showed {self.floor} at {self.floor_assumptions}; this figure "
+                f"differs in: {', '.join(self.differences)}.")
+
+
+def memory_figure(config: Any, info: Any, hardware: Any = None) -> MemoryFigure:
+    """A config's memory figure and its floor, each with its assumptions (Settings, Review)."""
+    mine = config_assumptions_of(config, info, hardware)
+    floor = floor_assumptions(info, config.method)  # minimum_memory(info, method), as those steps call it
+    estimate = mine.estimate(info)
+    return MemoryFigure(
+        figure=floor_text(estimate),
+        assumptions=mine.text(),
+        estimate=estimate,
+        floor=floor_text(floor.estimate(info)),
+        floor_assumptions=floor.text(),
+        differences=mine.differences(floor),
+    )
 
 
 def estimate_memory(

@@ -20,6 +20,7 @@ from typing import Any
 from ftwiz.core.events import (
     NOTICE_TYPES,
     CheckpointEvent,
+    DownloadEvent,
     EvalEvent,
     Event,
     FinishedEvent,
@@ -170,6 +171,8 @@ class RunTracker:
     samples_ready: bool = False
     last_checkpoint_step: int | None = None
     """The newest checkpoint saved (a resume continues from it); None: a resume starts over."""
+    download: DownloadEvent | None = None
+    """The model download's latest progress (download events, before `started`); None: none."""
     events_seen: int = 0
 
     def add(self, events: Iterable[Event]) -> None:
@@ -183,7 +186,9 @@ class RunTracker:
         self.events_seen += 1
         if event.t is not None:
             self.last_t = event.t
-        if isinstance(event, StartedEvent):
+        if isinstance(event, DownloadEvent):
+            self.download = event
+        elif isinstance(event, StartedEvent):
             self.started_t = event.t
         elif isinstance(event, ModelEvent):
             self.max_steps = _known_steps(event.max_steps) or self.max_steps
@@ -227,6 +232,11 @@ class RunTracker:
             self.estimated_cost_usd = _number(status.estimated_cost_usd)
 
     @property
+    def downloading(self) -> bool:
+        """The model's files are still coming (a download event, not the last, and no step yet)."""
+        return self.download is not None and not self.download.done and not self.train_loss
+
+    @property
     def last_loss(self) -> float | None:
         return self.train_loss[-1][1] if self.train_loss else None
 
@@ -252,6 +262,55 @@ class RunTracker:
                 f"training loss fell to {train_now:.3f}. The model is memorising its examples: the "
                 f"checkpoint near step {best_step} is likely the best; next time use fewer epochs, more "
                 "data, or a lower learning rate.")
+
+
+def size_text(done: float, total: float | None = None) -> str:
+    """'4.1 of 16.1 GiB' (both in the total's unit), '512 MiB', '3.2 GiB'."""
+    scale = total if isinstance(total, (int, float)) and total > 0 else done
+    unit, div = ("GiB", 1024**3) if scale >= 1024**3 else ("MiB", 1024**2) if scale >= 1024**2 else ("KiB", 1024)
+    digits = 1 if unit == "GiB" else 0
+    if isinstance(total, (int, float)) and total > 0:
+        return f"{done / div:.{digits}f} of {total / div:.{digits}f} {unit}"
+    return f"{done / div:.{digits}f} {unit}"
+
+
+def speed_text(bytes_per_s: float) -> str:
+    """A download speed as download tools say it: '210 MB/s', '850 kB/s' (decimal units)."""
+    if bytes_per_s >= 1e9:
+        return f"{bytes_per_s / 1e9:.1f} GB/s"
+    if bytes_per_s >= 1e6:
+        return f"{bytes_per_s / 1e6:.0f} MB/s"
+    return f"{bytes_per_s / 1e3:.0f} kB/s"
+
+
+def time_left_text(seconds: float) -> str:
+    """'~40 s left', '~3 min left', '~2 h 10 min left': rounded as a person would say it."""
+    if seconds < 60:
+        return f"~{max(1, round(seconds))} s left"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"~{minutes} min left"
+    return f"~{minutes // 60} h {minutes % 60} min left"
+
+
+def download_text(event: DownloadEvent) -> str:
+    """The dashboard's download line: 'Downloading meta-llama/Llama-3.1-8B: 3/5 files, 4.1 of
+    16.1 GiB, 210 MB/s, ~1 min left'; when done, what came down and how fast."""
+    model = event.model or "the model"
+    files = f"{event.files_done}/{event.files_total} files" if isinstance(event.files_total, int) else None
+    done = _number(event.bytes_done) or 0.0
+    total = _number(event.bytes_total)
+    if event.done:
+        speed = f" at {speed_text(event.bytes_per_s)}" if _number(event.bytes_per_s) else ""
+        return f"Downloaded {model}: {event.files_total} files, {size_text(total or done)}{speed}"
+    parts = [files, size_text(done, total)]
+    if _number(event.bytes_per_s) is not None:
+        parts.append(speed_text(event.bytes_per_s))
+        if _number(event.eta_s) is not None:
+            parts.append(time_left_text(event.eta_s))
+    else:
+        parts.append("measuring the speed")
+    return f"Downloading {model}: " + ", ".join(p for p in parts if p)
 
 
 def known_total(max_steps: Any) -> int | None:
@@ -495,6 +554,7 @@ def format_bytes(value: float | None) -> str:
 
 
 __all__ = [
+    "download_text",
     "HardwareSample",
     "IdleWatch",
     "RunFollower",

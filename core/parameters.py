@@ -18,6 +18,16 @@ EXPLORE_RANKS = (8, 16, 32, 64)
 ADAPTER_SAVED_BYTES = 4
 
 
+def adapter_bytes(trainable: int) -> int:
+    """The saved adapter file's size: every trainable parameter in fp32 (ADAPTER_SAVED_BYTES)."""
+    return trainable * ADAPTER_SAVED_BYTES
+
+
+def adapter_text(n_bytes: int) -> str:
+    """The adapter's size as `ftwiz params`, `ftwiz explore` and the Settings step all say it."""
+    return f"{n_bytes / 1e6:,.1f} MB"
+
+
 def check_rank(rank: int) -> int:
     if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
         raise UserError(f"--rank: {rank!r}: must be a whole number above 0 (typical: 8, 16, 32, 64)")
@@ -43,12 +53,13 @@ def count_summary(info: ModelInfo, rank: int, targets: str | Iterable[str]) -> d
         "rank": rank,
         "targets": resolved,
         "base_params": info.total_params,
-        "adapter_bytes": trainable * ADAPTER_SAVED_BYTES,
+        "adapter_bytes": adapter_bytes(trainable),
     }
 
 
 def explore_table(info: ModelInfo, ranks: Iterable[int] = EXPLORE_RANKS) -> list[dict]:
-    """One row per (rank, preset): trainable count, percent and the saved adapter's size."""
+    """One row per (rank, preset): trainable count, percent and the saved adapter's size (from
+    count_summary, as `ftwiz params` says it; the file is fp32, so there is no bf16 size to show)."""
     rows = []
     for rank in ranks:
         for preset in TARGET_PRESETS:
@@ -60,7 +71,7 @@ def explore_table(info: ModelInfo, ranks: Iterable[int] = EXPLORE_RANKS) -> list
                 "trainable": summary["trainable"],
                 "total": summary["total"],
                 "percent": summary["percent"],
-                "adapter_mb_fp32": summary["trainable"] * 4 / 1e6,
-                "adapter_mb_bf16": summary["trainable"] * 2 / 1e6,
+                "adapter_bytes": summary["adapter_bytes"],
+                "adapter_mb_fp32": summary["adapter_bytes"] / 1e6,
             })
     return rows

@@ -128,6 +128,10 @@ class DecideScreen(StepScreen):
             return
         rec = self.ranking[row]
         lines = [f"[b]{rec.title}[/b]: {rec.verdict}. Needs: {rec.hardware}"]
+        if any("GiB" in text for text in (rec.hardware, *rec.reasons)):
+            from ftwiz.core.decision import ROUGH_MEMORY_NOTE
+
+            lines.append(f"[dim]{ROUGH_MEMORY_NOTE}[/dim]")  # under the first figure it qualifies
         lines += [f"• {reason}" for reason in rec.reasons]
         self.query_one("#reasons", Static).update("\n".join(lines))
 

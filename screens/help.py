@@ -105,7 +105,8 @@ you have examples of the behaviour you want.
 - **Questions**: each answer re-ranks the table at once. Unanswered questions are assumed
   (the line under the table says how), so answer the ones you know.
 - **The ranking**: cost and time bands from the guide; quality against full fine-tuning
-  (LoRA ~98%, QLoRA ~96%). Memory here is rough, from the model size alone.
+  (LoRA ~98%, QLoRA ~96%). Memory here is rough, from the model size alone (the line under
+  the method says what it assumes); the Model step gives the chosen model's own figure.
 - **Next** takes the highlighted method; prompting and continued pre-training need no run from ftwiz.
 """,
     "model": """\
@@ -143,7 +144,9 @@ data size and GPU; the line under the table gives the focused field's reason in 
 - **max length**: from your data; longer costs memory and time.
 - **gradient checkpointing**: much less memory for ~30% more time.
 - **LoRA rank, alpha, dropout, targets**: see the glossary below.
-- **Memory**: the bar is this config's estimate on this GPU, with its assumptions in the title.
+- **Memory**: the bar is this config's estimate on this GPU, with its assumptions in the title;
+  the line under it gives the Hardware and Model steps' figure and what this one assumes
+  differently (Review repeats both, from the same estimate).
 """,
     "review": """\
 # This step: Review
@@ -151,6 +154,7 @@ data size and GPU; the line under the table gives the focused field's reason in 
 
 - **Problems listed in red** block the start (does not fit, no GPU for QLoRA, model not
   available offline): go back (esc) and change what they name. You can still save the config.
+- **Memory**: the Settings step's figure and assumptions, from the same estimate.
 - **Save (`ctrl+s`)**: a YAML file for `ftwiz train FILE` later or on another machine; an
   existing file is never overwritten without asking.
 - **Start training**: the run gets its own process; quitting ftwiz leaves it training. `ctrl+r`

@@ -37,6 +37,7 @@ class ReviewScreen(StepScreen):
     def compose_body(self) -> ComposeResult:
         yield Static("Your run, as a config file", classes="title")
         yield Static("", id="summary", classes="hint")
+        yield Static("", id="memory", classes="hint", markup=False)
         yield Static("Checking that this run can work here…", id="blockers", classes="hint")
         with VerticalScroll(id="yaml-box"):  # the YAML scrolls; summary, save and start stay in view
             yield Static("", id="yaml")
@@ -65,6 +66,7 @@ class ReviewScreen(StepScreen):
             f"{'' if self.config.method == 'qlora' else ' (the quantization section applies to QLoRA only)'}. "
             f"Start training runs it in its own process: quitting ftwiz leaves it running."
         )
+        self.query_one("#memory", Static).update(self._memory_line(self.config))
         self.query_one("#yaml", Static).update(
             Syntax(self.config.to_yaml(), "yaml", theme="monokai", background_color="default")
         )
@@ -75,6 +77,21 @@ class ReviewScreen(StepScreen):
         self.query_one("#reuse", Static).update(
             f"Reuse it later without the wizard: ftwiz train {save_path.value}"
         )
+
+    def _memory_line(self, config: RunConfig) -> str:
+        """Settings' figure, from the same core call, with what it assumes."""
+        info = self.state.model_info
+        if info is None:
+            return "Memory: the demo's tiny model trains on the CPU in a few hundred MB of RAM."
+        from ftwiz.core.errors import UserError
+        from ftwiz.core.memory import memory_figure
+
+        try:
+            figure = memory_figure(config, info, self.state.hardware)
+        except UserError as exc:
+            return f"Memory: {exc}"
+        where = "each GPU" if self.state.gpu_count > 1 else "the GPU"
+        return f"Memory: {figure.figure} on {where} at {figure.assumptions}. {figure.comparison}"
 
     # -- save -----------------------------------------------------------------------------
     @on(Button.Pressed, "#save")

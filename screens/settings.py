@@ -64,6 +64,7 @@ class SettingsScreen(StepScreen):
         yield Static("", id="plan-warning", classes="warn")
         yield Static("Memory on this GPU", id="memory-title", classes="title")
         yield MemoryBar(id="memory")
+        yield Static("", id="memory-floor", classes="hint", markup=False)
         yield Static("", id="time-cost")
         if self.state.method != "full" and self.state.model_info is not None:
             yield Static("Rank x targets: trainable parameters (adapter file, fp32 as peft saves it)",
@@ -121,14 +122,14 @@ class SettingsScreen(StepScreen):
         self.query_one(f"#{_widget_id(FIELDS[0][0])}").focus()  # its reason shows in full below
 
     def _fill_explorer(self) -> None:
-        from ftwiz.core.parameters import explore_table
+        from ftwiz.core.parameters import adapter_text, explore_table
 
         table = self.query_one("#explorer", DataTable)
         table.add_columns("rank", *PRESETS)
         rows: dict[int, list[str]] = {}
         for row in explore_table(self.state.model_info):
             rows.setdefault(row["rank"], []).append(
-                f"{row['trainable'] / 1e6:.1f}M {row['percent']:.2f}% ({row['adapter_mb_fp32']:,.1f} MB)"
+                f"{row['trainable'] / 1e6:.1f}M {row['percent']:.2f}% ({adapter_text(row['adapter_bytes'])})"
             )
         for rank, cells in rows.items():
             table.add_row(str(rank), *cells)
@@ -201,20 +202,24 @@ class SettingsScreen(StepScreen):
             bar.update("The demo's tiny model trains on the CPU: a few hundred MB of RAM, about a minute.")
             cost.update("")
             return
-        from ftwiz.core.memory import config_assumptions, estimate_for
+        from ftwiz.core.memory import memory_figure
 
+        try:
+            figure = memory_figure(config, info, state.hardware)  # Review's call too: one figure
+        except UserError as exc:
+            self.query_one("#settings-error", Static).update(str(exc))
+            return
         count = state.gpu_count
         title = self.query_one("#memory-title", Static)
-        where = "this GPU" if state.gpu_free_bytes else "a GPU (none here)"
-        title.update(f"Memory on {where} [dim]({config_assumptions(config)})[/dim]")
+        assumes = f"[dim]({escape(figure.assumptions)})[/dim]"
         if count > 1:
-            self.query_one("#memory-title", Static).update(
-                f"Memory on each GPU: FSDP over {count} GPUs (weights, gradients, optimizer states sharded)"
-                if config.training.shards(count) > 1
-                else f"Memory on each GPU: DDP over {count} GPUs (a copy of the model on each)"
-            )
-        estimate = estimate_for(config, info, state.hardware)
-        bar.show(estimate, state.gpu_free_bytes)
+            spread = ("FSDP over {count} GPUs (weights, gradients, optimizer states sharded)"
+                      if config.training.shards(count) > 1 else "DDP over {count} GPUs (a copy of the model on each)")
+            title.update(f"Memory on each GPU: {spread.format(count=count)} {assumes}")
+        else:
+            title.update(f"Memory on {'this GPU' if state.gpu_free_bytes else 'a GPU (none here)'} {assumes}")
+        bar.show(figure.estimate, state.gpu_free_bytes)
+        self.query_one("#memory-floor", Static).update(figure.comparison)
         cost.update(self._time_cost(config))
 
     def _time_cost(self, config) -> str:

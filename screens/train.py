@@ -277,9 +277,15 @@ class TrainScreen(Screen):
         elif self.tracker.overfitting:
             text, severity = self.tracker.overfitting, "warning"
         elif self.state in ACTIVE_STATES and not self.tracker.step:
-            # A CPU box spends up to a minute importing torch and loading before step 1.
-            text = ("Getting ready: loading the model and the data." if self.tracker.started_t
-                    else "Getting ready: importing the training libraries (torch, transformers, peft).")
+            # A CPU box spends up to a minute importing torch and loading before step 1; a first
+            # run of a Hub model spends minutes downloading it (the progress line shows how far).
+            if self.tracker.downloading:
+                text = ("Getting ready: downloading the model from the Hugging Face Hub (once: later runs "
+                        "use the copy in the Hugging Face cache).")
+            elif self.tracker.started_t:
+                text = "Getting ready: loading the model and the data."
+            else:
+                text = "Getting ready: importing the training libraries (torch, transformers, peft)."
             severity = "info"
         else:
             notice.remove_class("-visible")

@@ -90,3 +90,16 @@ def test_params_does_not_import_torch():
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.splitlines()[0])["trainable"] > 0
+
+
+def test_params_and_the_settings_explorer_give_one_adapter_size(capsys):
+    """Settings once said 27 MB (bf16) where `ftwiz params` said 54.5 MB (fp32, as peft saves it):
+    both now print core.parameters.adapter_text of count_summary's adapter_bytes."""
+    from ftwiz.core.parameters import adapter_text, explore_table
+
+    info = load_model_info("llama-3.2-1b")
+    for rank, preset in ((16, "all-linear"), (8, "attention")):
+        code, out, _ = run(capsys, "params", "--model", "llama-3.2-1b", "--rank", str(rank), "--targets", preset)
+        row = next(r for r in explore_table(info) if (r["rank"], r["preset"]) == (rank, preset))
+        assert code == 0 and f"adapter file: {adapter_text(row['adapter_bytes'])} (fp32" in out
+        assert row["adapter_bytes"] == count_summary(info, rank, preset)["adapter_bytes"] == 4 * row["trainable"]

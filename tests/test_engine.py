@@ -135,6 +135,7 @@ def test_engine_sends_each_note_as_the_kind_it_was_made_with(tmp_path, monkeypat
 
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # train() sets it for its own process
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: make_tiny_tokenizer())
+    monkeypatch.setattr(process.RunRecipe, "download_model", lambda self, hooks: None)  # "tiny" is no Hub model
     monkeypatch.setattr(process, "datasets_for", datasets_for)
     monkeypatch.setattr(process.Hooks, "emit", emit_then_stop)
     run = RunDir(tmp_path)

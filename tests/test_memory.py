@@ -278,3 +278,55 @@ def test_fsdp_shards_divide_weights_gradients_and_optimizer_states(llama8b):
         estimate(llama8b, method="qlora", shards=2)
     with pytest.raises(UserError, match="shards"):
         estimate(llama8b, shards=0)
+
+
+# -- one figure per set of assumptions (issue 13, defect 10) ------------------------------------------
+
+def _config(**training):
+    from ftwiz.core.config import config_from_dict
+
+    lora = training.pop("lora", {})
+    return config_from_dict({
+        "method": "lora", "model": {"name_or_path": "llama-3.1-8b"}, "data": {"path": "train.jsonl"},
+        "lora": {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear", **lora},
+        "training": {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 1, "max_length": 1024,
+                     "gradient_checkpointing": True, "bf16": True, "use_liger_kernel": False, **training},
+    })
+
+
+def test_the_floors_words_are_its_assumptions(llama8b):
+    from ftwiz.core.memory import FLOOR_ASSUMPTIONS, floor_assumptions
+
+    assert floor_assumptions(llama8b, "lora").text() == FLOOR_ASSUMPTIONS
+
+
+def test_a_config_with_the_floors_assumptions_gets_the_floors_figure(llama8b, monkeypatch):
+    import ftwiz.core.memory as memory
+
+    monkeypatch.setattr(memory, "trl_fuses_lm_head", lambda: False)  # the floor's loss: unfused
+    figure = memory.memory_figure(_config(), llama8b)
+    assert figure.differences == []
+    assert figure.figure == figure.floor == memory.floor_text(memory.minimum_memory(llama8b, "lora"))
+    assert figure.assumptions == memory.FLOOR_ASSUMPTIONS
+    assert figure.comparison.startswith(f"The same {figure.floor} as the Hardware and Model steps")
+
+
+def test_a_figure_under_other_assumptions_names_each_one(llama8b, monkeypatch):
+    import ftwiz.core.memory as memory
+
+    monkeypatch.setattr(memory, "trl_fuses_lm_head", lambda: False)
+    config = _config(per_device_train_batch_size=8, gradient_checkpointing=False, bf16=False,
+                     gradient_accumulation_steps=2, use_liger_kernel=True, lora={"target_modules": ["q_proj", "v_proj"]})
+    figure = memory.memory_figure(config, llama8b)
+    assert figure.differences == [
+        "micro-batch 8 (there: 1)",
+        "LoRA rank 16 on q_proj, v_proj (there: every linear layer)",
+        "gradient checkpointing off (there: on)",
+        "fp32 (there: bf16)",
+        "Liger kernels (there: unfused loss)",
+        "gradient accumulation 2 (there: 1)",
+    ]
+    assert figure.assumptions == ("micro-batch 8, 1024 tokens, LoRA rank 16 on q_proj, v_proj, gradient "
+                                  "checkpointing off, fp32, Liger kernels")
+    assert figure.figure == memory.floor_text(memory.estimate_for(config, llama8b)) != figure.floor
+    assert all(difference in figure.comparison for difference in figure.differences)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -166,3 +167,22 @@ def test_python_snippet_prompts_as_training_did(tmp_path):
     chat = usage_snippets(run, {**config, "data": {"format": "chat"}}, "Hi", "chat")["load"]
     adapter = str(run.adapter_dir.resolve())
     assert "apply_chat_template" in chat and f'AutoTokenizer.from_pretrained("{adapter}")' in chat
+
+
+def test_download_line_says_files_bytes_speed_and_time_left():
+    from ftwiz.core.events import DownloadEvent
+    from ftwiz.core.monitor import RunTracker, download_text
+
+    gib = 1024**3
+    event = DownloadEvent(model="meta-llama/Llama-3.1-8B", files_done=3, files_total=5, bytes_done=int(4.1 * gib),
+                          bytes_total=int(16.1 * gib), bytes_per_s=210e6, eta_s=61.0, done=False)
+    assert download_text(event) == "Downloading meta-llama/Llama-3.1-8B: 3/5 files, 4.1 of 16.1 GiB, 210 MB/s, ~1 min left"
+    unmeasured = dataclasses.replace(event, bytes_per_s=None, eta_s=None, bytes_total=None)
+    assert download_text(unmeasured) == "Downloading meta-llama/Llama-3.1-8B: 3/5 files, 4.1 GiB, measuring the speed"
+    done = dataclasses.replace(event, files_done=5, bytes_done=int(16.1 * gib), bytes_per_s=180e6, eta_s=0.0, done=True)
+    assert download_text(done) == "Downloaded meta-llama/Llama-3.1-8B: 5 files, 16.1 GiB at 180 MB/s"
+    tracker = RunTracker()
+    tracker.add([event])
+    assert tracker.downloading
+    tracker.add([done])
+    assert not tracker.downloading and tracker.download == done

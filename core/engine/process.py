@@ -581,10 +581,11 @@ def datasets_for(config: RunConfig, run: RunDir, tokenizer: Any, notes: list[Not
 
 # -- the run ---------------------------------------------------------------------------------------
 class RunRecipe:
-    """One run, as torchtune's single-device recipe reads: `setup` (precision, tokenizer, data,
-    the `started` event), `train` (build the model and the Trainer, the pre-flight `probe` on the
-    first pass, then train, retrying after an out-of-memory error with `_after_oom`), `finish`
-    (stop, save, samples, merge, the `finished` event). `train()` below runs the four."""
+    """One run, as torchtune's single-device recipe reads: `setup` (precision, the model's download
+    from the Hub, tokenizer, data, the `started` event), `train` (build the model and the Trainer,
+    the pre-flight `probe` on the first pass, then train, retrying after an out-of-memory error
+    with `_after_oom`), `finish` (stop, save, samples, merge, the `finished` event). `train()`
+    below runs the four."""
 
     def __init__(self, run: RunDir, config: RunConfig, flags: Flags, status: Status, is_main: bool) -> None:
         self.run, self.config, self.flags, self.status, self.is_main = run, config, flags, status, is_main
@@ -624,6 +625,7 @@ class RunRecipe:
             hooks.emit(WarningEvent(message=f"removed a partial checkpoint left by an interrupted save: {name}"))
 
         set_seed(config.training.seed)
+        self.download_model(hooks)
         tokenizer = AutoTokenizer.from_pretrained(
             model_source(config.model.name_or_path), trust_remote_code=config.model.trust_remote_code, revision=config.model.revision
         )
@@ -676,6 +678,18 @@ class RunRecipe:
         self.config, self.cuda, self.precision, self.hooks = config, cuda, precision, hooks
         self.tokenizer, self.train_ds, self.eval_ds = tokenizer, train_ds, eval_ds
         self.micro, self.accum, self.world_size, self.probe_pending = micro, accum, world_size, probe_pending
+
+    def download_model(self, hooks: Hooks) -> None:
+        """A Hub model's files into the cache before anything loads them, with `download` events
+        the dashboard shows (download.py); nothing for a local folder or a cached model."""
+        from ftwiz.core.engine.download import DownloadFailed, fetch_model
+
+        model = self.config.model
+        try:
+            fetch_model(model.name_or_path, hooks.emit, revision=model.revision,
+                        allow_pickle=model.allow_pickle, trust_remote_code=model.trust_remote_code)
+        except DownloadFailed as exc:
+            raise RunFailure(str(exc), exc.suggestion.replace("`ftwiz resume`", f"`ftwiz resume {self.run.name}`")) from None
 
     def train(self) -> Any:
         """Train to the end (or a stop); returns the Trainer. Out of memory: `_after_oom`."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from textual.widgets import Log
 
-from ftwiz.core.events import NOTICE_TYPES, CheckpointEvent, Event, SamplesEvent, notice_text
+from ftwiz.core.events import NOTICE_TYPES, CheckpointEvent, DownloadEvent, Event, SamplesEvent, notice_text
+from ftwiz.core.monitor import download_text
 
 MAX_LINES = 2000
 """Bounded: a run prints for hours; the full text stays in train.log."""
@@ -37,8 +38,11 @@ _TITLES = {
 
 
 def format_event(event: Event) -> str | None:
-    """One log line for an event worth a line (step and eval events are the chart's job)."""
+    """One log line for an event worth a line (step and eval events are the chart's job; a
+    download's progress is the progress line's, its end gets a line)."""
     kind = event.type
+    if isinstance(event, DownloadEvent):
+        return f"✓ {download_text(event)}" if event.done else None
     if kind not in _TITLES:
         return None
     text = f"{_ICONS[kind]} {_TITLES[kind]}"

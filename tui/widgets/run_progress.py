@@ -1,4 +1,5 @@
-"""Progress of a run: the bar, step/epoch/ETA/throughput, and the money spent against the plan."""
+"""Progress of a run: the bar, step/epoch/ETA/throughput, and the money spent against the plan;
+before training, the model's download (files, bytes, speed, time left)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import ProgressBar, Static
 
-from ftwiz.core.monitor import RunTracker, format_duration, known_total, steps_text
+from ftwiz.core.monitor import RunTracker, download_text, format_duration, known_total, steps_text
 
 
 def progress_line(tracker: RunTracker, elapsed_s: float | None, active: bool = True) -> str:
@@ -79,11 +80,19 @@ class RunProgress(Vertical):
     ) -> None:
         bar = self.query_one("#run-progress-bar", ProgressBar)
         total = known_total(tracker.max_steps)
-        if total:
+        download = tracker.download
+        if tracker.downloading and download is not None:  # before training: the bar is the download's
+            if download.bytes_total:
+                bar.update(total=download.bytes_total, progress=min(download.bytes_done or 0, download.bytes_total))
+            else:
+                bar.update(total=None)
+            self._set("#run-progress-line", download_text(download))
+        elif total:
             bar.update(total=total, progress=min(tracker.step, total))
         else:  # not known yet: the indeterminate bar, never a full one
             bar.update(total=None)
-        self._set("#run-progress-line", progress_line(tracker, elapsed_s, active))
+        if not tracker.downloading:
+            self._set("#run-progress-line", progress_line(tracker, elapsed_s, active))
         self._set("#run-progress-spend", spend_line(tracker.spend_usd, estimated_cost_usd, budget_usd, cpu))
 
     def _set(self, selector: str, text: str) -> None:
