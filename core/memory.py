@@ -319,7 +319,7 @@ class Assumptions:
     optim: str | None = None
     qlora_upcast: bool = False
     dtype: str = "bf16"
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.0  # the config's default (recommend.DROPOUT_REASON)
     grad_accum: int = 1
     liger: bool = False
     fused_head: bool = False
@@ -357,7 +357,7 @@ class Assumptions:
         """The assumptions every step states (FLOOR_ASSUMPTIONS's words), and the kernels when on."""
         words = self.words()
         shown = ["micro_batch", "seq_len", "lora", "grad_ckpt", "dtype"]
-        if self.liger or self.fused_head:
+        if self.liger or self.fused_head != trl_fuses_lm_head():  # the loss every run gets goes unsaid
             shown.append("kernels")
         return ", ".join(words[key] for key in shown if key in words)
 
@@ -376,14 +376,16 @@ class Assumptions:
 def floor_assumptions(info: Any, method: str, seq_len: int = 1024, rank: int = 16,
                       targets: str | Iterable[str] = "all-linear", optim: str | None = None,
                       qlora_upcast: bool = False, dtype: str = "bf16", shards: int = 1) -> Assumptions:
-    """minimum_memory's assumptions: micro-batch 1 with gradient checkpointing, no fused kernels."""
+    """minimum_memory's assumptions: micro-batch 1 with gradient checkpointing, no Liger kernels; the
+    loss as the installed TRL computes it (1.16+: its own chunked LM head, never the full logits),
+    as every run gets it."""
     from ftwiz.core.models import resolve_targets
 
     names = tuple(resolve_targets(info, targets)) if method != "full" else ()
     return Assumptions(
         method, micro_batch=1, seq_len=seq_len, rank=rank, targets=names,
         targets_words="" if method == "full" else targets_words(info, targets), grad_ckpt=True, optim=optim or default_optim(method),
-        qlora_upcast=qlora_upcast, dtype=dtype, shards=shards,
+        qlora_upcast=qlora_upcast, dtype=dtype, shards=shards, fused_head=trl_fuses_lm_head(),
     )
 
 
