@@ -569,10 +569,18 @@ async def test_every_step_shows_the_same_memory_for_the_same_assumptions(tmp_pat
         assert f"({figure.assumptions})" in title and figure.assumptions.startswith(FLOOR_ASSUMPTIONS)
         assert f"{figure.figure.split()[0]} / " in str(screen.query_one("#memory").render())
         comparison = str(screen.query_one("#memory-floor", Static).render())
-        assert comparison == figure.comparison and f"showed {need} at {FLOOR_ASSUMPTIONS};" in comparison
-        # What it assumes unlike the floor is named: here the loss the engine computes fused.
-        assert figure.differences and all(difference in comparison for difference in figure.differences)
-        assert any(d.endswith("loss (there: unfused loss)") for d in figure.differences), comparison
+        # At the floor's assumptions (and the loss every run gets), Settings shows the floor itself.
+        assert comparison == figure.comparison and figure.differences == []
+        assert figure.figure == need and comparison.startswith(f"The same {need} as the Hardware and Model steps")
+        # Another micro-batch: a new figure, and the difference named.
+        screen.query_one("#f-training-per_device_train_batch_size", Input).value = "2"
+        await pilot.pause()
+        other = memory_figure(app.state.config, info, app.state.hardware)
+        comparison = str(screen.query_one("#memory-floor", Static).render())
+        assert other.figure != need and f"showed {need} at {FLOOR_ASSUMPTIONS};" in comparison
+        assert "micro-batch 2 (there: 1)" in other.differences and all(d in comparison for d in other.differences)
+        screen.query_one("#f-training-per_device_train_batch_size", Input).value = "1"
+        await pilot.pause()
         # The adapter's size is the file peft writes, as `ftwiz params` says it.
         adapter = adapter_text(count_summary(info, 16, "all-linear")["adapter_bytes"])
         explorer = screen.query_one("#explorer", DataTable)
