@@ -108,6 +108,10 @@ def test_reserved_keeps_a_logits_block_and_nvidia_smi_the_measured_context():
 
 
 REAL = json.loads((RESULTS / "real-chat-h200.json").read_text())
+# Round 1 (q, k, v, o targets, dropout 0.05, two GPUs; the merged file as it was committed then):
+# its memory rows include the simulated 48 GiB card, which round 2 did not re-measure.
+ROUND1 = json.loads((RESULTS / "real-chat-h200-round1.json").read_text())
+MEMORY_ROWS = REAL["memory"] + [{**row, "run": f"round1/{row['run']}"} for row in ROUND1["memory"]]
 
 
 def _real_chat_estimate(row: dict, info):
@@ -120,7 +124,7 @@ def _real_chat_estimate(row: dict, info):
         lora_dropout=row.get("lora_dropout", 0.05), grad_accum=row.get("grad_accum", 2), liger=liger, fused_head=True)
 
 
-@pytest.mark.parametrize("row", REAL["memory"], ids=[r["run"] for r in REAL["memory"]])
+@pytest.mark.parametrize("row", MEMORY_ROWS, ids=[r["run"] for r in MEMORY_ROWS])
 def test_product_runs_on_real_chat_within_15_percent_and_never_5_percent_under(llama8b, row):
     """`ftwiz train` on real chat data (bench/results/real-chat-h200.json), every memory
     configuration: today's estimator, at the micro-batch that trained, against the measured peak."""
