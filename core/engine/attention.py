@@ -78,12 +78,6 @@ def cu_seq_lens_from(position_ids):
     return torch.cat([starts, end]).to(torch.int32)
 
 
-def cu_dtype():
-    import torch
-
-    return torch.int32
-
-
 @functools.lru_cache(maxsize=None)
 def _native_gqa(device) -> bool:
     """Whether this torch's varlen_attn (before its enable_gqa argument) takes fewer K/V heads than
@@ -143,6 +137,8 @@ def _per_example_sdpa(q, k, v, cu, scale: float | None):
 
 def varlen_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """transformers' attention-function signature: query [B, Hq, L, D] -> ([B, L, Hq, D], None)."""
+    import torch
+
     cu = kwargs.get("cu_seq_lens_q")
     packed_row = query.shape[0] == 1 and query.shape[2] == key.shape[2] and attention_mask is None
     if cu is None and packed_row and kwargs.get("position_ids") is not None:
@@ -158,7 +154,7 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling=
     q = query[0].transpose(0, 1)  # [T, Hq, D]
     k = key[0].transpose(0, 1)
     v = value[0].transpose(0, 1)
-    cu = cu.to(device=q.device, dtype=cu_dtype())
+    cu = cu.to(device=q.device, dtype=torch.int32)
     if q.is_cuda:
         out = _call_varlen(q, k, v, cu, int(kwargs.get("max_length_q") or length), scaling)
     else:
