@@ -39,11 +39,10 @@ def _load_tokenizer(model: str):
 
     from ftwiz.core.hub import hub_reachable
 
+    tokenizer = local_tokenizer(model)
+    if tokenizer is not None:
+        return tokenizer
     source = _tokenizer_source(model)
-    try:
-        return AutoTokenizer.from_pretrained(source, local_files_only=True)
-    except Exception:  # noqa: BLE001 - not in the cache (or not a tokenizer): try the Hub below
-        pass
     where = f" ({source})" if source != model else ""
     if Path(source).expanduser().exists() or not hub_reachable():
         missing = "no tokenizer files in this directory" if Path(source).expanduser().exists() else (

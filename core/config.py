@@ -67,7 +67,7 @@ class LoraSection(_Section):
 
     r: int = Field(16, gt=0, le=4096)
     lora_alpha: int = Field(32, gt=0)
-    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # not the guide's 0.05: recommend.DROPOUT_REASON
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # not the guide's 0.05: recommend.dropout_reason
     target_modules: list[str] | str = Field(
         "all-linear",
         description="Module names, or 'all-linear' (every linear layer but the output head; ftwiz's default).",

@@ -319,7 +319,7 @@ class Assumptions:
     optim: str | None = None
     qlora_upcast: bool = False
     dtype: str = "bf16"
-    lora_dropout: float = 0.0  # the config's default (recommend.DROPOUT_REASON)
+    lora_dropout: float = 0.0  # the config's default (recommend.dropout_reason)
     grad_accum: int = 1
     liger: bool = False
     fused_head: bool = False

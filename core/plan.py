@@ -537,11 +537,11 @@ def _packing_as_asked(hp: Hyperparams, packing: bool) -> None:
 
 def _dropout_cost(plan: Plan) -> None:
     """The departure from the guide's LoRA dropout says what following the guide would cost here."""
-    from ftwiz.core.recommend import DROPOUT_REASON, Recommendation
+    from ftwiz.core.recommend import Recommendation, dropout_reason
 
     hp = plan.hyperparams
     item = hp.items.get("lora_dropout")
-    if item is None or item.reason != DROPOUT_REASON or plan.fit.estimate is None or not plan.fit.fits:
+    if item is None or item.reason != dropout_reason() or plan.fit.estimate is None or not plan.fit.fits:
         return
     try:
         config = plan.to_config("data.jsonl")
@@ -551,9 +551,7 @@ def _dropout_cost(plan: Plan) -> None:
     extra = estimate_for(config, plan.model).peak_bytes - plan.fit.estimate.peak_bytes
     if extra >= 0.05 * GIB:
         hp.items["lora_dropout"] = Recommendation(
-            "lora_dropout", 0.0, DROPOUT_REASON.replace(
-                "without it they share the layer's", f"without it they share the layer's ({gib_text(extra)} less "
-                "at this plan's batch)"), item.guide)
+            "lora_dropout", 0.0, dropout_reason(gib_text(extra)), item.guide)
 
 
 def _fsdp_fit(info: Any, target: GpuTarget, replica: Fit, sharded_plan: Any, optim: str | None, dtype: str,

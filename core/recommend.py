@@ -227,12 +227,14 @@ class Hyperparams:
         return {name: {"value": r.value, "reason": r.reason, "guide": r.guide} for name, r in self.items.items()}
 
 
-DROPOUT_REASON = (
-    "0, not the guide's 0.05: with dropout each LoRA module keeps its own copy of its input for backward, "
-    "without it they share the layer's; the held-out evaluation and its best checkpoint guard against "
-    "overfitting instead (0 is also LLaMA-Factory's and Unsloth's default); lora.lora_dropout: 0.05 follows the guide"
-)
-"""Why ftwiz departs from the guide's LoRA dropout (the plan adds what it costs on the planned layout)."""
+def dropout_reason(saved: str | None = None) -> str:
+    """Why ftwiz departs from the guide's LoRA dropout; `saved`: what following the guide would
+    cost on the planned layout (core/plan.py fills it in once the layout is known)."""
+    cost = f" ({saved} less at this plan's batch)" if saved else ""
+    return ("0, not the guide's 0.05: with dropout each LoRA module keeps its own copy of its input for backward, "
+            f"without it they share the layer's{cost}; the held-out evaluation and its best checkpoint guard against "
+            "overfitting instead (0 is also LLaMA-Factory's and Unsloth's default); lora.lora_dropout: 0.05 follows "
+            "the guide")
 
 
 def recommend_hyperparams(
@@ -263,7 +265,7 @@ def recommend_hyperparams(
                                 "use more capacity", band.rank_range))
         r.append(Recommendation("lora_alpha", 2 * band.rank, "alpha = 2 x rank, the guide's default scaling",
                                 "2 x rank"))
-        r.append(Recommendation("lora_dropout", 0.0, DROPOUT_REASON, "0.05"))
+        r.append(Recommendation("lora_dropout", 0.0, dropout_reason(), "0.05"))
         r.append(Recommendation("target_modules", DEFAULT_TARGETS, TARGETS_REASON, "q_proj, k_proj, v_proj, o_proj"))
         r.append(Recommendation("use_rslora", False, "rsLoRA (alpha/sqrt(r), Kalajdzievski 2023) helps ranks of 64 "
                                 "and more keep learning; at this rank alpha/r is the guide's scaling"))

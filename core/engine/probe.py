@@ -263,13 +263,11 @@ def run_probe(trainer: Any, model: Any, config: RunConfig, micro: int, accum: in
         # bench/results/real-chat-h200.json). Time scales by FLOPs, not tokens.
         rates = flop_rates(model, config.method, chosen["gradient_checkpointing"])
         dataset = trainer.train_dataset
-        probe_rows = longest_rows(trainer, chosen["micro_batch"])
-        per_token_probe = step_cost(example_lengths(dataset, probe_rows), *rates) / max(
-            1, sum(example_lengths(dataset, probe_rows)))
+        timed = example_lengths(dataset, longest_rows(trainer, chosen["micro_batch"]))
         every = example_lengths(dataset)
-        per_token_run = step_cost(every, *rates) / max(1, sum(every))
+        per_token_probe = step_cost(timed, *rates) / max(1, sum(timed))
         if per_token_probe > 0:
-            seconds *= per_token_run / per_token_probe
+            seconds *= step_cost(every, *rates) / max(1, sum(every)) / per_token_probe
     price = config.limits.price_per_hour
     return {
         "fits": fits,
