@@ -337,3 +337,7 @@ def write_fixed_run(runs_dir: Path, name: str = "demo-lora", *, finished: bool =
         write_json(run.samples_path, recorded_samples())
         put(run.adapter_dir / "adapter_config.json", (RECORDED / "adapter" / "adapter_config.json").read_text())
     return FixedRun(run=run, runs_dir=Path(runs_dir))
+
+
+FAST = {"gpu_sampler": None, "poll_interval_s": 0.02, "sample_interval_s": 0.05, "refresh_interval_s": 0.05}
+"""TrainScreen's keyword arguments for tests: no GPU sampler, quick polling."""

@@ -6,6 +6,7 @@ disk included, so nothing on the test machine leaks into a snapshot.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from ftwiz.core.hardware import RecordedBackend
@@ -71,3 +72,38 @@ async def settle(pilot) -> None:
         await pilot.pause()
         if not any(w.is_running for w in pilot.app.workers):
             return
+
+
+def screen_name(app) -> str:
+    return type(app.screen).__name__
+
+
+async def wait_for_screen(pilot, name: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while screen_name(pilot.app) != name and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+    assert screen_name(pilot.app) == name
+
+
+async def wait_until(pilot, predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+    assert predicate(), what
+
+
+async def open_step(pilot, step: str, **state) -> None:
+    """Straight to a wizard step with these WizardState fields set, once the app has settled."""
+    await settle(pilot)
+    for name, value in state.items():
+        setattr(pilot.app.state, name, value)
+    pilot.app.goto_step(step)
+    await settle(pilot)
+
+
+async def open_settings_for_8b(pilot, data_spec: str = "train.jsonl", n_examples: int = 1000) -> None:
+    """The Settings step for llama-3.1-8b on this data, as if the steps before it were walked."""
+    from ftwiz.core.models import load_model_info
+
+    await open_step(pilot, "settings", model_spec="llama-3.1-8b", model_info=load_model_info("llama-3.1-8b"),
+                    data_spec=data_spec, n_examples=n_examples)

@@ -161,16 +161,13 @@ def test_json_array_saved_as_jsonl_is_read_and_named(tmp_path):
 async def test_data_step_offers_to_leave_out_bad_rows_and_the_run_config_follows(tmp_path):
     from textual.widgets import Button, Static
 
-    from snapshot_apps import H200, fixed_app, settle
+    from snapshot_apps import H200, fixed_app, open_step, settle
     from ftwiz.core.wizard import settings_config
 
     path = _messy(tmp_path / "export.jsonl")
     app = fixed_app(tmp_path / "runs", H200)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        app.state.data_spec = str(path)
-        app.goto_step("data")
-        await settle(pilot)
+        await open_step(pilot, "data", data_spec=str(path))
         button = app.screen.query_one("#drop-invalid", Button)
         assert button.display and "train on 3" in str(button.label)
         assert app.state.n_examples is None  # refused until the user chooses

@@ -44,7 +44,7 @@ def test_bands_follow_the_guides_table(n, band):
         assert table[name]["guide"] == guide, name  # the guide's figure, as printed
         assert _within(hp[name], guide), (name, hp[name], guide)  # ftwiz's pick lies inside it
         assert guide in table[name]["reason"] or guide in hp.items[name].reason
-    assert hp["lora_alpha"] == 2 * hp["r"] and hp["lora_dropout"] == 0.0  # not the guide's 0.05: DROPOUT_REASON
+    assert hp["lora_alpha"] == 2 * hp["r"] and hp["lora_dropout"] == 0.0  # not the guide's 0.05: dropout_reason
     assert hp.items["lora_dropout"].guide == "0.05" and "not the guide's 0.05" in hp.items["lora_dropout"].reason
     assert hp["lr_scheduler_type"] == "cosine" and hp["weight_decay"] == 0.01
     assert all(r.reason and "\n" not in r.reason for r in hp.items.values())

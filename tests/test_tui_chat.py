@@ -32,10 +32,14 @@ class FakeSession:
         self.reset_count += 1
 
 
-async def test_chat_streams_both_answers_with_the_settings(tmp_path):
-    run = write_fixed_run(tmp_path / "runs").run
+def _chat(tmp_path) -> tuple[FakeSession, ChatScreen]:
+    """The Chat step on a recorded run, answering through a FakeSession."""
     session = FakeSession()
-    screen = ChatScreen(run, session=session)
+    return session, ChatScreen(write_fixed_run(tmp_path / "runs").run, session=session)
+
+
+async def test_chat_streams_both_answers_with_the_settings(tmp_path):
+    session, screen = _chat(tmp_path)
     async with HostApp(screen).run_test(size=(100, 30)) as pilot:
         screen.query_one("#chat-temperature", Input).value = "0"
         screen.query_one("#chat-max-new-tokens", Input).value = "16"
@@ -54,9 +58,7 @@ async def test_chat_streams_both_answers_with_the_settings(tmp_path):
 
 
 async def test_bad_settings_are_a_notice_not_a_crash(tmp_path):
-    run = write_fixed_run(tmp_path / "runs").run
-    session = FakeSession()
-    screen = ChatScreen(run, session=session)
+    session, screen = _chat(tmp_path)
     async with HostApp(screen).run_test(size=(100, 30)) as pilot:
         screen.query_one("#chat-temperature", Input).value = "9"
         screen.query_one("#chat-input", Input).value = "hi"

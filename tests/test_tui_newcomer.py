@@ -9,26 +9,10 @@ import time
 import pytest
 from textual.widgets import DataTable, Static
 
-from snapshot_apps import CPU_ONLY, H200, fixed_app, settle
+from helpers_runs import FAST
+from snapshot_apps import (CPU_ONLY, H200, fixed_app, open_settings_for_8b, screen_name, settle,
+                           wait_for_screen, wait_until)
 from ftwiz.tui.steps import StepScreen
-
-
-def screen_name(app) -> str:
-    return type(app.screen).__name__
-
-
-async def wait_for_screen(pilot, name: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while screen_name(pilot.app) != name and time.monotonic() < deadline:
-        await pilot.pause(0.05)
-    assert screen_name(pilot.app) == name
-
-
-async def wait_until(pilot, predicate, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        await pilot.pause(0.05)
-    assert predicate(), what
 
 
 def fake_run(runs_dir, config, **status):
@@ -135,7 +119,14 @@ async def test_demo_model_with_own_data_trains_on_that_data_at_its_length(tmp_pa
 
 # -- defect 4: a run whose total is not known yet --------------------------------------------------
 
-FAST = {"gpu_sampler": None, "poll_interval_s": 0.02, "sample_interval_s": 0.05, "refresh_interval_s": 0.05}
+def stopped_dashboard(tmp_path):
+    """A run stopped at step 3 of 40 (its started and step events) and its dashboard, not yet mounted."""
+    from helpers_runs import append_events, make_run, step_event
+    from ftwiz.screens.train import TrainScreen
+
+    run = make_run(tmp_path, state="stopped", step=3, max_steps=40)
+    append_events(run, [{"v": 1, "t": 1.0, "type": "started", "max_steps": 40}, step_event(3, 40, 10.0)])
+    return run, TrainScreen(run, **FAST)
 
 
 async def test_unknown_total_shows_a_question_mark_and_no_full_bar(tmp_path):
@@ -163,12 +154,9 @@ async def test_unknown_total_shows_a_question_mark_and_no_full_bar(tmp_path):
 
 
 async def test_a_stopped_run_shows_no_eta(tmp_path):
-    from helpers_runs import HostApp, append_events, make_run, step_event, wait_for
-    from ftwiz.screens.train import TrainScreen
+    from helpers_runs import HostApp, wait_for
 
-    run = make_run(tmp_path, state="stopped", step=3, max_steps=40)
-    append_events(run, [{"v": 1, "t": 1.0, "type": "started", "max_steps": 40}, step_event(3, 40, 10.0)])
-    screen = TrainScreen(run, **FAST)
+    run, screen = stopped_dashboard(tmp_path)
     async with HostApp(screen).run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: screen.state == "stopped" and screen.tracker.step == 3)
         await pilot.pause(0.1)
@@ -220,12 +208,9 @@ async def test_log_keeps_following_the_tail_after_the_terminal_shrinks(tmp_path)
 
 
 async def test_a_dashboard_left_open_follows_a_resume_from_another_shell(tmp_path):
-    from helpers_runs import HostApp, append_events, make_run, shared_engine_pid, step_event, wait_for, write_json
-    from ftwiz.screens.train import TrainScreen
+    from helpers_runs import HostApp, append_events, shared_engine_pid, step_event, wait_for, write_json
 
-    run = make_run(tmp_path, state="stopped", step=3, max_steps=40)
-    append_events(run, [{"v": 1, "t": 1.0, "type": "started", "max_steps": 40}, step_event(3, 40, 10.0)])
-    screen = TrainScreen(run, **FAST)
+    run, screen = stopped_dashboard(tmp_path)
     async with HostApp(screen).run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: screen.state == "stopped" and screen.tracker.step == 3)
         await pilot.pause(0.3)  # the follower has read everything of the stopped run
@@ -324,16 +309,9 @@ def test_ftwiz_rm_refuses_a_live_run_and_deletes_an_ended_one(tmp_path, capsys):
 # -- defect 5: a run that cannot work does not start ------------------------------------------------
 
 async def _review_for_8b(app, pilot, tmp_path) -> None:
-    from ftwiz.core.models import load_model_info
-
     data = tmp_path / "train.jsonl"
     data.write_text("".join('{"prompt": "p %d", "completion": "c"}\n' % i for i in range(20)))
-    await settle(pilot)
-    app.state.model_spec = "llama-3.1-8b"
-    app.state.model_info = load_model_info("llama-3.1-8b")
-    app.state.data_spec, app.state.n_examples = str(data), 20
-    app.goto_step("settings")
-    await settle(pilot)
+    await open_settings_for_8b(pilot, str(data), 20)
     await pilot.press("ctrl+n")
     await settle(pilot)
     assert screen_name(app) == "ReviewScreen"
@@ -413,13 +391,7 @@ def _contrast(a, b) -> float:
 async def test_the_focused_field_stands_out(tmp_path):
     app = fixed_app(tmp_path / "runs", H200)
     async with app.run_test(size=(80, 24)) as pilot:
-        from ftwiz.core.models import load_model_info
-
-        await settle(pilot)
-        app.state.model_spec, app.state.model_info = "llama-3.1-8b", load_model_info("llama-3.1-8b")
-        app.state.data_spec, app.state.n_examples = "train.jsonl", 1000
-        app.goto_step("settings")
-        await settle(pilot)
+        await open_settings_for_8b(pilot)
         rate = app.screen.query_one("#f-training-learning_rate")
         epochs = app.screen.query_one("#f-training-num_train_epochs")
         rate.focus()
@@ -439,13 +411,7 @@ async def test_settings_show_the_focused_fields_reason_in_full_at_80x24(tmp_path
 
     app = fixed_app(tmp_path / "runs", H200)
     async with app.run_test(size=(80, 24)) as pilot:
-        from ftwiz.core.models import load_model_info
-
-        await settle(pilot)
-        app.state.model_spec, app.state.model_info = "llama-3.1-8b", load_model_info("llama-3.1-8b")
-        app.state.data_spec, app.state.n_examples = "train.jsonl", 1000
-        app.goto_step("settings")
-        await settle(pilot)
+        await open_settings_for_8b(pilot)
         for key in ("training.learning_rate", "lora.r"):
             reason = app.screen.reasons[key]
             app.screen.query_one(f"#f-{key.replace('.', '-')}", Input).focus()
@@ -770,15 +736,9 @@ async def test_own_data_with_a_catalog_model_walks_to_a_run_and_back(tmp_path, m
 
 
 async def test_a_focused_compact_field_keeps_its_one_line_and_shows_its_value(tmp_path):
-    from ftwiz.core.models import load_model_info
-
     app = fixed_app(tmp_path / "runs", H200)
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        app.state.model_spec, app.state.model_info = "llama-3.1-8b", load_model_info("llama-3.1-8b")
-        app.state.data_spec, app.state.n_examples = "train.jsonl", 1000
-        app.goto_step("settings")
-        await settle(pilot)
+        await open_settings_for_8b(pilot)
         rate = app.screen.query_one("#f-training-learning_rate")
         assert app.focused is rate
         assert rate.region.height == 1 and rate.content_region.height == 1

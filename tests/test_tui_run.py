@@ -25,6 +25,7 @@ from ftwiz.screens.train import ConfirmForceStop, TrainScreen
 from ftwiz.tui.widgets.loss_chart import LossChart
 from ftwiz.tui.widgets.run_log import RunLog
 from helpers_runs import (
+    FAST,
     T0,
     HostApp,
     RunReplayer,
@@ -40,8 +41,6 @@ from helpers_runs import (
     wait_for,
     write_fixed_run,
 )
-
-FAST = {"gpu_sampler": None, "poll_interval_s": 0.02, "sample_interval_s": 0.05, "refresh_interval_s": 0.05}
 
 
 def text_of(screen, selector: str) -> str:

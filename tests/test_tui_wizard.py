@@ -8,22 +8,8 @@ import time
 
 from textual.widgets import DataTable, Input, OptionList, Static
 
-from snapshot_apps import CPU_ONLY, H200, fixed_app, settle
+from snapshot_apps import CPU_ONLY, H200, fixed_app, open_step, screen_name, settle, wait_for_screen
 from ftwiz.tui.app import make_app
-
-
-
-
-
-def screen_name(app) -> str:
-    return type(app.screen).__name__
-
-
-async def wait_for_screen(pilot, name: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while screen_name(pilot.app) != name and time.monotonic() < deadline:
-        await pilot.pause(0.05)
-    assert screen_name(pilot.app) == name
 
 
 def test_importing_the_app_does_not_import_torch():
@@ -265,10 +251,7 @@ async def test_settings_warn_a_base_model_with_chat_data_and_name_the_instruct_o
         assert warning.display and "llama-3.1-8b-instruct" in str(warning.content)
         app.state.data_format = "text"  # plain text never meets the chat template
         app.goto_step("data")
-        await settle(pilot)
-        app.state.data_format = "text"
-        app.goto_step("settings")
-        await settle(pilot)
+        await open_step(pilot, "settings", data_format="text")
         assert not app.screen.query_one("#plan-warning", Static).display
 
 
@@ -405,10 +388,7 @@ async def test_data_notes_show_as_plain_text_with_warnings_marked(tmp_path):
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))  # two formats: a warning note
     app = fixed_app(tmp_path / "runs", H200)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        app.state.data_spec = str(path)
-        app.goto_step("data")
-        await settle(pilot)
+        await open_step(pilot, "data", data_spec=str(path))
         content = app.screen.query_one("#data-status", Static).content
         lines = content.plain.split("\n")
         assert lines[0] == f"{path}: 4 rows, format alpaca, 1 problem(s)"
