@@ -233,7 +233,7 @@ def dropout_reason(saved: str | None = None) -> str:
     cost = f" ({saved} less at this plan's batch)" if saved else ""
     return ("0, not the guide's 0.05: with dropout each LoRA module keeps its own copy of its input for backward, "
             f"without it they share the layer's{cost}; the held-out evaluation and its best checkpoint guard against "
-            "overfitting instead (0 is also LLaMA-Factory's and Unsloth's default); lora.lora_dropout: 0.05 follows "
+            "overfitting instead (0 is also LLaMA-Factory's default and what Unsloth's notebooks use); lora.lora_dropout: 0.05 follows "
             "the guide")
 
 
