@@ -95,6 +95,13 @@ def set_path(config: dict, dotted: str, raw: str) -> None:
     node[leaf] = yaml.safe_load(raw)
 
 
+def _recomputes_mlp_input(config: dict) -> bool:
+    from ftwiz.core.config import config_from_dict
+    from ftwiz.core.memory import recomputes_mlp_input
+
+    return recomputes_mlp_input(config_from_dict(config))
+
+
 def ftwiz_arm(arm: str, method: str | None, model: Path, data: Path, work: Path, epochs: float,
               timeout_s: float, plan_extra: list[str], overrides: list[str]) -> dict[str, Any]:
     import yaml
@@ -150,7 +157,9 @@ def ftwiz_arm(arm: str, method: str | None, model: Path, data: Path, work: Path,
         | {"method": planned_config["method"], "r": planned_config["lora"]["r"],
            "lora_dropout": planned_config["lora"]["lora_dropout"],
            "lora_alpha": planned_config["lora"]["lora_alpha"], "target_modules": planned_config["lora"]["target_modules"],
-           "attn_implementation": planned_config["model"].get("attn_implementation")},
+           "attn_implementation": planned_config["model"].get("attn_implementation"),
+           # the engine's rule on the config as trained (defaults included, overrides applied)
+           "recompute_mlp_input": _recomputes_mlp_input(config)},
         "overrides": overrides or None, "plan_s": round(plan_s, 1), "wall_s": round(wall, 1),
         "train_runtime_s": float(m[-1]) if m else None,
         "steps": len(steps),

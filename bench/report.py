@@ -391,7 +391,7 @@ def real_summary() -> dict | None:
             "max_length": cfg["max_length"], "r": cfg.get("r"), "target_modules": cfg.get("target_modules"),
             "lora_dropout": cfg.get("lora_dropout", 0.05), "optim": cfg.get("optim"),
             "grad_accum": cfg.get("gradient_accumulation_steps"), "use_liger_kernel": cfg.get("use_liger_kernel"),
-            "regional_compile": cfg.get("regional_compile"),
+            "regional_compile": cfg.get("regional_compile"), "recompute_mlp_input": cfg.get("recompute_mlp_input", False),
             "measured_peak_gib": measured, "plan_estimate_gib": est,
             "plan_error_pct": _pct(est, measured),
             "probe_predicted_gib": probe.get("predicted_peak_gib"),

@@ -163,6 +163,12 @@ class TrainingSection(_Section):
         description="torch.compile each decoder layer (compiled once, reused by every layer; about a "
         "minute at start). With Liger on, only its fused linear cross-entropy is kept.",
     )
+    recompute_mlp_input: bool = Field(
+        True,
+        description="LoRA on down_proj: recompute its input, the MLP's act(gate) x up, in backward from gate and "
+        "up instead of keeping a copy (intermediate_size x 2 bytes per token per layer less, one elementwise "
+        "kernel more). Applies to layers neither checkpointed nor compiled; false keeps the copy.",
+    )
     seed: int = Field(42, ge=0, le=2**32 - 1, description="numpy's seed range: 0 to 2**32 - 1.")
     logging_steps: int = Field(1, gt=0)
     eval_steps: int | float | None = Field(
@@ -325,7 +331,7 @@ class RunConfig(_Section):
 
         from transformers import TrainingArguments
 
-        t = self.training.model_dump(exclude={"max_length", "packing", "probe", "regional_compile",
+        t = self.training.model_dump(exclude={"max_length", "packing", "probe", "regional_compile", "recompute_mlp_input",
                                                "early_stopping_patience"})
         t["eval_steps"], t["save_steps"] = self.training.evaluation_steps()
         if "warmup_ratio" not in {f.name for f in dataclasses.fields(TrainingArguments)}:

@@ -263,7 +263,7 @@ rather than the normed residual stream: each has an input of its own."""
 
 
 def _lora_saved_per_layer(groups: list[Any], layers: int, act: int, dropout: float, mask_bytes: float,
-                          input_cast: bool) -> float:
+                          input_cast: bool, mlp_recomputed: bool = False) -> float:
     """Bytes per token per layer that LoRA modules keep for backward (lora_A's input).
 
     With dropout, or with peft's cast of the input to the adapters' fp32, every module keeps its
@@ -271,7 +271,8 @@ def _lora_saved_per_layer(groups: list[Any], layers: int, act: int, dropout: flo
     base layer read: modules reading the same normed stream (q, k, v; gate, up) share one; the
     attention's out projection reads the attention output, which attention keeps anyway (the
     kernels write it token-major, so transformers' reshape is a view: measured on the CPU in
-    tests/test_speed.py); the MLP's reads the gate x up product, kept once.
+    tests/test_speed.py); the MLP's reads the gate x up product, kept once, or not at all where the
+    engine recomputes it in backward (`mlp_recomputed`: core/engine/speed.recompute_mlp_input).
     """
     if dropout > 0 or input_cast:
         keep = act + (mask_bytes if dropout > 0 else 0)
@@ -279,7 +280,7 @@ def _lora_saved_per_layer(groups: list[Any], layers: int, act: int, dropout: flo
     inputs: dict[tuple, float] = {}
     for g in groups:
         block = "attention" if _is_attention(g) else "mlp"
-        if block == "attention" and g.name in OUT_PROJECTIONS:
+        if g.name in OUT_PROJECTIONS and (block == "attention" or mlp_recomputed):
             continue
         key = (block, g.name) if g.name in OUT_PROJECTIONS else (block, "stream", g.in_features)
         inputs[key] = max(inputs.get(key, 0.0), g.count * g.in_features / layers)
@@ -324,12 +325,13 @@ class Assumptions:
     liger: bool = False
     fused_head: bool = False
     shards: int = 1
+    recompute_mlp: bool = False  # recomputes_mlp_input: an engine detail, not among the words
 
     def estimate(self, info: Any) -> MemoryEstimate:
         return estimate_memory(
             info, self.method, self.micro_batch, self.seq_len, self.rank, self.targets, self.grad_ckpt,
             self.optim, self.qlora_upcast, self.dtype, lora_dropout=self.lora_dropout, grad_accum=self.grad_accum,
-            liger=self.liger, fused_head=self.fused_head, shards=self.shards,
+            liger=self.liger, fused_head=self.fused_head, shards=self.shards, recompute_mlp=self.recompute_mlp,
         )
 
     def words(self) -> dict[str, str]:
@@ -443,6 +445,17 @@ def trl_fuses_lm_head() -> bool:
     return (major, minor) >= (1, 16)
 
 
+def recomputes_mlp_input(config: Any) -> bool:
+    """The engine recomputes the MLP's product in backward rather than keep it for down_proj's
+    adapter (core/engine/speed.recompute_mlp_input): asked for (training.recompute_mlp_input, the
+    default), LoRA or QLoRA, layers neither checkpointed nor compiled, one process per GPU's
+    whole model (not FSDP). Whether that saves memory depends on the model and adapters too
+    (estimate_memory's `recompute_mlp`)."""
+    t = config.training
+    return (t.recompute_mlp_input and config.method != "full" and not t.gradient_checkpointing
+            and not t.regional_compile and not t.fsdp)
+
+
 def liger_norms(use_liger_kernel: bool, regional_compile: bool) -> bool:
     """Liger's RMSNorm (half-precision input kept) is applied: Liger on and the layers not compiled
     (with compiled layers the engine leaves Liger's layer kernels to inductor: core/engine/speed.py)."""
@@ -467,7 +480,7 @@ def config_assumptions_of(config: Any, info: Any, hardware: Any = None, *, liger
         lora_dropout=config.lora.lora_dropout, grad_accum=t.gradient_accumulation_steps,
         liger=liger_norms(t.use_liger_kernel, t.regional_compile) if liger is None else liger,
         fused_head=trl_fuses_lm_head() or t.use_liger_kernel,
-        shards=t.shards(len(getattr(hardware, "gpus", None) or [])),
+        shards=t.shards(len(getattr(hardware, "gpus", None) or [])), recompute_mlp=recomputes_mlp_input(config),
     )
 
 
@@ -540,6 +553,7 @@ def estimate_memory(
     shards: int = 1,
     fused_head: bool | None = None,
     input_cast: bool | None = None,
+    recompute_mlp: bool = False,
 ) -> MemoryEstimate:
     """Peak memory allocated by PyTorch during a training step (after the first optimizer step).
 
@@ -553,6 +567,9 @@ def estimate_memory(
     replica, as on one GPU or under DDP). `input_cast`: peft casts each LoRA module's input to
     the adapters' fp32 (a copy per module); ftwiz's engine turns that off under autocast
     (core/engine/process.py), so by default it is on only without autocast (fp32).
+    `recompute_mlp`: the engine recomputes a gated MLP's product in backward instead of keeping
+    it for down_proj's adapter (recomputes_mlp_input); it changes the figure only without
+    checkpointing, dropout or the input cast, where that adapter would keep the product itself.
     """
     if method not in METHODS:
         raise UserError(f"--method: {method!r}: unknown (allowed: {', '.join(METHODS)})")
@@ -669,7 +686,8 @@ def estimate_memory(
         # Every linear keeps its (autocast-cast) input for the weight gradient.
         per_layer += act * sum(g.count * g.in_features for g in s.groups) / layers
     else:
-        per_layer += _lora_saved_per_layer(lora_groups, layers, act, lora_dropout, c.dropout_mask_bytes, input_cast)
+        per_layer += _lora_saved_per_layer(lora_groups, layers, act, lora_dropout, c.dropout_mask_bytes, input_cast,
+                                           mlp_recomputed=recompute_mlp and s.gated_mlp and not grad_ckpt)
     per_layer *= c.activation_scale
     layer_activations = per_layer * tokens
     checkpoint_per_layer = res * h * tokens  # the layer's input, kept by checkpointing

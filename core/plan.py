@@ -398,6 +398,9 @@ def make_plan(
                 liger=liger_norms(hp["use_liger_kernel"], hp["regional_compile"]),
                 fused_head=hp["use_liger_kernel"] or (not target.cpu_only and trl_fuses_lm_head()), shards=shards,
                 batch_unit="packed row(s)" if hp["packing"] else "example(s)",
+                # The engine recomputes the MLP's product where layers are neither compiled nor
+                # sharded (memory.recomputes_mlp_input; the config's default).
+                recompute_mlp=not hp["regional_compile"] and shards == 1,
             )
 
         fit = fit_rows(seqs)

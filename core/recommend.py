@@ -371,13 +371,14 @@ def fit_to_gpu(
     shards: int = 1,
     fused_head: bool | None = None,
     batch_unit: str = "example(s)",
+    recompute_mlp: bool = False,
 ) -> Fit:
     """The fastest layout whose estimate fits `free_bytes` with the margin.
 
     `seq_lens` are the max_length candidates, longest (no truncation) first; the first one for
     which some layout fits wins. Micro-batches divide the effective batch so accumulation keeps
     it; `micro_batch` / `grad_ckpt` given by the user are kept as they are. `liger` / `fused_head`:
-    estimate_memory's (Liger's RMSNorm; no full logits). `shards`: FSDP over that many GPUs
+    estimate_memory's (Liger's RMSNorm; no full logits), as is `recompute_mlp`. `shards`: FSDP over that many GPUs
     (estimate_memory's `shards`; `free_bytes` is then one GPU's). `batch_unit`: what
     `effective_batch` counts, as the reasons say it ("packed row(s)" when examples share rows).
     """
@@ -398,7 +399,7 @@ def fit_to_gpu(
         return estimate_memory(
             info, method, mb, seq, rank, targets, ckpt, opt, qlora_upcast, dtype,
             lora_dropout=lora_dropout, grad_accum=max(1, -(-effective_batch // mb)), liger=liger, shards=shards,
-            fused_head=fused_head,
+            fused_head=fused_head, recompute_mlp=recompute_mlp,
         )
 
     margin = f"{usable / GIB:.1f} GiB usable of {free_bytes / GIB:.1f} GiB free (margin 10% + 1 GiB)"

@@ -121,7 +121,8 @@ def _real_chat_estimate(row: dict, info):
         info, row["method"], row["trained_micro_batch"], row["max_length"], row.get("r", 16),
         row.get("target_modules") or QKVO, row["gradient_checkpointing"],
         row.get("optim") or ("paged_adamw_8bit" if row["method"] == "qlora" else "adamw_torch"),
-        lora_dropout=row.get("lora_dropout", 0.05), grad_accum=row.get("grad_accum", 2), liger=liger, fused_head=True)
+        lora_dropout=row.get("lora_dropout", 0.05), grad_accum=row.get("grad_accum", 2), liger=liger, fused_head=True,
+        recompute_mlp=row.get("recompute_mlp_input", False))  # rows measured before it existed: kept
 
 
 @pytest.mark.parametrize("row", MEMORY_ROWS, ids=[r["run"] for r in MEMORY_ROWS])

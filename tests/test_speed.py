@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ftwiz.core.config import config_from_dict
@@ -190,3 +192,137 @@ def test_lora_inputs_shared_only_under_autocast():
         assert all(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled"))
     with speed.lora_inputs_shared(model, "bf16"):
         assert not any(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled"))
+
+
+def _recompute_step(model, recompute: bool, monkeypatch):
+    """Loss, LoRA gradients, bytes kept for backward (distinct storages, whichever hooks packed
+    them) and whether each down_proj input outlived the forward."""
+    import gc
+    import weakref
+
+    import torch
+
+    ids = torch.randint(3, 128, (2, 24), generator=torch.Generator().manual_seed(0))
+    kept: dict[int, int] = {}
+    inputs: list[Any] = []
+
+    def keep(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+
+    def pack(t):
+        keep(t)
+        return t
+
+    passed_through = speed._Recomputed.pack
+
+    def inner_pack(self, t):  # the recipe's own packing: what it passes through is kept as well
+        packed = passed_through(self, t)
+        if not isinstance(packed, tuple):
+            keep(packed)
+        return packed
+
+    monkeypatch.setattr(speed._Recomputed, "pack", inner_pack)
+    handles = [layer.mlp.down_proj.register_forward_pre_hook(lambda m, a: inputs.append(weakref.ref(a[0])))
+               for layer in speed.repeated_layers(model)]
+    if recompute:
+        assert speed.recompute_mlp_input(model) == len(handles)
+    with speed.lora_inputs_shared(model, "bf16"), torch.autocast("cpu", dtype=torch.bfloat16), \
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(input_ids=ids, labels=ids).loss
+    gc.collect()
+    alive = [ref() is not None for ref in inputs]
+    loss.backward()
+    for h in handles:
+        h.remove()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return loss.item(), grads, sum(kept.values()), alive
+
+
+def test_recomputed_mlp_input_changes_no_number_and_keeps_what_the_estimator_says(monkeypatch):
+    """down_proj's LoRA input, act(gate) x up, is recomputed in backward from gate and up: the
+    loss and every gradient are the same bits, the product no longer outlives the forward, and
+    the bytes kept drop by what the estimator's _lora_saved_per_layer says (intermediate_size
+    x 2 bytes per token per layer)."""
+    import torch
+
+    from ftwiz.core.memory import _lora_saved_per_layer
+    from ftwiz.core.models import _info_from_manifest, compute_manifest
+
+    loss_kept, grads_kept, bytes_kept, alive_kept = _recompute_step(_bf16_lora(dropout=0.0), False, monkeypatch)
+    loss_re, grads_re, bytes_re, alive_re = _recompute_step(_bf16_lora(dropout=0.0), True, monkeypatch)
+    assert loss_re == loss_kept
+    assert grads_re.keys() == grads_kept.keys() and any("down_proj" in n for n in grads_kept)
+    for name in grads_kept:
+        assert torch.equal(grads_re[name], grads_kept[name]), name
+    assert alive_kept == [True, True] and alive_re == [False, False]
+
+    model = _bf16_lora(dropout=0.0)
+    info = _info_from_manifest(compute_manifest(model.config.to_dict()), "tiny", "local")
+    layers, tokens, groups = info.num_layers, 2 * 24, info.linear_groups
+    predicted = tokens * layers * (_lora_saved_per_layer(groups, layers, 2, 0.0, 1.0, False)
+                                   - _lora_saved_per_layer(groups, layers, 2, 0.0, 1.0, False, mlp_recomputed=True))
+    assert predicted == tokens * layers * 2 * model.config.intermediate_size
+    assert bytes_kept - bytes_re == predicted
+
+
+def test_recomputed_mlp_input_stays_out_of_checkpointed_layers(monkeypatch):
+    """A checkpointed layer keeps nothing of its MLP anyway, and the recipe's hooks must not sit
+    inside checkpointing's own: once checkpointing is on (the probe may turn it on after the
+    patch), the patched forward is the stock one and the gradients are checkpointing's."""
+    import torch
+
+    def grads(recompute: bool):
+        model = _bf16_lora(dropout=0.0)
+        if recompute:
+            speed.recompute_mlp_input(model)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+        model.train()
+        ids = torch.randint(3, 128, (2, 24), generator=torch.Generator().manual_seed(0))
+        with speed.lora_inputs_shared(model, "bf16"), torch.autocast("cpu", dtype=torch.bfloat16):
+            model(input_ids=ids, labels=ids).loss.backward()
+        return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    def refused(*args, **kwargs):
+        raise AssertionError("recipe hooks inside a checkpointed layer")
+
+    plain = grads(False)
+    monkeypatch.setattr(speed._Recomputed, "__init__", refused)
+    patched = grads(True)
+    assert all(torch.equal(patched[n], plain[n]) for n in plain)
+
+
+def test_recomputed_mlp_input_only_for_known_gated_mlps():
+    """An MLP whose forward is not down(act(gate) x up) is left as it is (GPT-2's fc/proj)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64))
+    assert speed.recompute_mlp_input(model) == 0
+    assert speed.recompute_mlp_input(_bf16_lora(dropout=0.0)) == 2
+
+
+def test_engine_recomputes_the_mlp_input_where_the_estimate_assumes_it():
+    """One rule (memory.recomputes_mlp_input) for the engine and the estimate: LoRA and QLoRA
+    whose layers are neither checkpointed, compiled nor sharded, unless turned off; the estimate
+    then keeps intermediate_size x 2 bytes per token per layer less."""
+    from ftwiz.core.memory import config_assumptions_of, estimate_for, recomputes_mlp_input
+    from ftwiz.core.models import load_model_info
+
+    def config(method: str = "lora", **training):
+        return config_from_dict({"method": method, "model": {"name_or_path": "llama-3.1-8b"},
+                                 "data": {"path": "d.jsonl"}, "lora": {"target_modules": "all-linear"},
+                                 "training": {"gradient_checkpointing": False, "bf16": True, "max_length": 2048,
+                                              "per_device_train_batch_size": 1, **training}})
+
+    assert recomputes_mlp_input(config())
+    assert recomputes_mlp_input(config("qlora"))
+    assert not recomputes_mlp_input(config("full"))
+    assert not recomputes_mlp_input(config(gradient_checkpointing=True))
+    assert not recomputes_mlp_input(config(regional_compile=True))
+    assert not recomputes_mlp_input(config(recompute_mlp_input=False))
+    info = load_model_info("llama-3.1-8b")
+    on, off = estimate_for(config(), info), estimate_for(config(recompute_mlp_input=False), info)
+    assert config_assumptions_of(config(), info).recompute_mlp
+    saved = off.breakdown["activations"] - on.breakdown["activations"]
+    assert saved == 2048 * info.num_layers * 2 * 14336

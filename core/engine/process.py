@@ -34,7 +34,7 @@ from ftwiz.core.config import RunConfig, load_config
 from ftwiz.core.data import Note
 from ftwiz.core.engine import checkpoints, faults
 from ftwiz.core.engine.model_source import model_source
-from ftwiz.core.engine.speed import lora_inputs_shared
+from ftwiz.core.engine.speed import lora_inputs_shared, recompute_mlp_input
 from ftwiz.core.errors import UserError
 from ftwiz.core.events import (
     CheckpointEvent,
@@ -57,6 +57,7 @@ from ftwiz.core.events import (
     make_event,
     status_record,
 )
+from ftwiz.core.memory import recomputes_mlp_input
 from ftwiz.core.runs import LOCK_FD_ENV, RunDir, _write_private, process_identity
 
 HEARTBEAT_EVERY_S = 2.0
@@ -705,6 +706,8 @@ class RunRecipe:
                 model=self.model, args=args, train_dataset=self.train_ds, eval_dataset=self.eval_ds,
                 processing_class=self.tokenizer,
             )
+            if recomputes_mlp_input(self.config):  # after the Trainer: it binds Liger's MLP forward again
+                recompute_mlp_input(self.model)
             if self.probe_pending:  # the Trainer's own step on the longest batches, before its first step
                 self.probe_pending = False
                 if self.probe(trainer):  # a new layout: a fresh model and Trainer, as after an OOM

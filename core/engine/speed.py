@@ -87,3 +87,104 @@ def lora_inputs_shared(model: Any, precision: str):
     from peft.helpers import disable_input_dtype_casting
 
     return disable_input_dtype_casting(model)
+
+
+GATED_MLPS = frozenset({"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP", "GemmaMLP", "Gemma2MLP", "Gemma3MLP"})
+"""transformers' MLPs whose forward is down_proj(act_fn(gate_proj(x)) * up_proj(x)), as written in
+their modeling files; Liger's SwiGLU and GEGLU MLPs (bound over them) compute the same product."""
+
+
+def _product_of(mlp: Any) -> Any:
+    """The function the MLP's own forward applies to (gate, up): Liger's fused kernel where Liger
+    bound its MLP forward (it renames the module too), else transformers' act_fn(gate) * up; None
+    for an MLP of another shape (Phi-3's fused gate_up_proj, GPT-2's fc), which is left as it is."""
+    name = mlp._get_name()
+    if name == "LigerSwiGLUMLP":
+        from liger_kernel.transformers import swiglu
+
+        return getattr(swiglu, "_swiglu_dispatch", None) or swiglu.LigerSiLUMulFunction.apply
+    if name == "LigerGEGLUMLP":
+        from liger_kernel.ops import LigerGELUMulFunction
+
+        return LigerGELUMulFunction.apply
+    if name in GATED_MLPS and callable(getattr(mlp, "act_fn", None)):
+        return lambda gate, up: mlp.act_fn(gate) * up
+    return None
+
+
+class _Recomputed:
+    """torch.autograd.graph.saved_tensors_hooks that save a recipe instead of `product`.
+
+    Whatever down_proj's forward saves of its input (lora_A keeps it for its weight gradient;
+    reshapes make that a view) is packed as (shape, stride, offset) plus the recipe; backward
+    recomputes the product from gate and up, which the activation's own backward keeps anyway,
+    with the same kernel, so the numbers are the same bits. Every other saved tensor passes through.
+    """
+
+    def __init__(self, product: Any, recompute: Any):
+        self.storage = product.untyped_storage().data_ptr()
+        self.offset = product.storage_offset()
+        self.recompute = recompute
+        self.cache: Any = None  # a weak reference to the last recomputed product
+
+    def pack(self, tensor: Any) -> Any:
+        if tensor.untyped_storage().data_ptr() != self.storage:
+            return tensor
+        return (self, tuple(tensor.shape), tensor.stride(), tensor.storage_offset() - self.offset)
+
+    @staticmethod
+    def unpack(packed: Any) -> Any:
+        if not isinstance(packed, tuple):
+            return packed
+        import weakref
+
+        import torch
+
+        self, shape, stride, offset = packed
+        full = self.cache() if self.cache is not None else None
+        if full is None:
+            with torch.no_grad():
+                full = self.recompute()
+            self.cache = weakref.ref(full)
+        return full.as_strided(shape, stride, full.storage_offset() + offset)
+
+
+def recompute_mlp_input(model: Any) -> int:
+    """Recompute each gated MLP's product act(gate) x up in backward instead of keeping it for
+    down_proj's LoRA adapter; returns how many MLPs do so.
+
+    With LoRA on down_proj, lora_A keeps its input, the product (intermediate_size wide, the widest
+    activation of the layer) for its weight gradient, beside the gate and up that the activation
+    keeps: three intermediates per layer where two can give back the third with one elementwise
+    kernel. That is what Unsloth's hand-written LoRA MLP saves; here torch's own saved-tensor hooks
+    do it around the stock modules. Only where a layer is not checkpointed at the moment of the
+    call (the layer's `gradient_checkpointing` flag, which the probe may turn on later): a
+    checkpointed layer keeps nothing anyway, and the hooks must not sit inside checkpointing's own.
+    Call it after peft wrapped the model (the forward reads gate_proj etc. at call time) and not on
+    compiled layers (core/memory.recomputes_mlp_input says when the engine does).
+    """
+    import types
+
+    import torch
+
+    count = 0
+    for layer in repeated_layers(model):
+        mlp = getattr(layer, "mlp", None)
+        if mlp is None or not all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj")):
+            continue
+        product = _product_of(mlp)
+        if product is None or not hasattr(layer, "gradient_checkpointing"):
+            continue
+
+        def forward(self: Any, x: Any, _product: Any = product, _layer: Any = layer) -> Any:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+            inner = _product(gate, up)
+            if not (torch.is_grad_enabled() and self.training) or _layer.gradient_checkpointing:
+                return self.down_proj(inner)
+            hooks = _Recomputed(inner, lambda: _product(gate, up))
+            with torch.autograd.graph.saved_tensors_hooks(hooks.pack, hooks.unpack):
+                return self.down_proj(inner)
+
+        mlp.forward = types.MethodType(forward, mlp)
+        count += 1
+    return count
