@@ -198,6 +198,7 @@ def _recompute_step(model, recompute: bool, monkeypatch):
     """Loss, LoRA gradients, bytes kept for backward (distinct storages, whichever hooks packed
     them) and whether each down_proj input outlived the forward."""
     import gc
+    import types
     import weakref
 
     import torch
@@ -226,6 +227,11 @@ def _recompute_step(model, recompute: bool, monkeypatch):
                for layer in speed.repeated_layers(model)]
     if recompute:
         assert speed.recompute_mlp_input(model) == len(handles)
+        assert speed.recompute_mlp_input(model) == len(handles)  # twice: still one recipe per MLP
+        for layer in speed.repeated_layers(model):
+            # As the Trainer's train() does with Liger: the MLP's forward bound anew (liger_kernel's
+            # _bind_method_to_module); the recipe lives in module hooks and survives it.
+            layer.mlp.forward = types.MethodType(type(layer.mlp).forward, layer.mlp)
     with speed.lora_inputs_shared(model, "bf16"), torch.autocast("cpu", dtype=torch.bfloat16), \
             torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = model(input_ids=ids, labels=ids).loss

@@ -215,7 +215,8 @@ def wrap_model(model: Any, config: RunConfig) -> Any:
 
 
 def build_model(config: RunConfig, precision: str, cuda: bool) -> Any:
-    """The model the run trains: base weights, Liger kernels, adapters, compiled layers.
+    """The model the run trains: base weights, Liger kernels, adapters, compiled layers (or, on
+    layers not compiled, the MLP product recomputed in backward: speed.recompute_mlp_input).
 
     Liger goes on here, before the probe's first step, so the probe measures the kernels the
     run trains with; the Trainer applies the same kernels again from its arguments, which
@@ -238,6 +239,8 @@ def build_model(config: RunConfig, precision: str, cuda: bool) -> Any:
     model = wrap_model(model, config)
     if cuda and t.regional_compile:
         compile_layers(model)
+    elif recomputes_mlp_input(config):
+        recompute_mlp_input(model)
     return model
 
 
@@ -706,8 +709,6 @@ class RunRecipe:
                 model=self.model, args=args, train_dataset=self.train_ds, eval_dataset=self.eval_ds,
                 processing_class=self.tokenizer,
             )
-            if recomputes_mlp_input(self.config):  # after the Trainer: it binds Liger's MLP forward again
-                recompute_mlp_input(self.model)
             if self.probe_pending:  # the Trainer's own step on the longest batches, before its first step
                 self.probe_pending = False
                 if self.probe(trainer):  # a new layout: a fresh model and Trainer, as after an OOM

@@ -157,14 +157,15 @@ def recompute_mlp_input(model: Any) -> int:
     activation of the layer) for its weight gradient, beside the gate and up that the activation
     keeps: three intermediates per layer where two can give back the third with one elementwise
     kernel. That is what Unsloth's hand-written LoRA MLP saves; here torch's own saved-tensor hooks
-    do it around the stock modules. Only where a layer is not checkpointed at the moment of the
-    call (the layer's `gradient_checkpointing` flag, which the probe may turn on later): a
+    do it around the stock modules. Module hooks, not a new MLP forward: the Trainer binds Liger's
+    MLP forward again when train() starts, and hooks on gate_proj, up_proj and down_proj outlive
+    that. gate_proj's and up_proj's outputs are held from their call to down_proj's; down_proj's
+    forward runs inside the recipe's hooks. Only where the layer is not checkpointed at the moment
+    of the call (its `gradient_checkpointing` flag, which the probe may turn on later): a
     checkpointed layer keeps nothing anyway, and the hooks must not sit inside checkpointing's own.
-    Call it after peft wrapped the model (the forward reads gate_proj etc. at call time) and not on
-    compiled layers (core/memory.recomputes_mlp_input says when the engine does).
+    Call it after peft wrapped the model, and not on compiled layers (core/memory.
+    recomputes_mlp_input says when the engine does).
     """
-    import types
-
     import torch
 
     count = 0
@@ -172,19 +173,37 @@ def recompute_mlp_input(model: Any) -> int:
         mlp = getattr(layer, "mlp", None)
         if mlp is None or not all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj")):
             continue
-        product = _product_of(mlp)
-        if product is None or not hasattr(layer, "gradient_checkpointing"):
+        if _product_of(mlp) is None or not hasattr(layer, "gradient_checkpointing"):
             continue
+        if getattr(mlp, "_ftwiz_recomputes_input", False):
+            count += 1
+            continue
+        state: dict[str, Any] = {}
 
-        def forward(self: Any, x: Any, _product: Any = product, _layer: Any = layer) -> Any:
-            gate, up = self.gate_proj(x), self.up_proj(x)
-            inner = _product(gate, up)
-            if not (torch.is_grad_enabled() and self.training) or _layer.gradient_checkpointing:
-                return self.down_proj(inner)
-            hooks = _Recomputed(inner, lambda: _product(gate, up))
-            with torch.autograd.graph.saved_tensors_hooks(hooks.pack, hooks.unpack):
-                return self.down_proj(inner)
+        def keep(name: str, state: dict = state) -> Any:
+            return lambda module, args, output: state.__setitem__(name, output)
 
-        mlp.forward = types.MethodType(forward, mlp)
+        def enter(module: Any, args: Any, state: dict = state, mlp: Any = mlp, layer: Any = layer) -> None:
+            gate, up = state.pop("gate", None), state.pop("up", None)
+            product = _product_of(mlp)  # the forward bound now (Liger's or transformers')
+            inner = args[0] if args else None
+            if (gate is None or up is None or product is None or inner is None or not torch.is_grad_enabled()
+                    or not module.training or layer.gradient_checkpointing or inner.shape != gate.shape):
+                return
+            recipe = _Recomputed(inner, lambda: product(gate, up))
+            hooks = torch.autograd.graph.saved_tensors_hooks(recipe.pack, recipe.unpack)
+            hooks.__enter__()
+            state["hooks"] = hooks
+
+        def leave(module: Any, args: Any, output: Any, state: dict = state) -> None:
+            hooks = state.pop("hooks", None)
+            if hooks is not None:
+                hooks.__exit__(None, None, None)
+
+        mlp.gate_proj.register_forward_hook(keep("gate"))
+        mlp.up_proj.register_forward_hook(keep("up"))
+        mlp.down_proj.register_forward_pre_hook(enter)
+        mlp.down_proj.register_forward_hook(leave, always_call=True)
+        mlp._ftwiz_recomputes_input = True
         count += 1
     return count
