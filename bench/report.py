@@ -323,6 +323,15 @@ REAL_CALLS = {
     "call2": ("real-chat-h200-r2-call2.json",),
     "call3": ("real-chat-h200-r2-call3.json",),
     "call4": ("real-chat-h200-r2-call4.json",),
+    # Round 3: the MLP product recomputed in backward (training.recompute_mlp_input, on by default).
+    # Call 5 ran at 5da6ade, whose recompute the Trainer's train() undid (it binds Liger's MLP
+    # forward again): its ftwiz_plan_r4 trained without it (probe 53.5 GiB, training 62.8), so
+    # it is no memory row; its simulated cards checkpoint, where nothing is recomputed. Calls 6-8
+    # ran at 44579b9 (module hooks); call 7 (Unsloth) right after call 6 on the same machine.
+    "call5": ("real-chat-h200-r3-call5.json",),
+    "call6": ("real-chat-h200-r3-call6.json",),
+    "call7": ("real-chat-h200-r3-call7.json",),
+    "call8": ("real-chat-h200-r3-call8.json",),
 }
 REAL_COMMANDS = {
     "call1": "REAL_PLAN='0|--arms ftwiz_plan,guide,ftwiz_qlora --timeout-s 200\n0|--arms ftwiz_plan --plan-args "
@@ -333,14 +342,24 @@ REAL_COMMANDS = {
     "call4": "AFTER_PLAN='us|--arms unsloth_matched --suffix _r3 --timeout-s 160\nftwiz|--arms ftwiz_plan --plan-args "
              "\"--packing off\" --suffix _unpacked_r3 --timeout-s 175\nftwiz|--arms ftwiz_qlora@16 --suffix _r3 "
              "--timeout-s 115' bash bench/gpu/real_after.sh",
+    "call5": "REAL_PLAN='0|--arms ftwiz_plan,guide --suffix _r4 --timeout-s 150\n0|--arms ftwiz_qlora@16,ftwiz_plan@48 "
+             "--suffix _r4 --timeout-s 130' bash bench/gpu/real.sh",
+    "call6": "REAL_PLAN='0|--arms ftwiz_plan,guide --suffix _r5 --timeout-s 150\n0|--arms ftwiz_plan --override "
+             "training.recompute_mlp_input=false --suffix _keep_r5 --timeout-s 130' bash bench/gpu/real.sh",
+    "call7": "AFTER_PLAN='us|--arms unsloth_matched --suffix _r5 --timeout-s 170' bash bench/gpu/real_after.sh",
+    "call8": "REAL_PLAN='0|--arms ftwiz_qlora --suffix _r5 --timeout-s 140' bash bench/gpu/real.sh",
 }
 HEADLINE_ARMS = {
     # name in real-chat-h200.json: (call, arm name in that call's file)
-    "ftwiz_plan": ("call3", "ftwiz_plan_r3"),
-    "unsloth_matched": ("call4", "unsloth_matched_r3"),
-    "guide": ("call1", "guide"),
-    "ftwiz_qlora": ("call1", "ftwiz_qlora"),
-    "unsloth_notebook": ("call2", "unsloth_notebook"),
+    "ftwiz_plan": ("call6", "ftwiz_plan_r5"),
+    "unsloth_matched": ("call7", "unsloth_matched_r5"),
+    "guide": ("call6", "guide_r5"),
+    "ftwiz_qlora": ("call8", "ftwiz_qlora_r5"),
+    "unsloth_notebook": ("call2", "unsloth_notebook"),  # Unsloth's own defaults: nothing of ftwiz's changed it
+}
+NOT_MEMORY_ROWS = {
+    # arms whose recorded config is not what trained (see REAL_CALLS)
+    "call5/ftwiz_plan_r4": "trained without the MLP recompute its config records (the Trainer undid it at 5da6ade)",
 }
 ARM_NOTES = {
     "call1/ftwiz_plan": "plan made from word counts x1.3 (rows of 10,816 tokens; the 11,137-token chat left out)",
@@ -348,6 +367,10 @@ ARM_NOTES = {
     "call2/unsloth_matched": "given ftwiz's unpacked plan (the last plan call 1 wrote): not the matched comparison",
     "call4/ftwiz_plan_unpacked_r3": "stopped by its time limit at step 43 of ~50 (memory only)",
     "call2/ftwiz_qlora@16": "trained to the end; stopped by its time limit while saving",
+    "call3/ftwiz_plan_r3": "round 2: before the MLP recompute",
+    "call4/unsloth_matched_r3": "round 2, given call 3's plan",
+    **NOT_MEMORY_ROWS,
+    "call6/ftwiz_plan_keep_r5": "diagnosis: call 6's plan with training.recompute_mlp_input=false (what the recompute costs)",
 }
 ARM_KEYS = ("system", "config", "status", "train_runtime_s", "steady_tokens_per_s", "peak_alloc_gib",
             "nvidia_smi_peak_gib", "mfu_vs_790", "steps", "losses", "plan_estimate", "probe", "overrides",
@@ -377,7 +400,8 @@ def real_summary() -> dict | None:
             arms[key] = {**{k: arm.get(k) for k in ARM_KEYS}, "call": key, "note": ARM_NOTES.get(key)}
     memory = []
     for key, arm in every.items():
-        if arm.get("system") != "ftwiz" or arm.get("overrides") or not arm.get("peak_alloc_gib"):
+        if (arm.get("system") != "ftwiz" or arm.get("overrides") or not arm.get("peak_alloc_gib")
+                or key in NOT_MEMORY_ROWS):
             continue
         est = (arm.get("plan_estimate") or {}).get("peak_gib")
         probe = arm.get("probe") or {}
@@ -412,9 +436,15 @@ def real_summary() -> dict | None:
         "plan_vs_guide_steady": round(tps(plan) / tps(guide), 3) if tps(plan) and tps(guide) else None,
         "qlora_vs_guide_steady": round(tps(qlora) / tps(guide), 3) if tps(qlora) and tps(guide) else None,
     }
-    same_call = every.get("call1/ftwiz_plan", {})
-    if tps(same_call) and tps(guide):
-        targets["plan_vs_guide_steady_same_call"] = round(tps(same_call) / tps(guide), 3)
+    keep = every.get("call6/ftwiz_plan_keep_r5", {})
+    if tps(keep) and tps(plan):
+        # what recomputing the MLP product costs in speed and saves in memory, one command
+        targets["recompute_mlp_speed_ratio"] = round(tps(plan) / tps(keep), 3)
+        targets["recompute_mlp_peak_gib"] = [plan.get("peak_alloc_gib"), keep.get("peak_alloc_gib")]
+    guides = [a for k, a in every.items() if k.split("/")[1].startswith("guide") and tps(a)]
+    if guides and tps(plan):
+        # the guide's recipe ran in calls 1, 5 and 6: its speed varied between machines
+        targets["guide_steady_range"] = [min(tps(a) for a in guides), max(tps(a) for a in guides)]
     meta = first["data"]
     return {
         "gpu": first["gpu"], "versions": first["versions"], "data": meta, "model": first["model"],
@@ -434,7 +464,8 @@ def real_markdown(doc: dict) -> str:
              f"{doc['data']['p90_tokens']}, longest {doc['data']['max_tokens']}), {doc['model']} shapes with random "
              f"weights, {doc['epochs']:g} epoch; torch {v['torch']}, transformers {v['transformers']}, peft {v['peft']}, "
              f"TRL {v['trl']}, bitsandbytes {v['bitsandbytes']}. One H200; each arm in its own process, one after "
-             "another; each Unsloth command right after an ftwiz command on the same machine (call 1 + 2, call 3 + 4). "
+             "another; each Unsloth command right after an ftwiz command on the same machine (call 1 + 2, call 3 + 4, "
+             "call 6 + 7). "
              "Commands: see `command` in real-chat-h200.json. The first five rows are the comparison; the others as "
              "measured, with notes.", "",
              "| arm | set-up | train_runtime s | steady tokens/s | MFU (790 TFLOP/s) | peak allocated GiB | nvidia-smi GiB |",
@@ -452,7 +483,11 @@ def real_markdown(doc: dict) -> str:
     lines += ["", "Targets: ftwiz's plan / Unsloth matched steady tokens/s "
               f"{t['plan_vs_unsloth_matched_steady']}x (peak GiB {t['plan_vs_unsloth_matched_peak_gib']}, train_runtime s "
               f"{t['plan_vs_unsloth_matched_train_runtime_s']}); ftwiz's plan / guide {t['plan_vs_guide_steady']}x; "
-              f"ftwiz QLoRA / guide (method held fixed) {t['qlora_vs_guide_steady']}x.", "",
+              f"ftwiz QLoRA / guide (method held fixed) {t['qlora_vs_guide_steady']}x."
+              + (f" The MLP product recomputed (the default) against kept, call 6: {t['recompute_mlp_speed_ratio']}x "
+                 f"the tokens/s, peak GiB {t['recompute_mlp_peak_gib']}." if t.get("recompute_mlp_speed_ratio") else "")
+              + (f" The guide's recipe across calls: {t['guide_steady_range'][0]:,.0f} to "
+                 f"{t['guide_steady_range'][1]:,.0f} tokens/s." if t.get("guide_steady_range") else ""), "",
               "## Memory: the plan's estimate and the probe against the measured peak", "",
               "| run | card GiB | method | checkpointing | micro-batch planned / trained | measured GiB | plan GiB (err %) | probe GiB (err %) | probe time s / train_runtime s |",
               "|---|---|---|---|---|---|---|---|---|"]
