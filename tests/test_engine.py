@@ -408,14 +408,14 @@ def test_probe_time_weighs_attention_by_each_examples_length():
     from datasets import Dataset
     from trl.data_utils import pack_dataset
 
-    from ftwiz.core.engine.probe import example_lengths, step_cost
+    from ftwiz.core.engine.probe import example_lengths, row_lengths, step_cost
 
     lengths = [11137, 1300, 1250, 1400, 900, 2300]
     packed = pack_dataset(Dataset.from_dict({"input_ids": [[1] * n for n in lengths]}), seq_length=11200,
                           strategy="bfd")
-    assert sorted(example_lengths(packed)) == sorted(lengths)  # packed rows: their seq_lengths
+    assert sorted(example_lengths(packed, row_lengths(packed))) == sorted(lengths)  # packed rows: their seq_lengths
     unpacked = Dataset.from_dict({"input_ids": [[1] * n for n in lengths]})
-    assert example_lengths(unpacked, [0, 1]) == [11137, 1300]
+    assert example_lengths(unpacked, row_lengths(unpacked), [0, 1]) == [11137, 1300]
     # Llama-3.1-8B shapes, LoRA: 4N per token, attention 4 x 4096 x 32 x 3.5 per pair.
     rates = (4 * 8.03e9, 4 * 4096 * 32 * 3.5)
     chats = [11137] + [1300] * 399  # the real-chat bench: one long chat among ~1,300-token ones

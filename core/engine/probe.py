@@ -59,24 +59,34 @@ def candidates(micro: int, accum: int, checkpointing: bool) -> list[tuple[int, i
     return out
 
 
-def longest_rows(trainer: Any, count: int) -> list[int]:
-    """Indices of the `count` longest rows of the Trainer's own (packed) dataset."""
-    lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
-    order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+def row_lengths(dataset: Any) -> list[int]:
+    """Tokens in each row of the Trainer's own dataset (a packed row holds several examples'):
+    read once per probe, since reading a column materialises it."""
+    return [len(ids) for ids in dataset["input_ids"]]
+
+
+def longest_first(lengths: list[int]) -> list[int]:
+    """Row indices, longest row first."""
+    return sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+
+
+def longest_rows(order: list[int], count: int) -> list[int]:
+    """The `count` longest rows (repeated when the dataset has fewer)."""
     return (order * count)[:count]
 
 
-def longest_batch(trainer: Any, count: int) -> dict[str, Any]:
-    """The `count` longest rows of the Trainer's own (packed) dataset, through its own collator."""
+def longest_batch(trainer: Any, rows: list[int]) -> dict[str, Any]:
+    """These rows of the Trainer's own (packed) dataset, through its own collator."""
     dataset = trainer.train_dataset
-    return trainer.data_collator([dataset[i] for i in longest_rows(trainer, count)])
+    return trainer.data_collator([dataset[i] for i in rows])
 
 
-def example_lengths(dataset: Any, rows: list[int] | None = None) -> list[int]:
+def example_lengths(dataset: Any, lengths: list[int], rows: list[int] | None = None) -> list[int]:
     """The examples' own lengths in these rows (all rows when None): a packed row holds several
-    (TRL's packing records them as seq_lengths); an unpacked row is one example."""
+    (TRL's packing records them as seq_lengths); an unpacked row is one example (`lengths`,
+    row_lengths of the same dataset)."""
     packed = "seq_lengths" in (dataset.column_names or [])
-    column = dataset["seq_lengths"] if packed else [len(ids) for ids in dataset["input_ids"]]
+    column = dataset["seq_lengths"] if packed else lengths
     chosen = column if rows is None else [column[i] for i in rows]
     return [int(n) for row in chosen for n in (row if packed else [row])]
 
@@ -207,11 +217,14 @@ def run_probe(trainer: Any, model: Any, config: RunConfig, micro: int, accum: in
     ckpt_on = False
     attempts: list[dict[str, Any]] = []
     chosen: dict[str, Any] | None = None
+    dataset = trainer.train_dataset
+    lengths = row_lengths(dataset)
+    order = longest_first(lengths)
     for number, (m, a, ckpt) in enumerate(candidates(micro, accum, planned_ckpt)):
         if ckpt and not ckpt_on:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             ckpt_on = True
-        batch = longest_batch(trainer, m)
+        batch = longest_batch(trainer, longest_rows(order, m))
         attempt: dict[str, Any] = {"micro_batch": m, "grad_accum": a, "gradient_checkpointing": ckpt}
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
@@ -254,7 +267,7 @@ def run_probe(trainer: Any, model: Any, config: RunConfig, micro: int, accum: in
         )
     if chosen["gradient_checkpointing"] != planned_ckpt:
         changes.append("gradient checkpointing turned on: without it even micro-batch 1 did not fit")
-    tokens = tokens_to_train(config, trainer.train_dataset, chosen["micro_batch"] * chosen["grad_accum"])
+    tokens = tokens_to_train(config, lengths, chosen["micro_batch"] * chosen["grad_accum"])
     speed = chosen.get("tokens_per_s")
     seconds = tokens / speed if speed else None
     if seconds is not None:
@@ -262,9 +275,8 @@ def run_probe(trainer: Any, model: Any, config: RunConfig, micro: int, accum: in
         # 11,137-token chat among ~1,300-token ones: 25% slower per token than the run's mean,
         # bench/results/real-chat-h200.json). Time scales by FLOPs, not tokens.
         rates = flop_rates(model, config.method, chosen["gradient_checkpointing"])
-        dataset = trainer.train_dataset
-        timed = example_lengths(dataset, longest_rows(trainer, chosen["micro_batch"]))
-        every = example_lengths(dataset)
+        timed = example_lengths(dataset, lengths, longest_rows(order, chosen["micro_batch"]))
+        every = example_lengths(dataset, lengths)
         per_token_probe = step_cost(timed, *rates) / max(1, sum(timed))
         if per_token_probe > 0:
             seconds *= step_cost(every, *rates) / max(1, sum(every)) / per_token_probe
@@ -289,11 +301,10 @@ def run_probe(trainer: Any, model: Any, config: RunConfig, micro: int, accum: in
     }
 
 
-def tokens_to_train(config: RunConfig, train_ds: Any, effective_batch: int) -> int:
+def tokens_to_train(config: RunConfig, lengths: list[int], effective_batch: int) -> int:
     """Real tokens the whole run trains on: max_steps x effective batch x mean row, or epochs x the dataset.
 
-    `train_ds` is the Trainer's dataset: with packing, each row is several examples' real tokens."""
-    lengths = [len(ids) for ids in train_ds["input_ids"]]
+    `lengths`: row_lengths of the Trainer's dataset (with packing, each row is several examples' real tokens)."""
     if not lengths:
         return 0
     if config.training.max_steps > 0:
