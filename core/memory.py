@@ -445,15 +445,21 @@ def trl_fuses_lm_head() -> bool:
     return (major, minor) >= (1, 16)
 
 
+def mlp_recompute_possible(method: str, regional_compile: bool, fsdp: bool) -> bool:
+    """Layers the engine may recompute the MLP's product on: LoRA or QLoRA, not compiled, one
+    process per GPU's whole model (not FSDP). Checkpointing, decided per layout, comes on top
+    (estimate_memory's `recompute_mlp` counts nothing under it)."""
+    return method != "full" and not regional_compile and not fsdp
+
+
 def recomputes_mlp_input(config: Any) -> bool:
     """The engine recomputes the MLP's product in backward rather than keep it for down_proj's
     adapter (core/engine/speed.recompute_mlp_input): asked for (training.recompute_mlp_input, the
-    default), LoRA or QLoRA, layers neither checkpointed nor compiled, one process per GPU's
-    whole model (not FSDP). Whether that saves memory depends on the model and adapters too
-    (estimate_memory's `recompute_mlp`)."""
+    default), possible (mlp_recompute_possible) and the layers not checkpointed. Whether that
+    saves memory depends on the model and adapters too (estimate_memory's `recompute_mlp`)."""
     t = config.training
-    return (t.recompute_mlp_input and config.method != "full" and not t.gradient_checkpointing
-            and not t.regional_compile and not t.fsdp)
+    return (t.recompute_mlp_input and not t.gradient_checkpointing
+            and mlp_recompute_possible(config.method, t.regional_compile, t.fsdp))
 
 
 def liger_norms(use_liger_kernel: bool, regional_compile: bool) -> bool:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ftwiz.core.errors import UserError
-from ftwiz.core.memory import GIB, default_optim, estimate_for, estimate_memory, gib_text, liger_norms, trl_fuses_lm_head
+from ftwiz.core.memory import (GIB, default_optim, estimate_for, estimate_memory, gib_text, liger_norms,
+                               mlp_recompute_possible, trl_fuses_lm_head)
 from ftwiz.core.methods import METHOD_NAMES
 from ftwiz.core.recommend import (Fit, Hyperparams, Recommendation, examples_per_row, fit_to_gpu,
                                   recommend_hyperparams, rows_per_step)
@@ -398,9 +399,8 @@ def make_plan(
                 liger=liger_norms(hp["use_liger_kernel"], hp["regional_compile"]),
                 fused_head=hp["use_liger_kernel"] or (not target.cpu_only and trl_fuses_lm_head()), shards=shards,
                 batch_unit="packed row(s)" if hp["packing"] else "example(s)",
-                # The engine recomputes the MLP's product where layers are neither compiled nor
-                # sharded (memory.recomputes_mlp_input; the config's default).
-                recompute_mlp=not hp["regional_compile"] and shards == 1,
+                # The config's default, training.recompute_mlp_input, as the engine applies it.
+                recompute_mlp=mlp_recompute_possible(m, hp["regional_compile"], shards > 1),
             )
 
         fit = fit_rows(seqs)
