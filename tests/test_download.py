@@ -124,6 +124,17 @@ def test_a_download_that_breaks_off_fails_with_what_to_do(tmp_path, monkeypatch)
     assert "ftwiz resume" in caught.value.suggestion
 
 
+def test_a_broken_download_names_the_command_that_resumes_it(tmp_path, monkeypatch):
+    """The run process passes its own `ftwiz resume NAME`; the suggestion says that one."""
+    from ftwiz.core.engine.download import DownloadFailed
+
+    with FakeHub({REPO: FILES}, fail=frozenset({"model-00002-of-00002.safetensors"})) as hub, \
+            hub_client(monkeypatch, hub, tmp_path / "cache"):
+        with pytest.raises(DownloadFailed) as caught:
+            fetch_model(REPO, lambda event: None, resume_command="ftwiz resume chat-0412")
+    assert "`ftwiz resume chat-0412` continues the download" in caught.value.suggestion
+
+
 def test_events_written_through_the_run_directory_parse_back(tmp_path, monkeypatch):
     run = RunDir(tmp_path / "run")
     run.path.mkdir()

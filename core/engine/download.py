@@ -180,9 +180,11 @@ def fetch_model(
     trust_remote_code: bool = False,
     interval_s: float = EVENT_EVERY_S,
     max_workers: int = MAX_WORKERS,
+    resume_command: str = "ftwiz resume",
 ) -> None:
     """Download what from_pretrained will read of this model into the Hugging Face cache,
-    emitting `download` events; nothing for a local folder or a model already in the cache."""
+    emitting `download` events; nothing for a local folder or a model already in the cache.
+    `resume_command`: what a DownloadFailed's suggestion tells the user to run (the run's own)."""
     from ftwiz.core.engine.model_source import model_source
 
     source = model_source(name_or_path)
@@ -214,7 +216,7 @@ def fetch_model(
     ticker = threading.Thread(target=tick, name="ftwiz-download-progress", daemon=True)
     ticker.start()
     try:
-        _download(source, missing, progress, max_workers)
+        _download(source, missing, progress, max_workers, resume_command)
     finally:
         stop.set()
         ticker.join()
@@ -283,7 +285,7 @@ def _offline(source: str, revision: str | None) -> None:
     )
 
 
-def _download(source: str, missing: list[Any], progress: Progress, max_workers: int) -> None:
+def _download(source: str, missing: list[Any], progress: Progress, max_workers: int, resume_command: str) -> None:
     """hf_hub_download of each missing file, several at once; the first failure stops the rest."""
     from huggingface_hub import hf_hub_download
 
@@ -308,5 +310,5 @@ def _download(source: str, missing: list[Any], progress: Progress, max_workers: 
     reason = f"{type(failed).__name__}: {failed}".splitlines()[0][:300]
     raise DownloadFailed(
         f"downloading {source} broke off: {reason}",
-        "check the network (and the Hub's status), then `ftwiz resume` continues the download where it stopped",
+        f"check the network (and the Hub's status), then `{resume_command}` continues the download where it stopped",
     ) from failed

@@ -690,10 +690,10 @@ class RunRecipe:
 
         model = self.config.model
         try:
-            fetch_model(model.name_or_path, hooks.emit, revision=model.revision,
-                        allow_pickle=model.allow_pickle, trust_remote_code=model.trust_remote_code)
+            fetch_model(model.name_or_path, hooks.emit, revision=model.revision, allow_pickle=model.allow_pickle,
+                        trust_remote_code=model.trust_remote_code, resume_command=f"ftwiz resume {self.run.name}")
         except DownloadFailed as exc:
-            raise RunFailure(str(exc), exc.suggestion.replace("`ftwiz resume`", f"`ftwiz resume {self.run.name}`")) from None
+            raise RunFailure(str(exc), exc.suggestion) from None
 
     def train(self) -> Any:
         """Train to the end (or a stop); returns the Trainer. Out of memory: `_after_oom`."""
