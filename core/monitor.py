@@ -264,8 +264,8 @@ class RunTracker:
                 "data, or a lower learning rate.")
 
 
-def size_text(done: float, total: float | None = None) -> str:
-    """'4.1 of 16.1 GiB' (both in the total's unit), '512 MiB', '3.2 GiB'."""
+def download_size_text(done: float, total: float | None = None) -> str:
+    """A download's bytes (binary units; export.size_text is for files): '4.1 of 16.1 GiB' (both in the total's unit), '512 MiB', '3.2 GiB'."""
     scale = total if isinstance(total, (int, float)) and total > 0 else done
     unit, div = ("GiB", 1024**3) if scale >= 1024**3 else ("MiB", 1024**2) if scale >= 1024**2 else ("KiB", 1024)
     digits = 1 if unit == "GiB" else 0
@@ -302,8 +302,8 @@ def download_text(event: DownloadEvent) -> str:
     total = _number(event.bytes_total)
     if event.done:
         speed = f" at {speed_text(event.bytes_per_s)}" if _number(event.bytes_per_s) else ""
-        return f"Downloaded {model}: {event.files_total} files, {size_text(total or done)}{speed}"
-    parts = [files, size_text(done, total)]
+        return f"Downloaded {model}: {event.files_total} files, {download_size_text(total or done)}{speed}"
+    parts = [files, download_size_text(done, total)]
     if _number(event.bytes_per_s) is not None:
         parts.append(speed_text(event.bytes_per_s))
         if _number(event.eta_s) is not None:
