@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tarfile
@@ -245,23 +244,23 @@ MERGED_BYTES = 4
 """Bytes per weight of merged/ as `ftwiz merge` may write it: fp32 on a CPU (16-bit on a GPU)."""
 
 
+def _tensor_shapes(folder: Path) -> list[list[int]]:
+    """The shape of every tensor in a folder's safetensors files, from their headers (safetensors'
+    own reader; no tensor is read, and torch is not imported)."""
+    from safetensors import safe_open
+
+    shapes = []
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), framework="numpy") as f:  # shapes only: no torch import
+            shapes += [f.get_slice(name).get_shape() for name in f.keys()]
+    return shapes
+
+
 def _safetensors_params(folder: Path) -> int | None:
-    """Weights in a folder's safetensors files, from their headers (no tensor is read)."""
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        return None
-    total = 0
-    for path in files:
-        with open(path, "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(length))
-        for name, entry in header.items():
-            if name != "__metadata__":
-                count = 1
-                for dim in entry["shape"]:
-                    count *= dim
-                total += count
-    return total
+    """Weights in a folder's safetensors files (None: there are none)."""
+    import math
+
+    return sum(math.prod(shape) for shape in _tensor_shapes(folder)) or None
 
 
 def model_parameters(run: RunDir) -> int:
@@ -426,12 +425,7 @@ def _convert(script: Path, source: Path, staged: Path, outtype: str, stage: _Sta
 
 
 def _tensor_count(folder: Path) -> int | None:
-    total = 0
-    for path in sorted(folder.glob("*.safetensors")):
-        with open(path, "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            total += sum(1 for name in json.loads(f.read(length)) if name != "__metadata__")
-    return total or None
+    return len(_tensor_shapes(folder)) or None
 
 
 def export_gguf(run: RunDir, quant: str = "f16", ollama: bool = False, *, merge_first: bool = True,
